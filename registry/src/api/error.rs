@@ -1,0 +1,183 @@
+//! The spec's error codes and statuses, and the one JSON body shape every
+//! error response has: `{"errors":[{"code","message","detail"}]}`.
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::storage::{StorageError, UploadError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    RangeInvalid,
+    PaginationNumberInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    Unavailable,
+    Unknown,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::RangeInvalid => "RANGE_INVALID",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Unknown => "UNKNOWN",
+        }
+    }
+
+    fn default_status(self) -> StatusCode {
+        match self {
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
+            Code::BlobUploadInvalid
+            | Code::DigestInvalid
+            | Code::ManifestBlobUnknown
+            | Code::ManifestInvalid
+            | Code::NameInvalid
+            | Code::SizeInvalid
+            | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
+            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Denied => StatusCode::FORBIDDEN,
+            Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: Option<Value>,
+    pub headers: HeaderMap,
+}
+
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            status: code.default_status(),
+            message: message.into(),
+            detail: None,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    pub fn detail(mut self, detail: Value) -> ApiError {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> ApiError {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    /// Tells the client the connection ends with this response: used when
+    /// the request body was not (fully) read, so the client sees the error
+    /// instead of a reset in the middle of its upload.
+    pub fn close_connection(self) -> ApiError {
+        self.header(header::CONNECTION, "close")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
+        }
+        let mut error = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(detail) = self.detail {
+            error["detail"] = detail;
+        }
+        let body = json!({ "errors": [error] }).to_string();
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Backend(e) => {
+                ApiError::new(Code::Unavailable, format!("storage is unavailable: {e}"))
+            }
+            other => ApiError::new(Code::Unknown, other.to_string()),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Unknown => {
+                ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
+            }
+            UploadError::OutOfOrder { size } => ApiError::new(
+                Code::BlobUploadInvalid,
+                format!("chunk must start at offset {size}, the upload's current size"),
+            )
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::RANGE, crate::api::uploads::range_value(size)),
+            e @ UploadError::Body(_) => ApiError::new(Code::BlobUploadInvalid, e.to_string()),
+            e @ UploadError::LengthMismatch { .. } => {
+                ApiError::new(Code::SizeInvalid, e.to_string())
+            }
+            UploadError::DigestMismatch { computed } => ApiError::new(
+                Code::DigestInvalid,
+                "provided digest did not match uploaded content",
+            )
+            .detail(json!({ "computed": computed.to_string() })),
+            UploadError::Storage(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::{header, request::Parts, HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::body::content_length;
+use super::error::{ApiError, ApiResult, Code};
+use super::refuse_unread;
+use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
+use crate::oci::name::ReferenceError;
+use crate::oci::{Digest, Reference, RepoName};
+use crate::AppState;
+
+const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
+
+fn parse_reference(raw: &str) -> Result<Reference, ApiError> {
+    raw.parse().map_err(|e| match e {
+        ReferenceError::Digest(e) => ApiError::new(Code::DigestInvalid, e.to_string()),
+        ReferenceError::Tag(e) => ApiError::new(Code::ManifestInvalid, e.to_string()),
+    })
+}
+
+fn manifest_unknown(reference: &Reference) -> ApiError {
+    ApiError::new(Code::ManifestUnknown, "manifest unknown to registry")
+        .detail(json!({ "reference": reference.to_string() }))
+}
+
+async fn resolve(state: &AppState, name: &RepoName, reference: &Reference) -> ApiResult<Digest> {
+    match reference {
+        Reference::Digest(d) => Ok(d.clone()),
+        Reference::Tag(t) => state
+            .storage
+            .resolve_tag(name, t)
+            .await?
+            .ok_or_else(|| manifest_unknown(reference)),
+    }
+}
+
+/// The media type a stored manifest is served with: its `mediaType` field,
+/// else what its shape says (OCI manifests may omit the field).
+fn stored_media_type(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(Probe {
+            media_type: Some(t),
+            ..
+        }) => t,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.into(),
+        _ => OCI_MANIFEST.into(),
+    }
+}
+
+pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
+    let reference = parse_reference(raw)?;
+    let digest = resolve(state, name, &reference).await?;
+    let body = state
+        .storage
+        .read_manifest(name, &digest)
+        .await?
+        .ok_or_else(|| manifest_unknown(&reference))?;
+    let media_type = stored_media_type(&body);
+    let accept: Vec<&str> = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !manifest::accepts(&accept, &media_type) {
+        return Err(manifest_unknown(&reference).detail(json!({
+            "reference": reference.to_string(),
+            "mediaType": media_type,
+            "reason": "the manifest's media type is not in the request's Accept header",
+        })));
+    }
+    let headers = [
+        (header::CONTENT_TYPE, media_type),
+        (header::CONTENT_LENGTH, body.len().to_string()),
+        (DIGEST_HEADER, digest.to_string()),
+        (header::ETAG, format!("\"{digest}\"")),
+    ];
+    if parts.method == axum::http::Method::HEAD {
+        return Ok((headers, Body::empty()).into_response());
+    }
+    Ok((headers, body).into_response())
+}
+
+async fn read_limited(parts: &Parts, body: Body) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::new(
+            Code::ManifestInvalid,
+            format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+        )
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if content_length(&parts.headers).is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
+        return Err(refuse_unread(too_large(), body).await);
+    }
+    match axum::body::to_bytes(body, MAX_MANIFEST_BYTES).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                Err(too_large().close_connection())
+            } else {
+                Err(ApiError::new(
+                    Code::ManifestInvalid,
+                    format!("reading the manifest failed: {e}"),
+                )
+                .close_connection())
+            }
+        }
+    }
+}
+
+pub async fn put(
+    state: &AppState,
+    name: &RepoName,
+    raw: &str,
+    parts: &Parts,
+    body: Body,
+) -> ApiResult {
+    let reference = match parse_reference(raw) {
+        Ok(r) => r,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
+    let body = read_limited(parts, body).await?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed = manifest::parse(&body, content_type)
+        .map_err(|e| ApiError::new(Code::ManifestInvalid, e.to_string()))?;
+    let digest = match &reference {
+        Reference::Digest(d) => {
+            let computed = Digest::of(d.algorithm(), &body);
+            if &computed != d {
+                return Err(ApiError::new(
+                    Code::DigestInvalid,
+                    "manifest digest does not match its content",
+                )
+                .detail(json!({ "computed": computed.to_string() })));
+            }
+            computed
+        }
+        Reference::Tag(_) => Digest::sha256_of(&body),
+    };
+    check_references(state, name, &parsed).await?;
+    let tag = match &reference {
+        Reference::Tag(t) => Some(t),
+        Reference::Digest(_) => None,
+    };
+    state
+        .storage
+        .put_manifest(name, &digest, body, parsed.subject.as_ref(), tag)
+        .await?;
+    let user = parts
+        .extensions
+        .get::<crate::auth::User>()
+        .map(|u| u.0.as_str())
+        .unwrap_or_default();
+    tracing::info!(target: "audit", user, repository = %name, reference = %reference, digest = %digest, "manifest pushed");
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
+            (DIGEST_HEADER, digest.to_string()),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+    )
+        .into_response();
+    if let Some(subject) = &parsed.subject {
+        response.headers_mut().insert(
+            "oci-subject",
+            subject
+                .to_string()
+                .parse()
+                .expect("digest is a valid header"),
+        );
+    }
+    Ok(response)
+}
+
+/// Every blob a manifest names must be in the repository, and every child
+/// manifest of an index too; the subject need not exist (the spec lets
+/// referrers be pushed before their subject).
+async fn check_references(state: &AppState, name: &RepoName, m: &Manifest) -> ApiResult<()> {
+    for blob in &m.blobs {
+        if state.storage.repo_blob_size(name, blob).await?.is_none() {
+            return Err(ApiError::new(
+                Code::ManifestBlobUnknown,
+                "manifest references a blob unknown to this repository",
+            )
+            .detail(json!({ "digest": blob.to_string() })));
+        }
+    }
+    for child in &m.children {
+        if !state.storage.manifest_in_repo(name, child).await? {
+            return Err(ApiError::new(
+                Code::ManifestBlobUnknown,
+                "index references a manifest unknown to this repository",
+            )
+            .detail(json!({ "digest": child.to_string() })));
+        }
+    }
+    Ok(())
+}
+
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+    let reference = parse_reference(raw)?;
+    if !state.delete_enabled {
+        return Err(ApiError::new(
+            Code::Unsupported,
+            "deletes are disabled on this registry",
+        ));
+    }
+    let deleted = match &reference {
+        Reference::Tag(t) => state.storage.delete_tag(name, t).await?,
+        Reference::Digest(d) => {
+            let subject = match state.storage.read_manifest(name, d).await? {
+                Some(body) => manifest::parse(&body, None).ok().and_then(|m| m.subject),
+                None => None,
+            };
+            state
+                .storage
+                .delete_manifest(name, d, subject.as_ref())
+                .await?
+        }
+    };
+    if !deleted {
+        return Err(manifest_unknown(&reference));
+    }
+    tracing::info!(target: "audit", repository = %name, reference = %reference, "manifest deleted");
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}

@@ -1,0 +1,159 @@
+//! The HTTP edge: routes, the access log, health endpoints. One module per
+//! resource; each handler validates its input, calls `storage`, and maps the
+//! outcome to the spec's statuses and headers.
+
+pub mod access_log;
+pub mod blobs;
+pub mod body;
+pub mod error;
+pub mod manifests;
+pub mod referrers;
+pub mod route;
+pub mod tags;
+pub mod uploads;
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+
+use crate::AppState;
+use error::{ApiError, Code};
+use route::{Route, RouteError};
+
+const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+pub fn router(state: AppState) -> Router {
+    let v2 = Router::new()
+        .route("/v2", any(base))
+        .route("/v2/", any(base))
+        .route("/v2/{*rest}", any(dispatch))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_auth,
+        ));
+    Router::new()
+        .merge(v2)
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            ApiError::new(Code::Unsupported, "no such endpoint").status(StatusCode::NOT_FOUND)
+        })
+        .layer(middleware::map_response(add_api_version))
+        .layer(middleware::from_fn(access_log::log))
+        .with_state(state)
+}
+
+async fn add_api_version(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    response
+}
+
+async fn base(method: Method) -> Response {
+    let mut response = match method {
+        Method::GET | Method::HEAD => {
+            ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+        }
+        _ => method_not_allowed("GET, HEAD"),
+    };
+    response.extensions_mut().insert(RouteKind("base"));
+    response
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.storage.ready().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")).into_response(),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    ApiError::new(Code::Unsupported, "method not allowed on this resource")
+        .header(header::ALLOW, allow)
+        .into_response()
+}
+
+/// The label a response carries for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteKind(pub &'static str);
+
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let rest = path.strip_prefix("/v2/").unwrap_or_default();
+    let route = match route::parse(rest) {
+        Ok(route) => route,
+        Err(RouteError::Name(e)) => {
+            return ApiError::new(Code::NameInvalid, e.to_string()).into_response()
+        }
+        Err(RouteError::NoSuchEndpoint) => {
+            return ApiError::new(Code::Unsupported, "no such endpoint")
+                .status(StatusCode::NOT_FOUND)
+                .into_response()
+        }
+    };
+    let kind = RouteKind(route.kind());
+    let method = request.method().clone();
+    let (parts, body) = request.into_parts();
+    let result = match (route, method) {
+        (Route::Catalog, Method::GET | Method::HEAD) => tags::catalog(&state, &parts).await,
+        (Route::Tags(name), Method::GET | Method::HEAD) => tags::list(&state, &name, &parts).await,
+        (Route::Manifest(name, r), Method::GET | Method::HEAD) => {
+            manifests::get(&state, &name, &r, &parts).await
+        }
+        (Route::Manifest(name, r), Method::PUT) => {
+            manifests::put(&state, &name, &r, &parts, body).await
+        }
+        (Route::Manifest(name, r), Method::DELETE) => manifests::delete(&state, &name, &r).await,
+        (Route::Blob(name, d), Method::GET | Method::HEAD) => {
+            blobs::get(&state, &name, &d, &parts).await
+        }
+        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d).await,
+        (Route::UploadStart(name), Method::POST) => {
+            uploads::start(&state, &name, &parts, body).await
+        }
+        (Route::Upload(name, id), Method::GET) => uploads::status(&state, &name, &id).await,
+        (Route::Upload(name, id), Method::PATCH) => {
+            uploads::patch(&state, &name, &id, &parts, body).await
+        }
+        (Route::Upload(name, id), Method::PUT) => {
+            uploads::put(&state, &name, &id, &parts, body).await
+        }
+        (Route::Upload(name, id), Method::DELETE) => uploads::cancel(&state, &name, &id).await,
+        (Route::Referrers(name, d), Method::GET) => {
+            referrers::list(&state, &name, &d, &parts).await
+        }
+        (Route::Catalog | Route::Tags(_), _) => Ok(method_not_allowed("GET, HEAD")),
+        (Route::Manifest(..), _) => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
+        (Route::Blob(..), _) => Ok(method_not_allowed("GET, HEAD, DELETE")),
+        (Route::UploadStart(_), _) => Ok(method_not_allowed("POST")),
+        (Route::Upload(..), _) => Ok(method_not_allowed("GET, PATCH, PUT, DELETE")),
+        (Route::Referrers(..), _) => Ok(method_not_allowed("GET")),
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(kind);
+    response
+}
+
+/// Refuses a request whose body was not read: drains a small body so the
+/// connection stays usable, and closes the connection after a large one.
+pub async fn refuse_unread(error: ApiError, body: Body) -> ApiError {
+    if body::drain(body, 1 << 20).await {
+        error
+    } else {
+        error.close_connection()
+    }
+}
+
+/// The request's query parameters (an unparsable query counts as none).
+pub fn query(parts: &axum::http::request::Parts) -> HashMap<String, String> {
+    Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
+}

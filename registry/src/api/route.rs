@@ -1,0 +1,114 @@
+//! Parses `/v2/<rest>` into a resource. Repository names have any number of
+//! components, so the path is read from its end: the last one or two
+//! components say what the resource is, everything before is the name.
+
+use crate::oci::name::{NameError, RepoName};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Catalog,
+    Tags(RepoName),
+    Manifest(RepoName, String),
+    Blob(RepoName, String),
+    UploadStart(RepoName),
+    Upload(RepoName, String),
+    Referrers(RepoName, String),
+}
+
+impl Route {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::Catalog => "catalog",
+            Route::Tags(_) => "tags",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::UploadStart(_) => "upload_start",
+            Route::Upload(..) => "upload",
+            Route::Referrers(..) => "referrers",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    NoSuchEndpoint,
+    Name(NameError),
+}
+
+/// `rest` is the raw (still percent-encoded) path after `/v2/`, so an encoded
+/// slash or dot never becomes a name separator.
+pub fn parse(rest: &str) -> Result<Route, RouteError> {
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let n = parts.len();
+    let name_of = |k: usize| -> Result<RepoName, RouteError> {
+        if n <= k {
+            return Err(RouteError::NoSuchEndpoint);
+        }
+        parts[..n - k].join("/").parse().map_err(RouteError::Name)
+    };
+    let last = |i: usize| parts.get(n.wrapping_sub(i)).copied();
+    let owned = |s: Option<&str>| s.unwrap_or_default().to_owned();
+    match (last(3), last(2), last(1)) {
+        (Some("blobs"), Some("uploads"), Some("")) => Ok(Route::UploadStart(name_of(3)?)),
+        (Some("blobs"), Some("uploads"), id) => Ok(Route::Upload(name_of(3)?, owned(id))),
+        (_, Some("blobs"), Some("uploads")) => Ok(Route::UploadStart(name_of(2)?)),
+        (_, Some("tags"), Some("list")) => Ok(Route::Tags(name_of(2)?)),
+        (_, Some("manifests"), r) => Ok(Route::Manifest(name_of(2)?, owned(r))),
+        (_, Some("blobs"), d) => Ok(Route::Blob(name_of(2)?, owned(d))),
+        (_, Some("referrers"), d) => Ok(Route::Referrers(name_of(2)?, owned(d))),
+        _ => Err(RouteError::NoSuchEndpoint),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_from_the_right() {
+        assert_eq!(parse("_catalog"), Ok(Route::Catalog));
+        assert_eq!(parse("a/b/c/tags/list"), Ok(Route::Tags(name("a/b/c"))));
+        assert_eq!(
+            parse("a/manifests/b/manifests/latest"),
+            Ok(Route::Manifest(name("a/manifests/b"), "latest".into()))
+        );
+        assert_eq!(
+            parse("x/y/blobs/uploads/"),
+            Ok(Route::UploadStart(name("x/y")))
+        );
+        assert_eq!(
+            parse("x/y/blobs/uploads"),
+            Ok(Route::UploadStart(name("x/y")))
+        );
+        assert_eq!(
+            parse("x/blobs/uploads/abc"),
+            Ok(Route::Upload(name("x"), "abc".into()))
+        );
+        assert_eq!(
+            parse("blobs/blobs/sha256:1"),
+            Ok(Route::Blob(name("blobs"), "sha256:1".into()))
+        );
+        assert_eq!(
+            parse("r/referrers/sha256:1"),
+            Ok(Route::Referrers(name("r"), "sha256:1".into()))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_names_and_unknown_paths() {
+        assert!(matches!(parse("../x/tags/list"), Err(RouteError::Name(_))));
+        assert!(matches!(parse("A/tags/list"), Err(RouteError::Name(_))));
+        assert!(matches!(parse("a%2fb/tags/list"), Err(RouteError::Name(_))));
+        assert_eq!(parse("tags/list"), Err(RouteError::NoSuchEndpoint));
+        assert_eq!(parse("a/b"), Err(RouteError::NoSuchEndpoint));
+        assert_eq!(parse(""), Err(RouteError::NoSuchEndpoint));
+    }
+}

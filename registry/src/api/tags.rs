@@ -1,0 +1,72 @@
+//! `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, paginated with `n` and
+//! `last` and a `Link: <...>; rel="next"` header when more remain.
+
+use axum::http::{header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult, Code};
+use super::query;
+use crate::oci::RepoName;
+use crate::AppState;
+
+/// One page of a sorted list, and the `last` value for the next page.
+fn paginate(
+    items: Vec<String>,
+    parts: &Parts,
+) -> ApiResult<(Vec<String>, Option<(usize, String)>)> {
+    let q = query(parts);
+    let n = match q.get("n") {
+        Some(raw) => Some(raw.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                Code::PaginationNumberInvalid,
+                "n must be a non-negative integer",
+            )
+        })?),
+        None => None,
+    };
+    let after: Vec<String> = match q.get("last") {
+        Some(last) => items
+            .into_iter()
+            .filter(|i| i.as_str() > last.as_str())
+            .collect(),
+        None => items,
+    };
+    match n {
+        Some(n) if after.len() > n => {
+            let page: Vec<String> = after.into_iter().take(n).collect();
+            let next = page.last().cloned().map(|last| (n, last));
+            Ok((page, next))
+        }
+        _ => Ok((after, None)),
+    }
+}
+
+fn with_link(mut response: Response, path: &str, next: Option<(usize, String)>) -> Response {
+    // Tags and repository names hold only characters that need no escaping
+    // in a query string.
+    if let Some((n, last)) = next {
+        let link = format!("<{path}?n={n}&last={last}>; rel=\"next\"");
+        if let Ok(v) = link.parse() {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+pub async fn list(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResult {
+    let tags = state.storage.tags(name).await?.ok_or_else(|| {
+        ApiError::new(Code::NameUnknown, "repository name not known to registry")
+            .detail(json!({ "name": name.as_str() }))
+    })?;
+    let (page, next) = paginate(tags, parts)?;
+    let response = axum::Json(json!({ "name": name.as_str(), "tags": page })).into_response();
+    Ok(with_link(response, &format!("/v2/{name}/tags/list"), next))
+}
+
+pub async fn catalog(state: &AppState, parts: &Parts) -> ApiResult {
+    let repositories = state.storage.repositories().await?;
+    let (page, next) = paginate(repositories, parts)?;
+    let response = axum::Json(json!({ "repositories": page })).into_response();
+    Ok(with_link(response, "/v2/_catalog", next))
+}

@@ -1,0 +1,260 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic with
+//! `?digest=`, or cross-repository mount with `?mount=&from=`), then `PATCH`,
+//! `PUT ?digest=`, `GET` status, `DELETE` cancel on `.../uploads/<id>`.
+
+use axum::body::Body;
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::blobs::parse_digest;
+use super::body::content_length;
+use super::error::{ApiError, ApiResult, Code};
+use super::{query, refuse_unread};
+use crate::oci::{Digest, RepoName};
+use crate::storage::uploads::UploadId;
+use crate::AppState;
+
+/// The `Range` header value for an upload holding `size` bytes. Like
+/// registry:2, an empty upload reports `0-0`.
+pub fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn session_response(status: StatusCode, name: &RepoName, id: &UploadId, size: u64) -> Response {
+    (
+        status,
+        [
+            (header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}")),
+            (header::RANGE, range_value(size)),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                id.to_string(),
+            ),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+    )
+        .into_response()
+}
+
+fn created_response(name: &RepoName, digest: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, format!("/v2/{name}/blobs/{digest}")),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+    )
+        .into_response()
+}
+
+fn parse_id(raw: &str) -> Result<UploadId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry"))
+}
+
+pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body) -> ApiResult {
+    let q = query(parts);
+    if let Some(mount) = q.get("mount") {
+        let Ok(digest) = mount.parse::<Digest>() else {
+            return Err(refuse_unread(
+                ApiError::new(Code::DigestInvalid, "mount digest is invalid"),
+                body,
+            )
+            .await);
+        };
+        if try_mount(state, name, &digest, q.get("from").map(String::as_str)).await? {
+            return Ok(created_response(name, &digest));
+        }
+        // Not mountable: the spec has the client upload it instead.
+    } else if let Some(raw) = q.get("digest") {
+        let digest = match parse_digest(raw) {
+            Ok(d) => d,
+            Err(e) => return Err(refuse_unread(e, body).await),
+        };
+        let id = state.storage.start_upload(name).await?;
+        let length = content_length(&parts.headers);
+        let appended = state
+            .storage
+            .append_upload(name, &id, Some(0), length, body.into_data_stream())
+            .await;
+        let finished = match appended {
+            Ok(_) => state.storage.finish_upload(name, &id, &digest).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = finished {
+            // A failed monolithic upload leaves nothing behind.
+            let _ = state.storage.cancel_upload(name, &id).await;
+            return Err(e.into());
+        }
+        audit_push(parts, name, &digest);
+        return Ok(created_response(name, &digest));
+    }
+    if !super::body::drain(body, 0).await {
+        return Err(ApiError::new(
+            Code::BlobUploadInvalid,
+            "POST starting an upload session takes no body; use ?digest= for a monolithic upload",
+        )
+        .close_connection());
+    }
+    let id = state.storage.start_upload(name).await?;
+    Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// Links a blob from another repository (or, without `from`, from anywhere
+/// in the registry: every authenticated user may read every repository in
+/// htpasswd mode) into `name`.
+async fn try_mount(
+    state: &AppState,
+    name: &RepoName,
+    digest: &Digest,
+    from: Option<&str>,
+) -> ApiResult<bool> {
+    let available = match from.map(str::parse::<RepoName>) {
+        Some(Ok(from)) => state.storage.repo_blob_size(&from, digest).await?.is_some(),
+        Some(Err(_)) => false,
+        None => state.storage.blob_size(digest).await?.is_some(),
+    };
+    if available {
+        state.storage.link_blob(name, digest).await?;
+    }
+    Ok(available)
+}
+
+/// Where a chunk starts and how long it is, from `Content-Range` (registry:2
+/// form `start-end`, or `bytes start-end/total`) and `Content-Length`.
+fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let length = content_length(&parts.headers);
+    let Some(raw) = parts.headers.get(header::CONTENT_RANGE) else {
+        return Ok((None, length));
+    };
+    let invalid = || {
+        ApiError::new(
+            Code::BlobUploadInvalid,
+            "Content-Range must be <start>-<end>",
+        )
+        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+    };
+    let text = raw.to_str().map_err(|_| invalid())?.trim();
+    let text = text.strip_prefix("bytes ").unwrap_or(text);
+    let text = text.split('/').next().unwrap_or_default();
+    let (a, b) = text.split_once('-').ok_or_else(invalid)?;
+    let (start, end): (u64, u64) = (
+        a.trim().parse().map_err(|_| invalid())?,
+        b.trim().parse().map_err(|_| invalid())?,
+    );
+    if end < start {
+        return Err(invalid());
+    }
+    let range_len = end - start + 1;
+    if length.is_some_and(|l| l != range_len) {
+        return Err(ApiError::new(
+            Code::SizeInvalid,
+            "Content-Length does not match Content-Range",
+        ));
+    }
+    Ok((Some(start), Some(range_len)))
+}
+
+pub async fn patch(
+    state: &AppState,
+    name: &RepoName,
+    raw_id: &str,
+    parts: &Parts,
+    body: Body,
+) -> ApiResult {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
+    let (start, length) = match chunk_bounds(parts) {
+        Ok(b) => b,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
+    match state
+        .storage
+        .append_upload(name, &id, start, length, body.into_data_stream())
+        .await
+    {
+        Ok(status) => Ok(session_response(
+            StatusCode::ACCEPTED,
+            name,
+            &id,
+            status.size,
+        )),
+        Err(e) => {
+            let mut error: ApiError = e.into();
+            if error.status == StatusCode::RANGE_NOT_SATISFIABLE {
+                error = error.header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"));
+            }
+            // The body may be unread (unknown session, out-of-order chunk).
+            Err(error.close_connection())
+        }
+    }
+}
+
+pub async fn put(
+    state: &AppState,
+    name: &RepoName,
+    raw_id: &str,
+    parts: &Parts,
+    body: Body,
+) -> ApiResult {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
+    let q = query(parts);
+    let digest = match q.get("digest").map(|d| parse_digest(d)) {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return Err(refuse_unread(e, body).await),
+        None => {
+            let e = ApiError::new(
+                Code::DigestInvalid,
+                "the digest query parameter is required to complete an upload",
+            );
+            return Err(refuse_unread(e, body).await);
+        }
+    };
+    let (start, length) = match chunk_bounds(parts) {
+        Ok(b) => b,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
+    state
+        .storage
+        .append_upload(name, &id, start, length, body.into_data_stream())
+        .await
+        .map_err(|e| ApiError::from(e).close_connection())?;
+    state.storage.finish_upload(name, &id, &digest).await?;
+    audit_push(parts, name, &digest);
+    Ok(created_response(name, &digest))
+}
+
+pub async fn status(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResult {
+    let id = parse_id(raw_id)?;
+    let status = state.storage.upload_status(name, &id).await?;
+    Ok(session_response(
+        StatusCode::NO_CONTENT,
+        name,
+        &id,
+        status.size,
+    ))
+}
+
+pub async fn cancel(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResult {
+    let id = parse_id(raw_id)?;
+    state.storage.cancel_upload(name, &id).await?;
+    Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+fn audit_push(parts: &Parts, name: &RepoName, digest: &Digest) {
+    let user = parts
+        .extensions
+        .get::<crate::auth::User>()
+        .map(|u| u.0.as_str())
+        .unwrap_or_default();
+    tracing::info!(target: "audit", user, repository = %name, digest = %digest, "blob pushed");
+}

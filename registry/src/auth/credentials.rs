@@ -1,0 +1,378 @@
+//! Verifies HTTP Basic credentials against an htpasswd file that is re-read
+//! when it changes.
+//!
+//! Password hashes are slow on purpose, and clients send Basic credentials on
+//! every request, so:
+//! * successful verifications are cached briefly under an HMAC of the exact
+//!   `user:password` bytes with a per-process random key (the password itself
+//!   is never kept); a wrong password can never hit the cache;
+//! * verifications run on the blocking pool behind a semaphore, so a burst of
+//!   logins cannot starve the async threads or multiply argon2's memory;
+//! * failed logins are counted per client address; past the limit the client
+//!   gets 429 until the window ends, and no hash is computed for it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use htpasswd::Htpasswd;
+use tokio::sync::Semaphore;
+
+use crate::config::HtpasswdAuth;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Past this many entries, expired ones are pruned before inserting.
+const MAP_PRUNE_AT: usize = 10_000;
+const RELOAD_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No usable `Authorization: Basic` header.
+    Missing,
+    /// Unknown user or wrong password.
+    Invalid,
+    /// Too many failures from this client; retry after this many seconds.
+    Throttled { retry_after: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("auth.htpasswd.path {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+struct Loaded {
+    file: Arc<Htpasswd>,
+    /// (modified, len) of the file when it was read, to notice changes.
+    stamp: Option<(SystemTime, u64)>,
+}
+
+pub struct Credentials {
+    path: PathBuf,
+    loaded: RwLock<Loaded>,
+    cache_key: [u8; 32],
+    /// HMAC(user:password) -> (user, expiry).
+    cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    ttl: Duration,
+    verify_slots: Semaphore,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    max_failures: u32,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// What `Credentials::open` did about a missing file, for the caller to tell
+/// the operator once.
+pub struct Created {
+    pub user: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// Loads the htpasswd file. When it does not exist, creates it with user
+    /// `admin` and a random password, returned so it can be shown once.
+    pub fn open(config: &HtpasswdAuth) -> Result<(Credentials, Option<Created>), SetupError> {
+        let path = config.path.clone();
+        let err = |message: String| SetupError::File {
+            path: path.clone(),
+            message,
+        };
+        let created = if path.exists() {
+            None
+        } else {
+            let mut raw = [0u8; 18];
+            rand::fill(&mut raw);
+            let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+            let line = format!("admin:{}\n", htpasswd::hash_argon2id(&password));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            htpasswd::write_atomic(&path, line.as_bytes()).map_err(|e| err(e.to_string()))?;
+            Some(Created {
+                user: "admin".into(),
+                password,
+            })
+        };
+        let file = Htpasswd::load(&path).map_err(|e| err(e.to_string()))?;
+        warn_unsupported(&file, &path);
+        let mut cache_key = [0u8; 32];
+        rand::fill(&mut cache_key);
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let credentials = Credentials {
+            loaded: RwLock::new(Loaded {
+                file: Arc::new(file),
+                stamp: stamp(&path),
+            }),
+            path,
+            cache_key,
+            cache: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(config.cache_ttl_secs),
+            verify_slots: Semaphore::new(slots),
+            failures: Mutex::new(HashMap::new()),
+            max_failures: config.max_failures_per_minute,
+        };
+        Ok((credentials, created))
+    }
+
+    /// Re-reads the file whenever its modification time or size changes. A
+    /// file that fails to parse is reported and the previous one kept.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_POLL);
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                let path = me.path.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let now = stamp(&path);
+                    (now, path)
+                })
+                .await;
+                let Ok((now, path)) = result else { continue };
+                if now.is_none() || now == me.loaded.read().unwrap().stamp {
+                    continue;
+                }
+                let loaded = tokio::task::spawn_blocking(move || Htpasswd::load(&path)).await;
+                match loaded {
+                    Ok(Ok(file)) => {
+                        warn_unsupported(&file, &me.path);
+                        *me.loaded.write().unwrap() = Loaded {
+                            file: Arc::new(file),
+                            stamp: now,
+                        };
+                        // A removed user or changed password must stop
+                        // working at once, not when the cache expires.
+                        me.cache.lock().unwrap().clear();
+                        tracing::info!(path = %me.path.display(), "htpasswd file reloaded");
+                    }
+                    Ok(Err(e)) => {
+                        me.loaded.write().unwrap().stamp = now;
+                        tracing::error!(error = %e, "htpasswd file not reloaded; keeping the previous one");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    fn cache_key_of(&self, raw: &[u8]) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.cache_key).expect("any key length");
+        mac.update(raw);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks an `Authorization` header value from `client`.
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        client: IpAddr,
+    ) -> Result<String, Failure> {
+        let (user, password, raw) = parse_basic(header.ok_or(Failure::Missing)?)?;
+        let key = self.cache_key_of(&raw);
+        if let Some((cached_user, expiry)) = self.cache.lock().unwrap().get(&key) {
+            if *expiry > Instant::now() {
+                return Ok(cached_user.clone());
+            }
+        }
+        self.check_throttle(client)?;
+
+        let file = self.loaded.read().unwrap().file.clone();
+        let ok = {
+            let _slot = self.verify_slots.acquire().await.expect("never closed");
+            let user = user.clone();
+            tokio::task::spawn_blocking(move || file.verify(&user, &password))
+                .await
+                .unwrap_or(false)
+        };
+        if !ok {
+            self.record_failure(client);
+            return Err(Failure::Invalid);
+        }
+        let mut cache = self.cache.lock().unwrap();
+        let now = Instant::now();
+        if cache.len() >= MAP_PRUNE_AT {
+            cache.retain(|_, (_, expiry)| *expiry > now);
+        }
+        if cache.len() < MAP_PRUNE_AT * 10 {
+            cache.insert(key, (user.clone(), now + self.ttl));
+        }
+        Ok(user)
+    }
+
+    fn check_throttle(&self, client: IpAddr) -> Result<(), Failure> {
+        let failures = self.failures.lock().unwrap();
+        match failures.get(&client) {
+            Some((start, count)) if *count >= self.max_failures => {
+                let elapsed = start.elapsed();
+                if elapsed < FAILURE_WINDOW {
+                    let retry_after = (FAILURE_WINDOW - elapsed).as_secs().max(1);
+                    return Err(Failure::Throttled { retry_after });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, client: IpAddr) {
+        let mut failures = self.failures.lock().unwrap();
+        let now = Instant::now();
+        if failures.len() >= MAP_PRUNE_AT {
+            failures.retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(client).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        tracing::warn!(target: "audit", client = %client, failures = entry.1, "failed login");
+    }
+}
+
+fn warn_unsupported(file: &Htpasswd, path: &Path) {
+    for entry in file.unsupported() {
+        tracing::warn!(
+            path = %path.display(),
+            user = %entry.user,
+            line = entry.line,
+            scheme = %entry.scheme,
+            "htpasswd entry uses a hash scheme that cannot be verified (use bcrypt or argon2id); that user cannot log in"
+        );
+    }
+}
+
+/// Splits `Basic base64(user:password)`; also returns the decoded bytes,
+/// which are what the cache key is computed from.
+fn parse_basic(header: &str) -> Result<(String, String, Vec<u8>), Failure> {
+    let (scheme, rest) = header.trim().split_once(' ').ok_or(Failure::Missing)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(Failure::Missing);
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| Failure::Invalid)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| Failure::Invalid)?;
+    let (user, password) = text.split_once(':').ok_or(Failure::Invalid)?;
+    if user.is_empty() {
+        return Err(Failure::Invalid);
+    }
+    Ok((user.to_owned(), password.to_owned(), raw.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    fn setup(max_failures: u32) -> (tempfile::TempDir, Credentials) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(
+            &path,
+            format!("alice:{}\n", htpasswd::hash_bcrypt("secret", 4).unwrap()),
+        )
+        .unwrap();
+        let config = HtpasswdAuth {
+            path,
+            max_failures_per_minute: max_failures,
+            ..Default::default()
+        };
+        let (c, created) = Credentials::open(&config).unwrap();
+        assert!(created.is_none());
+        (dir, c)
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn verifies_and_caches_only_successes() {
+        let (_dir, c) = setup(100);
+        let good = header("alice", "secret");
+        assert_eq!(
+            c.authenticate(Some(&good), CLIENT).await,
+            Ok("alice".into())
+        );
+        assert_eq!(c.cache.lock().unwrap().len(), 1);
+        assert_eq!(
+            c.authenticate(Some(&good), CLIENT).await,
+            Ok("alice".into())
+        );
+        let bad = header("alice", "secreT");
+        assert_eq!(
+            c.authenticate(Some(&bad), CLIENT).await,
+            Err(Failure::Invalid)
+        );
+        assert_eq!(c.cache.lock().unwrap().len(), 1);
+        assert_eq!(
+            c.authenticate(Some(&header("bob", "secret")), CLIENT).await,
+            Err(Failure::Invalid)
+        );
+        assert_eq!(c.authenticate(None, CLIENT).await, Err(Failure::Missing));
+        assert_eq!(
+            c.authenticate(Some("Bearer x"), CLIENT).await,
+            Err(Failure::Missing)
+        );
+        assert_eq!(
+            c.authenticate(Some("Basic !!!"), CLIENT).await,
+            Err(Failure::Invalid)
+        );
+    }
+
+    #[tokio::test]
+    async fn throttles_a_client_after_repeated_failures() {
+        let (_dir, c) = setup(3);
+        for _ in 0..3 {
+            assert_eq!(
+                c.authenticate(Some(&header("alice", "x")), CLIENT).await,
+                Err(Failure::Invalid)
+            );
+        }
+        let r = c
+            .authenticate(Some(&header("alice", "secret")), CLIENT)
+            .await;
+        assert!(matches!(r, Err(Failure::Throttled { retry_after }) if retry_after > 0));
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(
+            c.authenticate(Some(&header("alice", "secret")), other)
+                .await,
+            Ok("alice".into())
+        );
+    }
+
+    #[test]
+    fn creates_a_missing_file_with_a_random_admin_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = HtpasswdAuth {
+            path: dir.path().join("sub/htpasswd"),
+            ..Default::default()
+        };
+        let (c, created) = Credentials::open(&config).unwrap();
+        let created = created.unwrap();
+        assert_eq!(created.user, "admin");
+        assert!(created.password.len() >= 20);
+        assert!(c
+            .loaded
+            .read()
+            .unwrap()
+            .file
+            .verify("admin", &created.password));
+        let (_, again) = Credentials::open(&config).unwrap();
+        assert!(again.is_none());
+    }
+}

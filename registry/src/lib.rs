@@ -1,0 +1,19 @@
+//! An OCI Distribution v1.1 registry. Codemap: `docs/architecture.md`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod oci;
+pub mod server;
+pub mod storage;
+
+use std::sync::Arc;
+
+/// What every handler shares.
+pub struct App {
+    pub storage: storage::Storage,
+    pub auth: auth::Authenticator,
+    pub delete_enabled: bool,
+}
+
+pub type AppState = Arc<App>;

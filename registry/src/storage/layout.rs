@@ -1,0 +1,175 @@
+//! The storage key layout: one table from logical thing to key, the same as
+//! CNCF Distribution's (`registry/storage/paths.go`), so a directory or bucket
+//! written by registry:2 is served as is and the other way round.
+//!
+//! ```text
+//! docker/registry/v2/
+//!   blobs/<alg>/<hex[0:2]>/<hex>/data                       blob content
+//!   repositories/<name>/
+//!     _layers/<alg>/<hex>/link                               blob is in repo
+//!     _manifests/revisions/<alg>/<hex>/link                  manifest is in repo
+//!     _manifests/tags/<tag>/current/link                     tag -> manifest
+//!     _manifests/tags/<tag>/index/<alg>/<hex>/link           tag history
+//!     _uploads/<id>/startedat                                upload session exists
+//!     _uploads/<id>/parts/<end:020>                          (ours) chunk record
+//!     _uploads/<id>/chunks/<start:020>-<nonce>               (ours) chunk data
+//!     _referrers/<alg>/<subject hex>/<alg>/<hex>/link        (ours) subject -> referrer
+//! ```
+//!
+//! A link file holds the digest string (`sha256:...`) and nothing else.
+//! Keys under `_uploads` and `_referrers` beyond `startedat` are this
+//! registry's own; registry:2 ignores them.
+
+use object_store::path::Path;
+
+use crate::oci::{Digest, RepoName, Tag};
+
+const ROOT: &str = "docker/registry/v2";
+
+fn key(s: String) -> Path {
+    // Every component was validated (names, tags, digests, upload ids), so the
+    // raw form is safe and matches the on-disk names registry:2 uses.
+    Path::from(s)
+}
+
+pub fn blob_data(d: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/blobs/{}/{}/{}/data",
+        d.algorithm().as_str(),
+        &d.hex()[..2],
+        d.hex()
+    ))
+}
+
+pub fn repositories_root() -> Path {
+    key(format!("{ROOT}/repositories"))
+}
+
+pub fn repository(name: &RepoName) -> Path {
+    key(format!("{ROOT}/repositories/{name}"))
+}
+
+pub fn layer_link(name: &RepoName, d: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_layers/{}/{}/link",
+        d.algorithm().as_str(),
+        d.hex()
+    ))
+}
+
+pub fn manifests_dir(name: &RepoName) -> Path {
+    key(format!("{ROOT}/repositories/{name}/_manifests"))
+}
+
+pub fn revision_link(name: &RepoName, d: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_manifests/revisions/{}/{}/link",
+        d.algorithm().as_str(),
+        d.hex()
+    ))
+}
+
+pub fn tags_dir(name: &RepoName) -> Path {
+    key(format!("{ROOT}/repositories/{name}/_manifests/tags"))
+}
+
+pub fn tag_dir(name: &RepoName, tag: &Tag) -> Path {
+    key(format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}"))
+}
+
+pub fn tag_current_link(name: &RepoName, tag: &Tag) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link"
+    ))
+}
+
+pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{}/{}/link",
+        d.algorithm().as_str(),
+        d.hex()
+    ))
+}
+
+pub fn upload_dir(name: &RepoName, id: &str) -> Path {
+    key(format!("{ROOT}/repositories/{name}/_uploads/{id}"))
+}
+
+pub fn upload_started_at(name: &RepoName, id: &str) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_uploads/{id}/startedat"
+    ))
+}
+
+pub fn upload_parts_dir(name: &RepoName, id: &str) -> Path {
+    key(format!("{ROOT}/repositories/{name}/_uploads/{id}/parts"))
+}
+
+pub fn upload_part(name: &RepoName, id: &str, end: u64) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_uploads/{id}/parts/{end:020}"
+    ))
+}
+
+pub fn upload_chunk(name: &RepoName, id: &str, start: u64, nonce: &str) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_uploads/{id}/chunks/{start:020}-{nonce}"
+    ))
+}
+
+pub fn referrers_dir(name: &RepoName, subject: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_referrers/{}/{}",
+        subject.algorithm().as_str(),
+        subject.hex()
+    ))
+}
+
+pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_referrers/{}/{}/{}/{}/link",
+        subject.algorithm().as_str(),
+        subject.hex(),
+        referrer.algorithm().as_str(),
+        referrer.hex()
+    ))
+}
+
+/// Parses the digest a `.../<alg>/<hex>/link` key names.
+pub fn digest_of_link_key(path: &Path) -> Option<Digest> {
+    let parts: Vec<_> = path.parts().collect();
+    let n = parts.len();
+    if n < 3 || parts[n - 1].as_ref() != "link" {
+        return None;
+    }
+    format!("{}:{}", parts[n - 3].as_ref(), parts[n - 2].as_ref())
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_registry2_paths() {
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let name: RepoName = "team/app".parse().unwrap();
+        let tag: Tag = "latest".parse().unwrap();
+        assert_eq!(
+            blob_data(&d).as_ref(),
+            "docker/registry/v2/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/data"
+        );
+        assert_eq!(
+            tag_current_link(&name, &tag).as_ref(),
+            "docker/registry/v2/repositories/team/app/_manifests/tags/latest/current/link"
+        );
+        assert_eq!(
+            digest_of_link_key(&revision_link(&name, &d)),
+            Some(d.clone())
+        );
+        assert_eq!(digest_of_link_key(&layer_link(&name, &d)), Some(d));
+    }
+}

@@ -1,0 +1,327 @@
+//! Everything the registry keeps, behind one seam: `object_store`. Handlers
+//! call the methods here and never build keys or touch the backend directly.
+//!
+//! Invariants (held by the order of writes, since the backend has no
+//! transactions):
+//! * a blob's `data` is written whole (staged, then renamed) and only after
+//!   its digest was verified; links to it are written after it exists;
+//! * a tag's `current/link` is written last, after the manifest's data and
+//!   revision link, so a crash never leaves a tag naming a missing manifest.
+
+pub mod backend;
+mod hashing;
+pub mod layout;
+pub mod uploads;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::oci::{Digest, RepoName, Tag};
+
+pub use uploads::{UploadError, UploadStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage backend: {0}")]
+    Backend(#[from] object_store::Error),
+    #[error("corrupt link at {path}: {content:?}")]
+    CorruptLink { path: String, content: String },
+    #[error("corrupt upload record at {0}")]
+    CorruptUpload(String),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// Size of the parts streamed to the backend: large enough for fast I/O
+    /// (and S3's 5 MiB minimum), small enough to bound memory per upload.
+    part_size: usize,
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl Storage {
+    pub fn new(store: Arc<dyn ObjectStore>, part_size: usize) -> Storage {
+        Storage { store, part_size }
+    }
+
+    /// Cheap reachability check for `/readyz`.
+    pub async fn ready(&self) -> Result<()> {
+        self.store
+            .list_with_delimiter(Some(&layout::repositories_root()))
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if is_not_found(&e) {
+                    Ok(())
+                } else {
+                    Err(e.into())
+                }
+            })
+    }
+
+    async fn exists(&self, key: &Path) -> Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_link(&self, key: &Path) -> Result<Option<Digest>> {
+        let bytes = match self.store.get(key).await {
+            Ok(r) => r.bytes().await?,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| StorageError::CorruptLink {
+                path: key.to_string(),
+                content: text.into_owned(),
+            })
+    }
+
+    async fn write_link(&self, key: &Path, d: &Digest) -> Result<()> {
+        self.store
+            .put(key, PutPayload::from(d.to_string().into_bytes()))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_if_exists(&self, key: &Path) -> Result<bool> {
+        match self.store.delete(key).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        let keys = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+        let mut deleted = self.store.delete_stream(keys);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the child "directories" of `prefix` (their last component).
+    async fn child_names(&self, prefix: &Path) -> Result<Vec<String>> {
+        match self.store.list_with_delimiter(Some(prefix)).await {
+            Ok(list) => Ok(list
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_owned))
+                .collect()),
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ----- blobs -----
+
+    /// Size of a blob's content, if it is stored (in any repository).
+    pub async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {
+        match self.store.head(&layout::blob_data(d)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Size of a blob if `name` holds it: linked in the repository and stored.
+    pub async fn repo_blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
+        if !self.exists(&layout::layer_link(name, d)).await? {
+            return Ok(None);
+        }
+        self.blob_size(d).await
+    }
+
+    /// Streams a blob's content, whole or a byte range of it.
+    pub async fn blob_get(&self, d: &Digest, range: Option<GetRange>) -> Result<Option<GetResult>> {
+        let opts = GetOptions {
+            range,
+            ..Default::default()
+        };
+        match self.store.get_opts(&layout::blob_data(d), opts).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        self.write_link(&layout::layer_link(name, d), d).await
+    }
+
+    /// Removes a blob from a repository; its content stays until garbage
+    /// collection, since other repositories may share it.
+    pub async fn unlink_blob(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        self.delete_if_exists(&layout::layer_link(name, d)).await
+    }
+
+    // ----- manifests and tags -----
+
+    pub async fn manifest_in_repo(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        self.exists(&layout::revision_link(name, d)).await
+    }
+
+    /// A manifest's bytes, if `name` holds it.
+    pub async fn read_manifest(&self, name: &RepoName, d: &Digest) -> Result<Option<Bytes>> {
+        if !self.manifest_in_repo(name, d).await? {
+            return Ok(None);
+        }
+        match self.store.get(&layout::blob_data(d)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        self.read_link(&layout::tag_current_link(name, tag)).await
+    }
+
+    /// Stores a manifest whose content was validated and whose references
+    /// were checked, then points `tag` (if any) at it.
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        body: Bytes,
+        subject: Option<&Digest>,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let data = layout::blob_data(d);
+        if !self.exists(&data).await? {
+            self.store.put(&data, PutPayload::from(body)).await?;
+        }
+        self.link_blob_if_missing(name, d).await?;
+        self.write_link(&layout::revision_link(name, d), d).await?;
+        if let Some(subject) = subject {
+            self.write_link(&layout::referrer_link(name, subject, d), d)
+                .await?;
+        }
+        if let Some(tag) = tag {
+            self.write_link(&layout::tag_index_link(name, tag, d), d)
+                .await?;
+            self.write_link(&layout::tag_current_link(name, tag), d)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn link_blob_if_missing(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        // registry:2 links manifests under _layers too; keeping that makes
+        // its garbage collector and ours agree on what a repository holds.
+        let key = layout::layer_link(name, d);
+        if !self.exists(&key).await? {
+            self.write_link(&key, d).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest from a repository, with every tag that points at
+    /// it and its referrers entry. Returns false when it was not there.
+    pub async fn delete_manifest(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        subject: Option<&Digest>,
+    ) -> Result<bool> {
+        if !self.manifest_in_repo(name, d).await? {
+            return Ok(false);
+        }
+        for tag in self.tags(name).await?.unwrap_or_default() {
+            let Ok(tag) = tag.parse::<Tag>() else {
+                continue;
+            };
+            if self.resolve_tag(name, &tag).await?.as_ref() == Some(d) {
+                self.delete_prefix(&layout::tag_dir(name, &tag)).await?;
+            }
+        }
+        if let Some(subject) = subject {
+            self.delete_if_exists(&layout::referrer_link(name, subject, d))
+                .await?;
+        }
+        self.delete_if_exists(&layout::revision_link(name, d))
+            .await?;
+        Ok(true)
+    }
+
+    pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<bool> {
+        if self.resolve_tag(name, tag).await?.is_none() {
+            return Ok(false);
+        }
+        self.delete_prefix(&layout::tag_dir(name, tag)).await?;
+        Ok(true)
+    }
+
+    /// The repository's tags in lexical order, or None if it has no manifests
+    /// at all (an unknown repository).
+    pub async fn tags(&self, name: &RepoName) -> Result<Option<Vec<String>>> {
+        let manifests = self.child_names(&layout::manifests_dir(name)).await?;
+        if manifests.is_empty() {
+            return Ok(None);
+        }
+        let mut tags = self.child_names(&layout::tags_dir(name)).await?;
+        tags.sort();
+        Ok(Some(tags))
+    }
+
+    /// Every repository that holds manifests, in lexical order.
+    pub async fn repositories(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut pending = vec![(layout::repositories_root(), String::new())];
+        while let Some((prefix, name)) = pending.pop() {
+            for child in self.child_names(&prefix).await? {
+                // Name components never start with '_', so `_manifests` and
+                // friends mark the end of a repository name.
+                if child == "_manifests" {
+                    found.push(name.clone());
+                } else if !child.starts_with('_') {
+                    let full = if name.is_empty() {
+                        child.clone()
+                    } else {
+                        format!("{name}/{child}")
+                    };
+                    pending.push((prefix.clone().join(child.as_str()), full));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Digests of the manifests in `name` whose subject is `subject`.
+    pub async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Vec<Digest>> {
+        let prefix = layout::referrers_dir(name, subject);
+        let metas: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out: Vec<Digest> = metas
+            .iter()
+            .filter_map(|m| layout::digest_of_link_key(&m.location))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}

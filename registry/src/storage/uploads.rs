@@ -1,0 +1,373 @@
+//! Upload sessions, kept entirely in storage so that a restarted process, or
+//! another replica, continues any upload.
+//!
+//! Each PATCH streams its body into its own chunk object while hashing it,
+//! then records `parts/<end>` = {start, end, chunk, sha256 state after end}.
+//! The part record is created with `PutMode::Create`, so of two racing
+//! appends at the same offset only one is recorded; the chain of records from
+//! the largest `end` back to 0 names exactly the bytes that were hashed.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
+use serde::{Deserialize, Serialize};
+
+use super::hashing::ResumableSha256;
+use super::{is_not_found, layout, Storage, StorageError};
+use crate::oci::{Algorithm, Digest, RepoName};
+
+/// At most this many parts of one upload are in flight to the backend.
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadId(String);
+
+impl FromStr for UploadId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Re-formatting makes the id canonical and safe as a key component.
+        uuid::Uuid::parse_str(s).map(|u| UploadId(u.hyphenated().to_string()))
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl UploadId {
+    fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload session not found")]
+    Unknown,
+    #[error("chunk does not start at the upload's current size {size}")]
+    OutOfOrder { size: u64 },
+    #[error("request body ended early or failed: {0}")]
+    Body(String),
+    #[error("request body had {got} bytes where {expected} were announced")]
+    LengthMismatch { expected: u64, got: u64 },
+    #[error("content digest is {computed}, not the digest given")]
+    DigestMismatch { computed: Digest },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<object_store::Error> for UploadError {
+    fn from(e: object_store::Error) -> Self {
+        UploadError::Storage(e.into())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PartRecord {
+    start: u64,
+    end: u64,
+    chunk: String,
+    sha256: String,
+}
+
+impl Storage {
+    pub async fn start_upload(&self, name: &RepoName) -> Result<UploadId, StorageError> {
+        let id = UploadId::new();
+        let now = humantime::format_rfc3339(SystemTime::now()).to_string();
+        self.store
+            .put(
+                &layout::upload_started_at(name, &id.0),
+                PutPayload::from(now.into_bytes()),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    async fn upload_exists(&self, name: &RepoName, id: &UploadId) -> Result<bool, StorageError> {
+        self.exists(&layout::upload_started_at(name, &id.0)).await
+    }
+
+    async fn part_ends(&self, name: &RepoName, id: &UploadId) -> Result<Vec<u64>, StorageError> {
+        let metas: Vec<_> = match self
+            .store
+            .list(Some(&layout::upload_parts_dir(name, &id.0)))
+            .try_collect()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ends: Vec<u64> = metas
+            .iter()
+            .filter_map(|m| m.location.filename()?.parse().ok())
+            .collect();
+        ends.sort_unstable();
+        Ok(ends)
+    }
+
+    async fn read_part(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        end: u64,
+    ) -> Result<PartRecord, StorageError> {
+        let key = layout::upload_part(name, &id.0, end);
+        let bytes = self.store.get(&key).await?.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|_| StorageError::CorruptUpload(key.to_string()))
+    }
+
+    /// The newest part record, if any bytes were received.
+    async fn latest_part(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+    ) -> Result<Option<PartRecord>, StorageError> {
+        match self.part_ends(name, id).await?.last() {
+            Some(&end) => Ok(Some(self.read_part(name, id, end).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn upload_status(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+    ) -> Result<UploadStatus, UploadError> {
+        if !self.upload_exists(name, id).await? {
+            return Err(UploadError::Unknown);
+        }
+        let size = self.latest_part(name, id).await?.map_or(0, |p| p.end);
+        Ok(UploadStatus { size })
+    }
+
+    /// Appends a request body to an upload. `start` is where the client says
+    /// the chunk begins (Content-Range), `expected_len` what it announced
+    /// (Content-Length or the range's length). Nothing is recorded unless the
+    /// whole body arrived and matched both.
+    pub async fn append_upload<S, E>(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        expected_len: Option<u64>,
+        body: S,
+    ) -> Result<UploadStatus, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        if !self.upload_exists(name, id).await? {
+            return Err(UploadError::Unknown);
+        }
+        let latest = self.latest_part(name, id).await?;
+        let size = latest.as_ref().map_or(0, |p| p.end);
+        if start.is_some_and(|s| s != size) {
+            return Err(UploadError::OutOfOrder { size });
+        }
+        let mut hasher = match &latest {
+            Some(p) => ResumableSha256::from_base64(&p.sha256).ok_or_else(|| {
+                StorageError::CorruptUpload(layout::upload_part(name, &id.0, p.end).to_string())
+            })?,
+            None => ResumableSha256::default(),
+        };
+
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let chunk_key = layout::upload_chunk(name, &id.0, size, &nonce);
+        let received = self
+            .stream_into(&chunk_key, body, |b| hasher.update(b))
+            .await?;
+        if let Some(expected) = expected_len {
+            if expected != received {
+                self.delete_if_exists(&chunk_key).await?;
+                return Err(UploadError::LengthMismatch {
+                    expected,
+                    got: received,
+                });
+            }
+        }
+        if received == 0 {
+            self.delete_if_exists(&chunk_key).await?;
+            return Ok(UploadStatus { size });
+        }
+
+        let end = size + received;
+        let record = PartRecord {
+            start: size,
+            end,
+            chunk: chunk_key.to_string(),
+            sha256: hasher.to_base64(),
+        };
+        let put = self
+            .store
+            .put_opts(
+                &layout::upload_part(name, &id.0, end),
+                PutPayload::from(serde_json::to_vec(&record).expect("record serializes")),
+                PutMode::Create.into(),
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(UploadStatus { size: end }),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // A concurrent append to the same offset won the race.
+                self.delete_if_exists(&chunk_key).await?;
+                Err(UploadError::OutOfOrder { size })
+            }
+            Err(e) => {
+                self.delete_if_exists(&chunk_key).await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Streams `body` into a new object at `key` in parts of `part_size`,
+    /// calling `inspect` on every piece. The object appears only when the
+    /// whole body arrived; on any error nothing is left behind.
+    async fn stream_into<S, E>(
+        &self,
+        key: &Path,
+        mut body: S,
+        mut inspect: impl FnMut(&[u8]),
+    ) -> Result<u64, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let upload = self.store.put_multipart(key).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let mut received = 0u64;
+        while let Some(piece) = body.next().await {
+            let piece = match piece {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(UploadError::Body(e.to_string()));
+                }
+            };
+            if let Err(e) = writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+            inspect(&piece);
+            received += piece.len() as u64;
+            writer.put(piece);
+        }
+        writer.finish().await?;
+        Ok(received)
+    }
+
+    /// Completes an upload: checks the content against `digest`, moves it
+    /// into place, links it into the repository and removes the session.
+    pub async fn finish_upload(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+    ) -> Result<u64, UploadError> {
+        if !self.upload_exists(name, id).await? {
+            return Err(UploadError::Unknown);
+        }
+        let chain = self.part_chain(name, id).await?;
+        let size = chain.last().map_or(0, |p| p.end);
+        let computed = match (digest.algorithm(), chain.last()) {
+            (Algorithm::Sha256, Some(p)) => ResumableSha256::from_base64(&p.sha256)
+                .ok_or_else(|| StorageError::CorruptUpload(p.chunk.clone()))?
+                .digest(),
+            (Algorithm::Sha256, None) => Digest::sha256_of(b""),
+            // sha512 pushes are rare: hash the stored chunks once instead of
+            // paying for a second running hash on every upload.
+            (Algorithm::Sha512, _) => self.sha512_of_chunks(&chain).await?,
+        };
+        if &computed != digest {
+            return Err(UploadError::DigestMismatch { computed });
+        }
+
+        let target = layout::blob_data(digest);
+        if self.blob_size(digest).await?.is_none() {
+            match chain.as_slice() {
+                [] => {
+                    self.store.put(&target, PutPayload::default()).await?;
+                }
+                [only] => {
+                    self.store
+                        .rename(&Path::from(only.chunk.as_str()), &target)
+                        .await?;
+                }
+                many => {
+                    let pieces =
+                        futures::stream::iter(many.iter().map(|p| Path::from(p.chunk.as_str())))
+                            .then(|key| {
+                                let store = self.store.clone();
+                                async move { store.get(&key).await.map(|r| r.into_stream()) }
+                            })
+                            .try_flatten()
+                            .boxed();
+                    self.stream_into(&target, pieces, |_| {}).await?;
+                }
+            }
+        }
+        self.link_blob(name, digest).await?;
+        self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
+        Ok(size)
+    }
+
+    /// The recorded parts from offset 0 to the newest end, in order.
+    async fn part_chain(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+    ) -> Result<Vec<PartRecord>, UploadError> {
+        let ends = self.part_ends(name, id).await?;
+        let mut chain = Vec::new();
+        let mut next = ends.last().copied();
+        while let Some(end) = next {
+            let part = self.read_part(name, id, end).await?;
+            next = (part.start > 0).then_some(part.start);
+            if part.start >= part.end || next.is_some_and(|s| ends.binary_search(&s).is_err()) {
+                return Err(StorageError::CorruptUpload(part.chunk).into());
+            }
+            chain.push(part);
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    async fn sha512_of_chunks(&self, chain: &[PartRecord]) -> Result<Digest, UploadError> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha512::new();
+        for part in chain {
+            let mut s = self
+                .store
+                .get(&Path::from(part.chunk.as_str()))
+                .await?
+                .into_stream();
+            while let Some(b) = s.next().await {
+                h.update(&b?);
+            }
+        }
+        Ok(Digest::from_sha512_bytes(&h.finalize()))
+    }
+
+    /// Cancels an upload and removes everything it stored.
+    pub async fn cancel_upload(&self, name: &RepoName, id: &UploadId) -> Result<(), UploadError> {
+        if !self.upload_exists(name, id).await? {
+            return Err(UploadError::Unknown);
+        }
+        self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
+        Ok(())
+    }
+}

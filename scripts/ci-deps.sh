@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine. Idempotent and
+# quiet when everything is already there.
+set -euo pipefail
+
+need=()
+for pair in skopeo:skopeo docker-registry:docker-registry redis-server:redis-server \
+    wrk:wrk busybox:busybox-static; do
+  bin=${pair%%:*} pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "ci-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian's packages start their daemons through systemd where it exists; the
+# tests start their own instances on ephemeral ports instead.
+systemctl disable --now docker-registry redis-server >/dev/null 2>&1 || true
+rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu || true
