@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmark of the counter app against the original Flask app, in one run on
+# this machine: one local redis-server, then the Flask reference app under
+# gunicorn, then counter-app's static release binary (the one the image ships),
+# each loaded with `wrk -t2 -c64 -d15s --latency` on GET /. Also measures
+# counter-app's idle RSS, and redis-benchmark INCR for scale.
+#
+# Writes the "Counter app" section of docs/benchmarks.md (WRITE_DOC=0 to only
+# print). Not a test: numbers depend on the machine, so nothing here fails on
+# a missed target; the section says which targets were met.
+#
+# Usage: bench/counter/run.sh            (from anywhere; needs root for apt)
+# Knobs: DURATION=15s CONNECTIONS=64 THREADS=2 WARMUP=3s GUNICORN_WORKERS=<2*cores+1>
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+root=$PWD
+here=$root/bench/counter
+
+DURATION=${DURATION:-15s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-3s}
+# gunicorn's documented starting point for sync workers: 2 x cores + 1.
+GUNICORN_WORKERS=${GUNICORN_WORKERS:-$((2 * $(nproc) + 1))}
+WRITE_DOC=${WRITE_DOC:-1}
+VENV=${BENCH_VENV:-$HOME/.cache/counter-app-bench/venv}
+
+log() { echo "bench: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v curl >/dev/null || need+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ ! -x "$VENV/bin/pip" ]; then
+  log "creating $VENV for the Flask reference app"
+  python3 -m venv "$VENV"
+fi
+# Pinned versions; a no-op (no download) when they are already installed.
+"$VENV/bin/pip" install -q --disable-pip-version-check -r "$here/flask_ref/requirements.txt"
+
+# --- the binary under test: exactly what the image ships ----------------------
+target=x86_64-unknown-linux-gnu
+log "building counter-app (static release)"
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release --locked -q -p counter-app --target "$target"
+bin=$root/target/$target/release/counter-app
+
+# --- processes, cleaned up on any exit ---------------------------------------
+work=$(mktemp -d)
+pids=()
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+cleanup() {
+  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls until the command succeeds, for at most 20 s.
+wait_until() {
+  local what=$1
+  shift
+  for _ in $(seq 1 400); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.05
+  done
+  log "timed out waiting for $what"
+  return 1
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+run_wrk() {
+  local name=$1 url=$2
+  log "$name: warm-up $WARMUP"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null
+  log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" | tee "$work/$name.wrk" >&2
+}
+
+redis_port=$(free_port)
+/usr/bin/redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  --logfile "$work/redis.log" &
+pids+=($!)
+wait_until redis redis-cli -p "$redis_port" ping
+
+# --- Flask reference ----------------------------------------------------------
+flask_port=$(free_port)
+(
+  cd "$here/flask_ref"
+  REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port exec "$VENV/bin/gunicorn" \
+    --workers "$GUNICORN_WORKERS" --bind "127.0.0.1:$flask_port" \
+    --error-logfile "$work/gunicorn.log" app:app
+) &
+flask_pid=$!
+pids+=("$flask_pid")
+wait_until "flask" curl -fsS "http://127.0.0.1:$flask_port/"
+run_wrk flask "http://127.0.0.1:$flask_port/"
+stop_pid "$flask_pid"
+
+# --- counter-app --------------------------------------------------------------
+app_port=$(free_port)
+LISTEN_ADDR=127.0.0.1:$app_port REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port \
+  RUST_LOG=warn "$bin" >"$work/app.log" 2>&1 &
+app_pid=$!
+pids+=("$app_pid")
+wait_until "counter-app" env LISTEN_ADDR="127.0.0.1:$app_port" "$bin" healthcheck
+curl -fsS "http://127.0.0.1:$app_port/" >/dev/null
+rss_idle=$(rss_kib "$app_pid")
+run_wrk counter-app "http://127.0.0.1:$app_port/"
+rss_after=$(rss_kib "$app_pid")
+rss_peak=$(hwm_kib "$app_pid")
+stop_pid "$app_pid"
+
+# --- Redis alone, for scale ---------------------------------------------------
+log "redis-benchmark INCR, $CONNECTIONS clients, unpipelined"
+redis-benchmark -p "$redis_port" -t incr -n 500000 -c "$CONNECTIONS" -q 2>/dev/null |
+  tr '\r' '\n' | grep -E '^INCR: [0-9.]+ requests per second' | tail -1 >"$work/redis-benchmark.txt" || true
+
+# --- report -------------------------------------------------------------------
+export WORK=$work RSS_IDLE=$rss_idle RSS_AFTER=$rss_after RSS_PEAK=$rss_peak
+export DURATION CONNECTIONS THREADS WARMUP GUNICORN_WORKERS WRITE_DOC VENV BIN=$bin
+python3 "$here/report.py"

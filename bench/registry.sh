@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Registry benchmark: our registry next to Debian's docker-registry
+# (CNCF Distribution 2.8, what registry:2 runs), same machine, same client,
+# same run, both with Basic auth against the same bcrypt htpasswd file.
+#
+#   bench/registry.sh            # prints results, rewrites the section in docs/benchmarks.md
+#   BIG_MIB=512 HUGE_MIB=2048 MANY=256 bench/registry.sh
+#
+# Measures: push of one large blob docker-style (POST, one streamed PATCH,
+# PUT) and its pull; 1 MiB blobs pushed at concurrency 16; manifest GET by
+# tag at 32 connections (wrk); peak RSS; RSS growth while pushing and
+# pulling a HUGE_MIB blob.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIG_MIB=${BIG_MIB:-512}
+HUGE_MIB=${HUGE_MIB:-2048}
+MANY=${MANY:-256}
+WRK_SECONDS=${WRK_SECONDS:-10}
+
+./scripts/ci-deps.sh >&2
+cargo build --release --locked -p registry -p htpasswd --bins --example bench_client >&2
+BIN=$PWD/target/release
+CLIENT=$BIN/examples/bench_client
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+USER_=bench PASS=benchpw
+# bcrypt cost 5: what `htpasswd -B` (Apache) and registry:2's docs produce.
+"$BIN/htpasswd" -nbB -C 5 "$USER_" "$PASS" > "$work/htpasswd"
+AUTH="Authorization: Basic $(printf '%s:%s' "$USER_" "$PASS" | base64 -w0)"
+ACCEPT="Accept: application/vnd.docker.distribution.manifest.v2+json"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
+kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
+
+start_ours() {
+  local port=$1 root=$2
+  REGISTRY_STORAGE_FILESYSTEM_FSYNC=${FSYNC:-true} REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$root \
+    REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
+    "$BIN/registry" serve >"$work/ours.log" 2>&1 &
+  echo $!
+}
+start_ours_nofsync() { FSYNC=false start_ours "$@"; }
+start_theirs() {
+  local port=$1 root=$2
+  cat > "$work/theirs.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $root}}
+http: {addr: 127.0.0.1:$port}
+auth: {htpasswd: {realm: bench, path: $work/htpasswd}}
+YML
+  /usr/bin/docker-registry serve "$work/theirs.yml" >"$work/theirs.log" 2>&1 &
+  echo $!
+}
+
+declare -A R
+run_one() {
+  local who=$1 port pid root
+  port=$(free_port); root=$work/$who-data; mkdir -p "$root"
+  pid=$("start_$who" "$port" "$root"); pids+=("$pid")
+  wait_ready "$port"
+  local base=http://127.0.0.1:$port
+  echo "== $who (pid $pid)" >&2
+  local big many rps
+  big=$("$CLIENT" "$base" "$USER_" "$PASS" big "$BIG_MIB" 1)
+  many=$("$CLIENT" "$base" "$USER_" "$PASS" many "$MANY" 16 2)
+  "$CLIENT" "$base" "$USER_" "$PASS" image bench/app latest >/dev/null
+  rps=$(wrk -t2 -c32 -d"${WRK_SECONDS}s" -H "$AUTH" -H "$ACCEPT" "$base/v2/bench/app/manifests/latest" \
+        | awk '/Requests\/sec/ {print $2}')
+  local peak; peak=$(kb "$pid" VmHWM)
+  # RSS growth across one huge push and pull: reset the peak, measure again.
+  local before; before=$(kb "$pid" VmRSS)
+  echo 5 > "/proc/$pid/clear_refs"
+  local huge; huge=$("$CLIENT" "$base" "$USER_" "$PASS" big "$HUGE_MIB" 3)
+  local after; after=$(kb "$pid" VmHWM)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  R[$who.push]=$(echo "$big" | python3 -c 'import json,sys; print(json.load(sys.stdin)["push_mib_s"])')
+  R[$who.pull]=$(echo "$big" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pull_mib_s"])')
+  R[$who.many]=$(echo "$many" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blobs_s"])')
+  R[$who.rps]=$rps
+  R[$who.peak]=$((peak / 1024))
+  R[$who.growth]=$(( (after - before) / 1024 ))
+  echo "$who: $big $many manifest_rps=$rps peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
+}
+
+run_one theirs
+run_one ours
+run_one ours_nofsync
+
+ratio() { python3 -c "a=float('$1'); b=float('$2'); print(f'{a/b:.1f}x' if b else 'n/a')"; }
+section=$(cat <<MD
+## Registry vs Debian's docker-registry (registry:2)
+
+Command: \`bench/registry.sh\` (BIG_MIB=$BIG_MIB, HUGE_MIB=$HUGE_MIB, MANY=$MANY,
+wrk ${WRK_SECONDS}s). Measured $(date -u +%Y-%m-%d) on $(nproc) cores,
+$(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); the client and wrk
+share the two cores with the server under test. Both servers use Basic auth
+against the same bcrypt (cost 5) htpasswd file and the local disk; ours runs
+with its defaults (fsync on: a push is on disk when acknowledged) and again
+with \`storage.filesystem.fsync = false\`, docker-registry 2.8 with its own
+(no fsync: an acknowledged blob may still be only in the page cache).
+
+| measure | docker-registry | ours | ours / theirs | ours, fsync off | ratio |
+|---|---|---|---|---|---|
+| push ${BIG_MIB} MiB blob (POST, PATCH, PUT), MiB/s | ${R[theirs.push]} | ${R[ours.push]} | $(ratio "${R[ours.push]}" "${R[theirs.push]}") | ${R[ours_nofsync.push]} | $(ratio "${R[ours_nofsync.push]}" "${R[theirs.push]}") |
+| pull the same blob, MiB/s | ${R[theirs.pull]} | ${R[ours.pull]} | $(ratio "${R[ours.pull]}" "${R[theirs.pull]}") | ${R[ours_nofsync.pull]} | $(ratio "${R[ours_nofsync.pull]}" "${R[theirs.pull]}") |
+| push ${MANY} × 1 MiB blobs at concurrency 16, blobs/s | ${R[theirs.many]} | ${R[ours.many]} | $(ratio "${R[ours.many]}" "${R[theirs.many]}") | ${R[ours_nofsync.many]} | $(ratio "${R[ours_nofsync.many]}" "${R[theirs.many]}") |
+| manifest GET by tag, Basic auth, 32 connections, req/s | ${R[theirs.rps]} | ${R[ours.rps]} | $(ratio "${R[ours.rps]}" "${R[theirs.rps]}") | ${R[ours_nofsync.rps]} | $(ratio "${R[ours_nofsync.rps]}" "${R[theirs.rps]}") |
+| peak RSS over the runs above, MiB | ${R[theirs.peak]} | ${R[ours.peak]} | $(ratio "${R[ours.peak]}" "${R[theirs.peak]}") | ${R[ours_nofsync.peak]} | $(ratio "${R[ours_nofsync.peak]}" "${R[theirs.peak]}") |
+| RSS growth while pushing and pulling a ${HUGE_MIB} MiB blob, MiB | ${R[theirs.growth]} | ${R[ours.growth]} | | ${R[ours_nofsync.growth]} | |
+MD
+)
+echo "$section"
+doc=docs/benchmarks.md
+[ -f "$doc" ] || printf '# Benchmarks\n' > "$doc"
+python3 - "$doc" "$section" <<'PY'
+import sys, re
+path, section = sys.argv[1], sys.argv[2]
+text = open(path).read()
+start, end = "<!-- registry-bench:start -->", "<!-- registry-bench:end -->"
+block = f"{start}\n{section}\n{end}"
+if start in text:
+    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+else:
+    text = text.rstrip("\n") + "\n\n" + block + "\n"
+open(path, "w").write(text)
+PY
