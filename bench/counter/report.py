@@ -26,6 +26,12 @@ def to_ms(value):
     return n * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def seconds(duration):
+    """wrk's duration syntax: 15s, 2m, 1h (a bare number is seconds)."""
+    m = re.fullmatch(r"([0-9.]+)([smh]?)", duration)
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 def parse_wrk(name):
     text = open(os.path.join(WORK, f"{name}.wrk")).read()
     rps = float(re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M).group(1))
@@ -47,7 +53,37 @@ def parse_wrk(name):
         "total": total,
         "errors": "; ".join(errors) or "none",
         "raw": text.strip(),
+        "busy": int(open(os.path.join(WORK, f"{name}.busy")).read().strip()),
+        "others": other_cpu_seconds(name),
     }
+
+
+# Our own processes during a run; everything else is "other work".
+OURS = ("wrk", "redis-server", "counter-app", "gunicorn", "procstat.py")
+
+
+def other_cpu_seconds(name):
+    """CPU seconds used during the wrk run by processes that are not part of
+    the benchmark (processes that started and ended within it are missed)."""
+
+    def load(suffix):
+        snap = {}
+        for line in open(os.path.join(WORK, f"{name}.{suffix}")):
+            pid, ticks, proc, *args = line.split(" ", 3)
+            snap[pid] = (int(ticks), proc, " ".join(args))
+        return snap
+
+    before, after = load("cpu-before"), load("cpu-after")
+    hz = os.sysconf("SC_CLK_TCK")
+    by_name = {}
+    for pid, (ticks, proc, args) in after.items():
+        if any(o in proc or o in args for o in OURS):
+            continue
+        used = ticks - before.get(pid, (0, "", ""))[0]
+        if used > 0:
+            by_name[proc] = by_name.get(proc, 0) + used / hz
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:3]
+    return sum(by_name.values()), ", ".join(f"{n} {s:.1f} s" for n, s in top) or "none"
 
 
 def run(cmd):
@@ -120,10 +156,17 @@ def section():
         "",
         "What runs: one local `redis-server` (no persistence); the original Flask app",
         f"(`bench/counter/flask_ref/`, the seed's code) under gunicorn with {workers} sync workers",
-        "(2 × cores + 1); then counter-app's static release binary, the one the image ships.",
+        ("(2 × cores + 1, gunicorn's advice)" if int(workers) == 2 * os.cpu_count() + 1 else "(set by GUNICORN_WORKERS)")
+        + "; then counter-app's static release binary, the one the image ships.",
         "Each gets a warm-up of " + os.environ["WARMUP"] + ", then",
         f"`{wrk_cmd}` on GET / (every request is one Redis INCR).",
         "wrk, Redis and the server share the same cores; only one server runs at a time.",
+        "Other work on the machine skews results; the script waits for a quiet machine before",
+        f"each run. CPU busy in the second before the run: Flask {flask['busy']}%, counter-app"
+        f" {app['busy']}%; CPU time taken by other processes during the run (of"
+        f" {os.cpu_count() * seconds(os.environ['DURATION']):.0f} core-seconds): Flask"
+        f" {flask['others'][0]:.1f} s ({flask['others'][1]}), counter-app"
+        f" {app['others'][0]:.1f} s ({app['others'][1]}).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem']} RAM, Linux {m['kernel']};",
         f"{m['redis']}; {m['wrk']}; Python {m['python']} ({pins}); {m['rustc']}.",

@@ -11,6 +11,7 @@
 #
 # Usage: bench/counter/run.sh            (from anywhere; needs root for apt)
 # Knobs: DURATION=15s CONNECTIONS=64 THREADS=2 WARMUP=3s GUNICORN_WORKERS=<2*cores+1>
+#        QUIET_WAIT=120 (seconds to wait for other work on the machine to stop)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -24,6 +25,7 @@ WARMUP=${WARMUP:-3s}
 # gunicorn's documented starting point for sync workers: 2 x cores + 1.
 GUNICORN_WORKERS=${GUNICORN_WORKERS:-$((2 * $(nproc) + 1))}
 WRITE_DOC=${WRITE_DOC:-1}
+QUIET_WAIT=${QUIET_WAIT:-120}
 VENV=${BENCH_VENV:-$HOME/.cache/counter-app-bench/venv}
 
 log() { echo "bench: $*" >&2; }
@@ -84,15 +86,47 @@ wait_until() {
   return 1
 }
 
+# Percent of CPU time not idle over one second: other work on the machine
+# (a build, another benchmark) skews everything, so the report shows it.
+cpu_busy_pct() {
+  local a b
+  read -r -a a < <(head -1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -1 /proc/stat)
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  local idle=$((b[4] - a[4] + b[5] - a[5]))
+  echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
+# Waits (up to QUIET_WAIT seconds) for three quiet seconds in a row, so other
+# people's builds on this shared machine disturb the measurement less.
+wait_quiet() {
+  local quiet=0 busy=100 waited=0
+  while [ "$quiet" -lt 3 ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+    busy=$(cpu_busy_pct)
+    waited=$((waited + 1))
+    if [ "$busy" -lt 10 ]; then quiet=$((quiet + 1)); else quiet=0; fi
+  done
+  echo "$busy"
+}
+
 run_wrk() {
   local name=$1 url=$2
+  local busy
+  log "$name: waiting for a quiet machine"
+  busy=$(wait_quiet)
+  echo "$busy" >"$work/$name.busy"
+  [ "$busy" -lt 10 ] || log "WARNING: the machine was ${busy}% busy before $name's run; results will be skewed"
   log "$name: warm-up $WARMUP"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null
   log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url"
+  python3 "$here/procstat.py" >"$work/$name.cpu-before"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" | tee "$work/$name.wrk" >&2
+  python3 "$here/procstat.py" >"$work/$name.cpu-after"
 }
 
 redis_port=$(free_port)

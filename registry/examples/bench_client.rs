@@ -18,7 +18,8 @@ struct Target {
 
 /// Deterministic pseudo-random data: `seed` picks the blob, `i` the MiB.
 fn mib(seed: u64, i: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ i.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
     let mut out = Vec::with_capacity(1 << 20);
     for _ in 0..(1 << 17) {
         x ^= x << 13;
@@ -39,15 +40,26 @@ fn digest_of(seed: u64, size_mib: u64) -> String {
 
 impl Target {
     fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let url = if url.starts_with("http") { url.to_owned() } else { format!("{}{}", self.base, url) };
-        self.http.request(method, url).basic_auth(&self.user, Some(&self.password))
+        let url = if url.starts_with("http") {
+            url.to_owned()
+        } else {
+            format!("{}{}", self.base, url)
+        };
+        self.http
+            .request(method, url)
+            .basic_auth(&self.user, Some(&self.password))
     }
 
     async fn push(&self, repo: &str, seed: u64, size_mib: u64, digest: &str) {
-        let r = self.req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202, "POST");
         let location = r.headers()["location"].to_str().unwrap().to_owned();
-        let body = futures::stream::iter(0..size_mib).map(move |i| Ok::<_, std::io::Error>(mib(seed, i)));
+        let body =
+            futures::stream::iter(0..size_mib).map(move |i| Ok::<_, std::io::Error>(mib(seed, i)));
         let r = self
             .req(reqwest::Method::PATCH, &location)
             .header("content-type", "application/octet-stream")
@@ -55,19 +67,36 @@ impl Target {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 202, "PATCH: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            202,
+            "PATCH: {}",
+            r.text().await.unwrap_or_default()
+        );
         let location = r.headers()["location"].to_str().unwrap().to_owned();
         let sep = if location.contains('?') { '&' } else { '?' };
         let r = self
-            .req(reqwest::Method::PUT, &format!("{location}{sep}digest={digest}"))
+            .req(
+                reqwest::Method::PUT,
+                &format!("{location}{sep}digest={digest}"),
+            )
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 201, "PUT: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            201,
+            "PUT: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     async fn pull(&self, repo: &str, digest: &str) -> u64 {
-        let r = self.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{digest}")).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "GET blob");
         let mut stream = r.bytes_stream();
         let mut n = 0u64;
@@ -108,7 +137,10 @@ impl Target {
         });
         let r = self
             .req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
-            .header("content-type", "application/vnd.docker.distribution.manifest.v2+json")
+            .header(
+                "content-type",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
             .body(manifest.to_string())
             .send()
             .await
@@ -126,7 +158,10 @@ async fn main() {
         std::process::exit(2);
     }
     let target = std::sync::Arc::new(Target {
-        http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
         base: args[1].clone(),
         user: args[2].clone(),
         password: args[3].clone(),
@@ -152,18 +187,27 @@ async fn main() {
         }
         "many" => {
             let (count, concurrency, seed) = (num(5), num(6) as usize, num(7));
-            let digests: Vec<String> = (0..count).map(|i| digest_of(seed * 100_000 + i, 1)).collect();
+            let digests: Vec<String> = (0..count)
+                .map(|i| digest_of(seed * 100_000 + i, 1))
+                .collect();
             let t = Instant::now();
             futures::stream::iter(digests.into_iter().enumerate())
                 .map(|(i, d)| {
                     let target = target.clone();
-                    async move { target.push("bench/many", seed * 100_000 + i as u64, 1, &d).await }
+                    async move {
+                        target
+                            .push("bench/many", seed * 100_000 + i as u64, 1, &d)
+                            .await
+                    }
                 })
                 .buffer_unordered(concurrency)
                 .collect::<Vec<()>>()
                 .await;
             let s = t.elapsed().as_secs_f64();
-            println!("{{\"blobs\":{count},\"concurrency\":{concurrency},\"blobs_s\":{:.1}}}", count as f64 / s);
+            println!(
+                "{{\"blobs\":{count},\"concurrency\":{concurrency},\"blobs_s\":{:.1}}}",
+                count as f64 / s
+            );
         }
         "image" => {
             target.put_image(&args[5], &args[6]).await;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: Http,
@@ -38,7 +38,7 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
     pub filesystem: Filesystem,
@@ -96,33 +96,12 @@ pub struct Log {
     pub format: LogFormat,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            http: Http::default(),
-            storage: Storage::default(),
-            auth: Auth::default(),
-            log: Log::default(),
-            ignored_env: Vec::new(),
-        }
-    }
-}
-
 impl Default for Http {
     fn default() -> Self {
         Http {
             addr: "127.0.0.1:5000".into(),
             secret: None,
             tls: None,
-        }
-    }
-}
-
-impl Default for Storage {
-    fn default() -> Self {
-        Storage {
-            filesystem: Filesystem::default(),
-            delete_enabled: false,
         }
     }
 }

@@ -66,9 +66,13 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| "info".into());
+    // A closed stderr (a log pipe whose reader went away) must not take
+    // requests down with it: by default write errors are reported with
+    // eprintln!, which panics on a broken pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

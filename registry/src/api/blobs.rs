@@ -74,10 +74,12 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
             end + 1 - start,
         ),
         ByteRange::Unsatisfiable => {
+            // No spec code names this; SIZE_INVALID is the nearest.
             return Err(
-                ApiError::new(Code::RangeInvalid, "requested range not satisfiable")
+                ApiError::new(Code::SizeInvalid, "requested range not satisfiable")
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .header(header::CONTENT_RANGE, format!("bytes */{size}")),
-            )
+            );
         }
     };
     let mut builder = Response::builder()

@@ -1,7 +1,7 @@
 //! The spec's error codes and statuses, and the one JSON body shape every
 //! error response has: `{"errors":[{"code","message","detail"}]}`.
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
@@ -19,8 +19,6 @@ pub enum Code {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
-    RangeInvalid,
-    PaginationNumberInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -42,8 +40,6 @@ impl Code {
             Code::NameInvalid => "NAME_INVALID",
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::SizeInvalid => "SIZE_INVALID",
-            Code::RangeInvalid => "RANGE_INVALID",
-            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
@@ -64,9 +60,7 @@ impl Code {
             | Code::ManifestBlobUnknown
             | Code::ManifestInvalid
             | Code::NameInvalid
-            | Code::SizeInvalid
-            | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
-            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            | Code::SizeInvalid => StatusCode::BAD_REQUEST,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
@@ -83,7 +77,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub detail: Option<Value>,
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 pub type ApiResult<T = Response> = Result<T, ApiError>;
@@ -95,7 +89,7 @@ impl ApiError {
             status: code.default_status(),
             message: message.into(),
             detail: None,
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -111,7 +105,8 @@ impl ApiError {
 
     pub fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> ApiError {
         if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-            self.headers.insert(name, v);
+            self.headers.retain(|(n, _)| n != name);
+            self.headers.push((name, v));
         }
         self
     }
@@ -140,7 +135,9 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        response.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }

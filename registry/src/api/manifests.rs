@@ -16,10 +16,23 @@ use crate::AppState;
 
 const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
 
+/// For PUT: a malformed reference is the client's error.
 fn parse_reference(raw: &str) -> Result<Reference, ApiError> {
     raw.parse().map_err(|e| match e {
         ReferenceError::Digest(e) => ApiError::new(Code::DigestInvalid, e.to_string()),
         ReferenceError::Tag(e) => ApiError::new(Code::ManifestInvalid, e.to_string()),
+    })
+}
+
+/// For GET, HEAD and DELETE: a reference that cannot name a tag names no
+/// manifest either, which the spec (and its conformance suite) answer 404.
+fn lookup_reference(raw: &str) -> Result<Reference, ApiError> {
+    raw.parse().map_err(|e| match e {
+        ReferenceError::Digest(e) => ApiError::new(Code::DigestInvalid, e.to_string()),
+        ReferenceError::Tag(_) => {
+            ApiError::new(Code::ManifestUnknown, "manifest unknown to registry")
+                .detail(json!({ "reference": raw }))
+        }
     })
 }
 
@@ -61,7 +74,7 @@ fn stored_media_type(body: &[u8]) -> String {
 }
 
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
-    let reference = parse_reference(raw)?;
+    let reference = lookup_reference(raw)?;
     let digest = resolve(state, name, &reference).await?;
     let body = state
         .storage
@@ -217,7 +230,7 @@ async fn check_references(state: &AppState, name: &RepoName, m: &Manifest) -> Ap
 }
 
 pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
-    let reference = parse_reference(raw)?;
+    let reference = lookup_reference(raw)?;
     if !state.delete_enabled {
         return Err(ApiError::new(
             Code::Unsupported,

@@ -1,7 +1,7 @@
 //! `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, paginated with `n` and
 //! `last` and a `Link: <...>; rel="next"` header when more remain.
 
-use axum::http::{header, request::Parts};
+use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -10,18 +10,19 @@ use super::query;
 use crate::oci::RepoName;
 use crate::AppState;
 
-/// One page of a sorted list, and the `last` value for the next page.
-fn paginate(
+/// One page of a sorted list, and (n, last) for the next page if any.
+struct Page {
     items: Vec<String>,
-    parts: &Parts,
-) -> ApiResult<(Vec<String>, Option<(usize, String)>)> {
+    next: Option<(usize, String)>,
+}
+
+fn paginate(items: Vec<String>, parts: &Parts) -> ApiResult<Page> {
     let q = query(parts);
     let n = match q.get("n") {
         Some(raw) => Some(raw.parse::<usize>().map_err(|_| {
-            ApiError::new(
-                Code::PaginationNumberInvalid,
-                "n must be a non-negative integer",
-            )
+            // The spec has no pagination error code; UNSUPPORTED is the nearest.
+            ApiError::new(Code::Unsupported, "n must be a non-negative integer")
+                .status(StatusCode::BAD_REQUEST)
         })?),
         None => None,
     };
@@ -34,11 +35,14 @@ fn paginate(
     };
     match n {
         Some(n) if after.len() > n => {
-            let page: Vec<String> = after.into_iter().take(n).collect();
-            let next = page.last().cloned().map(|last| (n, last));
-            Ok((page, next))
+            let items: Vec<String> = after.into_iter().take(n).collect();
+            let next = items.last().cloned().map(|last| (n, last));
+            Ok(Page { items, next })
         }
-        _ => Ok((after, None)),
+        _ => Ok(Page {
+            items: after,
+            next: None,
+        }),
     }
 }
 
@@ -59,14 +63,18 @@ pub async fn list(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResult
         ApiError::new(Code::NameUnknown, "repository name not known to registry")
             .detail(json!({ "name": name.as_str() }))
     })?;
-    let (page, next) = paginate(tags, parts)?;
-    let response = axum::Json(json!({ "name": name.as_str(), "tags": page })).into_response();
-    Ok(with_link(response, &format!("/v2/{name}/tags/list"), next))
+    let page = paginate(tags, parts)?;
+    let response = axum::Json(json!({ "name": name.as_str(), "tags": page.items })).into_response();
+    Ok(with_link(
+        response,
+        &format!("/v2/{name}/tags/list"),
+        page.next,
+    ))
 }
 
 pub async fn catalog(state: &AppState, parts: &Parts) -> ApiResult {
     let repositories = state.storage.repositories().await?;
-    let (page, next) = paginate(repositories, parts)?;
-    let response = axum::Json(json!({ "repositories": page })).into_response();
-    Ok(with_link(response, "/v2/_catalog", next))
+    let page = paginate(repositories, parts)?;
+    let response = axum::Json(json!({ "repositories": page.items })).into_response();
+    Ok(with_link(response, "/v2/_catalog", page.next))
 }

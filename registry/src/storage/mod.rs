@@ -252,7 +252,7 @@ impl Storage {
                 continue;
             };
             if self.resolve_tag(name, &tag).await?.as_ref() == Some(d) {
-                self.delete_prefix(&layout::tag_dir(name, &tag)).await?;
+                self.remove_tag(name, &tag).await?;
             }
         }
         if let Some(subject) = subject {
@@ -268,20 +268,53 @@ impl Storage {
         if self.resolve_tag(name, tag).await?.is_none() {
             return Ok(false);
         }
-        self.delete_prefix(&layout::tag_dir(name, tag)).await?;
+        self.remove_tag(name, tag).await?;
         Ok(true)
     }
 
-    /// The repository's tags in lexical order, or None if it has no manifests
-    /// at all (an unknown repository).
+    /// The repository's tags in lexical order, or None for a repository that
+    /// does not exist (holds no blobs, manifests or uploads). A tag counts
+    /// only once its `current/link` exists: a tag directory without one is
+    /// what a crash between the two tag writes leaves, and names nothing.
     pub async fn tags(&self, name: &RepoName) -> Result<Option<Vec<String>>> {
-        let manifests = self.child_names(&layout::manifests_dir(name)).await?;
-        if manifests.is_empty() {
+        if self
+            .child_names(&layout::repository(name))
+            .await?
+            .is_empty()
+        {
             return Ok(None);
         }
-        let mut tags = self.child_names(&layout::tags_dir(name)).await?;
+        let dir = layout::tags_dir(name);
+        let depth = dir.parts().count();
+        let metas: Vec<_> = match self.store.list(Some(&dir)).try_collect().await {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut tags: Vec<String> = metas
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.parts().skip(depth).collect();
+                match parts.as_slice() {
+                    [tag, current, link]
+                        if current.as_ref() == "current" && link.as_ref() == "link" =>
+                    {
+                        Some(tag.as_ref().to_owned())
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         tags.sort();
         Ok(Some(tags))
+    }
+
+    /// Removes a tag: its `current/link` first, so that a crash part way
+    /// leaves a tag that is either whole or gone.
+    async fn remove_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        self.delete_if_exists(&layout::tag_current_link(name, tag))
+            .await?;
+        self.delete_prefix(&layout::tag_dir(name, tag)).await
     }
 
     /// Every repository that holds manifests, in lexical order.

@@ -1,0 +1,76 @@
+//! Test support shared by the counter-app test binaries (and meant to be
+//! reused by the deploy tests through `#[path = ".../support/mod.rs"]`).
+//!
+//! * `redis_server`: a real `redis-server` process per test, on a free port.
+//! * `app`: the `counter-app` binary under test, started as a child process.
+//! * `docker`: docker CLI helpers and a guard that removes what a test created.
+//! * `counter_image`: the counter-app image from the static binary.
+//! * `redis_image`: a FROM scratch Redis image built from the host's binary.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod counter_image;
+pub mod docker;
+pub mod redis_image;
+pub mod redis_server;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming
+/// `what`. The interval is short: every wait here stands in for a readiness
+/// probe, not for a guess at how long something takes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async flavour of [`wait_for`] for checks that make HTTP requests.
+pub async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A name no concurrent test run (or leftover of a crashed one) can share.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}

@@ -1,0 +1,1405 @@
+//! Bad input: every refused request gets the spec's error code and a 4xx
+//! status, never a panic or a 5xx, and leaves storage exactly as it was.
+//! Where a test opens an upload session itself, the files of that session
+//! (under `<name>/_uploads/<id>/`) are the only difference allowed.
+
+mod support;
+
+use serde_json::json;
+use support::{
+    assert_only_upload_session_changed, assert_storage_unchanged, basic_auth_value, error_body,
+    expect_error, raw_request, sha256_digest, storage_files, upload_id, Client, RawResponse,
+    TestServer, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SPEC_ERROR_CODES,
+};
+
+const REPO: &str = "bad/input";
+const DUMMY_DIGEST: &str =
+    "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+const MIB: usize = 1024 * 1024;
+
+/// A request head with alice's credentials.
+fn head(method: &str, path: &str, extra: &[(&str, String)]) -> String {
+    let mut h = format!(
+        "{method} {path} HTTP/1.1\nHost: registry.test\nAuthorization: {}\n",
+        basic_auth_value()
+    );
+    for (k, v) in extra {
+        h.push_str(&format!("{k}: {v}\n"));
+    }
+    h
+}
+
+fn assert_raw_error(r: &RawResponse, status: u16, codes: &[&str], what: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "{what}: status; body {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let code = r.error_code();
+    assert!(
+        codes.contains(&code.as_str()),
+        "{what}: code {code}, expected one of {codes:?}"
+    );
+}
+
+/// A repository with an image in it, so refusals are judged against real
+/// content; returns (manifest digest, config digest).
+async fn populated(c: &Client) -> (String, Vec<u8>) {
+    c.push_image(REPO, "v1", &[b"existing layer"]).await
+}
+
+fn image_manifest(config_digest: &str, config_size: usize, layers: &[(&str, usize)]) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+// ----- repository names -----
+
+#[tokio::test]
+async fn dot_dot_names_are_name_invalid_and_store_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for path in [
+        "/v2/../x/tags/list",
+        "/v2/a/../b/tags/list",
+        "/v2/%2e%2e/x/tags/list",
+        "/v2/../x/manifests/latest",
+        "/v2/bad/../../x/blobs/uploads/",
+    ] {
+        let method = if path.ends_with("uploads/") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let r = raw_request(
+            s.addr,
+            &head(method, path, &[("Content-Length", "0".into())]),
+            b"",
+            false,
+        )
+        .await;
+        assert_raw_error(&r, 400, &["NAME_INVALID"], path);
+    }
+    let manifest = image_manifest(DUMMY_DIGEST, 1, &[]);
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PUT",
+            "/v2/../escape/manifests/latest",
+            &[
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Content-Length", manifest.len().to_string()),
+            ],
+        ),
+        &manifest,
+        false,
+    )
+    .await;
+    assert_raw_error(&r, 400, &["NAME_INVALID"], "PUT ../escape");
+    assert_storage_unchanged(&root, &before, "dot-dot names");
+    assert!(!s.dir().join("escape").exists());
+    assert!(!root.parent().unwrap().join("x").exists());
+}
+
+#[tokio::test]
+async fn uppercase_names_are_name_invalid_and_store_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for name in ["Upper", "bad/Input", "ALLCAPS/x"] {
+        let r = c
+            .get(&format!("/v2/{name}/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_error(r, 400).await, "NAME_INVALID", "{name} tags");
+        let r = c.get_manifest(name, "v1").send().await.unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "NAME_INVALID",
+            "{name} manifest"
+        );
+        let r = c
+            .post(&format!(
+                "/v2/{name}/blobs/uploads/?digest={}",
+                sha256_digest(b"abc")
+            ))
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_error(r, 400).await, "NAME_INVALID", "{name} upload");
+        let r = c
+            .put(&format!("/v2/{name}/manifests/v1"))
+            .header("content-type", OCI_MANIFEST)
+            .body(image_manifest(DUMMY_DIGEST, 1, &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "NAME_INVALID",
+            "{name} manifest put"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "uppercase names");
+}
+
+#[tokio::test]
+async fn malformed_name_components_are_name_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    for path in [
+        "/v2/a//b/tags/list",
+        "/v2/-a/tags/list",
+        "/v2/a-/tags/list",
+        "/v2/a___b/tags/list",
+        "/v2/a..b/tags/list",
+        "/v2/_a/tags/list",
+        "/v2/a%20b/tags/list",
+        "/v2/a%2Fb/tags/list",
+    ] {
+        let r = c.get(path).send().await.unwrap();
+        assert_eq!(expect_error(r, 400).await, "NAME_INVALID", "{path}");
+    }
+}
+
+/// "The total length of a repository name, including slashes, MUST be less
+/// than 256 characters."
+#[tokio::test]
+async fn over_long_names_are_name_invalid_and_store_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let single = "a".repeat(256);
+    let multi = format!("{}/{}/{}", "b".repeat(100), "c".repeat(100), "d".repeat(54));
+    assert_eq!(multi.len(), 256);
+    let huge = "e/".repeat(2000) + "e";
+    for name in [&single, &multi, &huge] {
+        let r = c
+            .post(&format!("/v2/{name}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "NAME_INVALID",
+            "{} chars",
+            name.len()
+        );
+        let r = c
+            .put(&format!("/v2/{name}/manifests/v1"))
+            .header("content-type", OCI_MANIFEST)
+            .body(image_manifest(DUMMY_DIGEST, 1, &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "NAME_INVALID",
+            "{} chars",
+            name.len()
+        );
+    }
+    assert_storage_unchanged(&root, &before, "over-long names");
+}
+
+#[tokio::test]
+async fn name_of_255_characters_is_accepted() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let name = format!("{}/{}/{}", "b".repeat(100), "c".repeat(100), "d".repeat(53));
+    assert_eq!(name.len(), 255);
+    let (digest, _) = c.push_image(&name, "v1", &[b"long name"]).await;
+    let r = c.get_manifest(&name, "v1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+}
+
+// ----- digests -----
+
+#[tokio::test]
+async fn malformed_digests_are_digest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let upper = DUMMY_DIGEST.to_uppercase().replacen("SHA256", "sha256", 1);
+    let short = "sha256:abc".to_owned();
+    let no_colon = "sha256".to_owned();
+    let empty_hex = "sha256:".to_owned();
+    let not_hex = format!("sha256:{}", "g".repeat(64));
+    for bad in [&upper, &short, &no_colon, &empty_hex, &not_hex] {
+        let r = c
+            .get(&format!("/v2/{REPO}/blobs/{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "DIGEST_INVALID",
+            "GET blob {bad}"
+        );
+        let r = c
+            .head(&format!("/v2/{REPO}/blobs/{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "HEAD blob {bad}");
+        let r = c
+            .post(&format!("/v2/{REPO}/blobs/uploads/?digest={bad}"))
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "DIGEST_INVALID",
+            "POST ?digest={bad}"
+        );
+        let r = c
+            .post(&format!("/v2/{REPO}/blobs/uploads/?mount={bad}&from=other"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID", "mount {bad}");
+        let r = c
+            .delete(&format!("/v2/{REPO}/blobs/{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "DIGEST_INVALID",
+            "DELETE blob {bad}"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "malformed digests");
+}
+
+#[tokio::test]
+async fn digest_with_path_traversal_is_refused() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for path in [
+        format!("/v2/{REPO}/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd"),
+        format!("/v2/{REPO}/blobs/sha256:%2e%2e"),
+        format!("/v2/{REPO}/manifests/sha256:..%2F..%2Fx"),
+    ] {
+        let r = raw_request(s.addr, &head("GET", &path, &[]), b"", false).await;
+        assert_raw_error(&r, 400, &["DIGEST_INVALID"], &path);
+    }
+    assert_storage_unchanged(&root, &before, "traversal digests");
+}
+
+#[tokio::test]
+async fn unknown_digest_algorithms_are_refused() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let md5 = "md5:5eb63bbbe01eeed093cb22bb8f5acdc3";
+    let sha384 = format!("sha384:{}", "a".repeat(96));
+    let blake3 = format!("blake3:{}", "b".repeat(64));
+    for bad in [md5, &sha384, &blake3] {
+        let r = c
+            .get(&format!("/v2/{REPO}/blobs/{bad}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "GET {bad}: {status}");
+        let code = expect_error(r, status).await;
+        assert!(
+            ["DIGEST_INVALID", "UNSUPPORTED", "BLOB_UNKNOWN"].contains(&code.as_str()),
+            "{code}"
+        );
+        let r = c
+            .post(&format!("/v2/{REPO}/blobs/uploads/?digest={bad}"))
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "POST {bad}: {status}");
+        let code = expect_error(r, status).await;
+        assert!(
+            ["DIGEST_INVALID", "UNSUPPORTED"].contains(&code.as_str()),
+            "{code}"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "unknown algorithms");
+}
+
+#[tokio::test]
+async fn completing_an_upload_with_an_unknown_algorithm_stores_no_blob() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let loc = c.start_upload(REPO).await;
+    let r = c.patch(&loc).body("some data").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(&format!("{loc}?digest=sha384:{}", "a".repeat(96)))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert!((400..500).contains(&status), "{status}");
+    let code = expect_error(r, status).await;
+    assert!(
+        ["DIGEST_INVALID", "UNSUPPORTED"].contains(&code.as_str()),
+        "{code}"
+    );
+    assert_only_upload_session_changed(
+        &root,
+        &before,
+        &upload_id(&loc),
+        "unknown algorithm on PUT",
+    );
+}
+
+#[tokio::test]
+async fn completing_an_upload_without_a_digest_is_digest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let loc = c.start_upload(REPO).await;
+    let r = c.put(&loc).body("final chunk").send().await.unwrap();
+    assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
+    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "PUT without digest");
+    let r = c
+        .get(&format!(
+            "/v2/{REPO}/blobs/{}",
+            sha256_digest(b"final chunk")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// The digest is verified before a blob becomes visible: a mismatch is
+/// `DIGEST_INVALID` and nothing is stored under either digest.
+#[tokio::test]
+async fn wrong_digest_on_upload_completion_is_digest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let data = b"the real content".to_vec();
+    let claimed = sha256_digest(b"some other content");
+    let loc = c.start_upload(REPO).await;
+    let r = c.patch(&loc).body(data.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(&format!("{loc}?digest={claimed}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
+    for d in [&claimed, &sha256_digest(&data)] {
+        let r = c
+            .head(&format!("/v2/{REPO}/blobs/{d}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{d}");
+    }
+    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "wrong digest on PUT");
+}
+
+#[tokio::test]
+async fn wrong_digest_on_put_with_body_is_digest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let loc = c.start_upload(REPO).await;
+    let claimed = sha256_digest(b"not this");
+    let r = c
+        .put(&format!("{loc}?digest={claimed}"))
+        .header("content-type", "application/octet-stream")
+        .body("but this")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
+    assert_eq!(
+        c.head(&format!("/v2/{REPO}/blobs/{claimed}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_only_upload_session_changed(
+        &root,
+        &before,
+        &upload_id(&loc),
+        "wrong digest on PUT with body",
+    );
+}
+
+#[tokio::test]
+async fn wrong_digest_on_monolithic_post_stores_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for (claimed, body) in [
+        (sha256_digest(b"expected"), b"actual".to_vec()),
+        (sha256_digest(b"non-empty"), Vec::new()),
+    ] {
+        let r = c
+            .post(&format!("/v2/{REPO}/blobs/uploads/?digest={claimed}"))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
+    }
+    assert_storage_unchanged(&root, &before, "monolithic POST with wrong digest");
+}
+
+// ----- truncated bodies and wrong lengths -----
+
+/// A `Content-Length` larger than the body actually sent: the client sends
+/// half and closes its write side. Nothing may be stored.
+#[tokio::test]
+async fn truncated_monolithic_upload_stores_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let data = vec![7u8; 100_000];
+    let digest = sha256_digest(&data);
+    let r = raw_request(
+        s.addr,
+        &head(
+            "POST",
+            &format!("/v2/{REPO}/blobs/uploads/?digest={digest}"),
+            &[
+                ("Content-Type", "application/octet-stream".into()),
+                ("Content-Length", data.len().to_string()),
+            ],
+        ),
+        &data[..50_000],
+        true,
+    )
+    .await;
+    assert_raw_error(
+        &r,
+        400,
+        &["BLOB_UPLOAD_INVALID", "SIZE_INVALID"],
+        "truncated POST",
+    );
+    assert_storage_unchanged(&root, &before, "truncated monolithic upload");
+    let r = c
+        .head(&format!("/v2/{REPO}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn truncated_patch_records_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let loc = c.start_upload(REPO).await;
+    let r = c.patch(&loc).body(vec![1u8; 1000]).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let before = storage_files(&root);
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PATCH",
+            &loc,
+            &[
+                ("Content-Type", "application/octet-stream".into()),
+                ("Content-Length", "200000".into()),
+            ],
+        ),
+        &[2u8; 80_000],
+        true,
+    )
+    .await;
+    assert_eq!(r.status / 100, 4, "truncated PATCH: {r:?}");
+    let code = r.error_code();
+    assert!(
+        ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"].contains(&code.as_str()),
+        "{code}"
+    );
+    assert_storage_unchanged(&root, &before, "truncated PATCH");
+    let r = c.get(&loc).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["range"],
+        "0-999",
+        "the truncated chunk was not recorded"
+    );
+}
+
+#[tokio::test]
+async fn truncated_final_put_stores_no_blob() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let data = vec![3u8; 64_000];
+    let digest = sha256_digest(&data);
+    let loc = c.start_upload(REPO).await;
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PUT",
+            &format!("{loc}?digest={digest}"),
+            &[("Content-Length", data.len().to_string())],
+        ),
+        &data[..10_000],
+        true,
+    )
+    .await;
+    assert_eq!(r.status / 100, 4, "truncated PUT: {r:?}");
+    let code = r.error_code();
+    assert!(
+        ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"].contains(&code.as_str()),
+        "{code}"
+    );
+    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "truncated PUT");
+    let r = c
+        .head(&format!("/v2/{REPO}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn truncated_manifest_put_stores_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let (_, manifest) = populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PUT",
+            &format!("/v2/{REPO}/manifests/truncated"),
+            &[
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Content-Length", manifest.len().to_string()),
+            ],
+        ),
+        &manifest[..manifest.len() / 2],
+        true,
+    )
+    .await;
+    assert_raw_error(
+        &r,
+        400,
+        &["MANIFEST_INVALID", "SIZE_INVALID"],
+        "truncated manifest",
+    );
+    assert_storage_unchanged(&root, &before, "truncated manifest");
+    let r = c.get_manifest(REPO, "truncated").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn content_range_disagreeing_with_content_length_is_refused() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let loc = c.start_upload(REPO).await;
+    let r = c
+        .patch(&loc)
+        .header("content-range", "0-99")
+        .body(vec![0u8; 50])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert!(status == 400 || status == 416, "{status}");
+    let code = expect_error(r, status).await;
+    assert!(
+        ["SIZE_INVALID", "BLOB_UPLOAD_INVALID"].contains(&code.as_str()),
+        "{code}"
+    );
+    let r = c.get(&loc).send().await.unwrap();
+    assert_eq!(r.headers()["range"], "0-0");
+    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "Content-Range mismatch");
+}
+
+#[tokio::test]
+async fn malformed_content_range_is_refused() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let loc = c.start_upload(REPO).await;
+    for range in ["bytes=0-9", "abc", "9-0", "0-", "-9"] {
+        let r = c
+            .patch(&loc)
+            .header("content-range", range)
+            .body(vec![0u8; 10])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 400 || status == 416, "{range}: {status}");
+        let code = expect_error(r, status).await;
+        assert!(SPEC_ERROR_CODES.contains(&code.as_str()), "{range}: {code}");
+    }
+    let r = c.get(&loc).send().await.unwrap();
+    assert_eq!(r.headers()["range"], "0-0");
+    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "malformed Content-Range");
+}
+
+// ----- manifests -----
+
+async fn put_manifest(
+    c: &Client,
+    reference: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    c.put(&format!("/v2/{REPO}/manifests/{reference}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A manifest of exactly `len` bytes: a valid image manifest padded with an
+/// annotation.
+fn manifest_of_size(config_digest: &str, config_size: usize, len: usize) -> Vec<u8> {
+    let base = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [],
+        "annotations": {"pad": ""},
+    }))
+    .unwrap();
+    let pad = len - base.len();
+    let text = String::from_utf8(base)
+        .unwrap()
+        .replace("\"pad\":\"\"", &format!("\"pad\":\"{}\"", "x".repeat(pad)));
+    assert_eq!(text.len(), len);
+    text.into_bytes()
+}
+
+/// "Clients and registries SHOULD expect to support manifest uploads of at
+/// least 4 MiB."
+#[tokio::test]
+async fn manifest_of_exactly_4_mib_is_accepted() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config = b"{}";
+    let config_digest = c.push_blob(REPO, config).await;
+    let manifest = manifest_of_size(&config_digest, 2, 4 * MIB);
+    let r = put_manifest(&c, "big", OCI_MANIFEST, manifest.clone()).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = c.get_manifest(REPO, "big").send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 4 * MIB);
+}
+
+/// Over the limit: 413 Payload Too Large (MANIFEST_INVALID), decided from
+/// the announced `Content-Length`.
+#[tokio::test]
+async fn manifest_over_4_mib_announced_by_content_length_is_413() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config_digest = c.push_blob(REPO, b"{}").await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let manifest = manifest_of_size(&config_digest, 2, 4 * MIB + 1);
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PUT",
+            &format!("/v2/{REPO}/manifests/toobig"),
+            &[
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Content-Length", manifest.len().to_string()),
+            ],
+        ),
+        &manifest,
+        false,
+    )
+    .await;
+    assert_raw_error(
+        &r,
+        413,
+        &["MANIFEST_INVALID", "SIZE_INVALID"],
+        "5 MiB manifest",
+    );
+    assert_storage_unchanged(&root, &before, "oversized manifest");
+}
+
+/// Over the limit without a `Content-Length` (chunked encoding): the server
+/// must stop reading at the limit and answer 413.
+#[tokio::test]
+async fn manifest_over_4_mib_streamed_without_length_is_413() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config_digest = c.push_blob(REPO, b"{}").await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let manifest = manifest_of_size(&config_digest, 2, 5 * MIB);
+    let mut chunked = Vec::new();
+    for piece in manifest.chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PUT",
+            &format!("/v2/{REPO}/manifests/toobig"),
+            &[
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Transfer-Encoding", "chunked".into()),
+            ],
+        ),
+        &chunked,
+        false,
+    )
+    .await;
+    assert_raw_error(
+        &r,
+        413,
+        &["MANIFEST_INVALID", "SIZE_INVALID"],
+        "streamed 5 MiB manifest",
+    );
+    assert_storage_unchanged(&root, &before, "oversized streamed manifest");
+}
+
+#[tokio::test]
+async fn manifest_referencing_missing_blobs_is_manifest_blob_unknown() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config = br#"{"os":"linux"}"#;
+    let config_digest = c.push_blob(REPO, config).await;
+    let layer_digest = c.push_blob(REPO, b"present layer").await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let missing = sha256_digest(b"never uploaded");
+    let cases = [
+        (
+            "missing layer",
+            image_manifest(
+                &config_digest,
+                config.len(),
+                &[(&layer_digest, 13), (&missing, 14)],
+            ),
+        ),
+        (
+            "missing config",
+            image_manifest(&missing, 14, &[(&layer_digest, 13)]),
+        ),
+    ];
+    for (what, manifest) in cases {
+        let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest.clone()).await;
+        assert_eq!(
+            expect_error(r, 400).await,
+            "MANIFEST_BLOB_UNKNOWN",
+            "{what}"
+        );
+        let r = put_manifest(&c, &sha256_digest(&manifest), OCI_MANIFEST, manifest).await;
+        assert_eq!(
+            expect_error(r, 400).await,
+            "MANIFEST_BLOB_UNKNOWN",
+            "{what} by digest"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "manifest with missing blobs");
+}
+
+/// A blob held by another repository does not satisfy a manifest here.
+#[tokio::test]
+async fn manifest_referencing_a_blob_of_another_repository_is_manifest_blob_unknown() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config = br#"{"os":"linux"}"#;
+    let config_digest = c.push_blob(REPO, config).await;
+    let foreign = c.push_blob("someone/else", b"their layer").await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let manifest = image_manifest(&config_digest, config.len(), &[(&foreign, 11)]);
+    let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest).await;
+    assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
+    assert_storage_unchanged(&root, &before, "foreign blob");
+}
+
+#[tokio::test]
+async fn index_referencing_a_missing_manifest_is_manifest_blob_unknown() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": DUMMY_DIGEST, "size": 100}],
+    }))
+    .unwrap();
+    let r = put_manifest(&c, "multi", OCI_INDEX, index).await;
+    assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
+    assert_storage_unchanged(&root, &before, "index with missing child");
+}
+
+#[tokio::test]
+async fn schema1_manifests_are_refused() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let schema1 = serde_json::to_vec(&json!({
+        "schemaVersion": 1,
+        "name": REPO,
+        "tag": "old",
+        "architecture": "amd64",
+        "fsLayers": [{"blobSum": DUMMY_DIGEST}],
+        "history": [{"v1Compatibility": "{\"id\":\"x\"}"}],
+        "signatures": [{"header": {"alg": "ES256"}, "signature": "abc", "protected": "def"}],
+    }))
+    .unwrap();
+    for content_type in [
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/json",
+    ] {
+        let r = put_manifest(&c, "old", content_type, schema1.clone()).await;
+        let status = r.status().as_u16();
+        assert!(status == 400 || status == 415, "{content_type}: {status}");
+        let body = error_body(r).await;
+        let code = body["errors"][0]["code"].as_str().unwrap();
+        assert!(
+            ["MANIFEST_INVALID", "UNSUPPORTED"].contains(&code),
+            "{content_type}: {code}"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "schema1 manifests");
+}
+
+#[tokio::test]
+async fn non_object_and_garbage_manifests_are_manifest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for body in [
+        "null",
+        "[]",
+        "\"string\"",
+        "42",
+        "true",
+        "{}",
+        "blablabla",
+        "",
+        "{",
+        "\u{feff}{}",
+        r#"{"schemaVersion":2}"#,
+        r#"{"schemaVersion":3,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+        r#"{"schemaVersion":"2","mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#,
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#,
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x/y","size":1},"layers":[]}"#,
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":{}}"#,
+    ] {
+        let r = put_manifest(&c, "garbage", OCI_MANIFEST, body.as_bytes().to_vec()).await;
+        assert_eq!(expect_error(r, 400).await, "MANIFEST_INVALID", "{body:?}");
+    }
+    assert_storage_unchanged(&root, &before, "garbage manifests");
+}
+
+#[tokio::test]
+async fn descriptor_with_malformed_digest_is_refused() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config = br#"{"os":"linux"}"#;
+    let config_digest = c.push_blob(REPO, config).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for bad in [
+        "sha256:xyz",
+        "md5:5eb63bbbe01eeed093cb22bb8f5acdc3",
+        "nonsense",
+        "sha256:../../x",
+    ] {
+        let manifest = image_manifest(&config_digest, config.len(), &[(bad, 1)]);
+        let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest).await;
+        let code = expect_error(r, 400).await;
+        assert!(
+            [
+                "MANIFEST_INVALID",
+                "DIGEST_INVALID",
+                "MANIFEST_BLOB_UNKNOWN"
+            ]
+            .contains(&code.as_str()),
+            "{bad}: {code}"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "descriptors with bad digests");
+}
+
+/// "If a manifest includes a `mediaType` field, clients MUST set
+/// `Content-Type` to exactly that value."
+#[tokio::test]
+async fn content_type_contradicting_media_type_field_is_manifest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let (_, manifest) = populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for content_type in [DOCKER_MANIFEST, OCI_INDEX] {
+        let r = put_manifest(&c, "mismatch", content_type, manifest.clone()).await;
+        assert_eq!(
+            expect_error(r, 400).await,
+            "MANIFEST_INVALID",
+            "{content_type}"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "Content-Type mismatch");
+}
+
+/// References that look like digests but are not the manifest's digest, or
+/// are no valid digest at all, and tags the grammar refuses.
+#[tokio::test]
+async fn digest_shaped_and_invalid_references_are_refused_on_put() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let (_, manifest) = populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+
+    let other = sha256_digest(b"another manifest");
+    let r = put_manifest(&c, &other, OCI_MANIFEST, manifest.clone()).await;
+    assert_eq!(
+        expect_error(r, 400).await,
+        "DIGEST_INVALID",
+        "digest of other content"
+    );
+
+    let sha512_of_other = format!("sha512:{}", "0".repeat(128));
+    let r = put_manifest(&c, &sha512_of_other, OCI_MANIFEST, manifest.clone()).await;
+    assert_eq!(
+        expect_error(r, 400).await,
+        "DIGEST_INVALID",
+        "sha512 mismatch"
+    );
+
+    for bad in ["sha256:abc", "sha256:", "latest:v1", ":tag"] {
+        let r = put_manifest(&c, bad, OCI_MANIFEST, manifest.clone()).await;
+        let code = expect_error(r, 400).await;
+        assert!(
+            ["DIGEST_INVALID", "TAG_INVALID", "MANIFEST_INVALID"].contains(&code.as_str()),
+            "{bad}: {code}"
+        );
+    }
+    let too_long = "t".repeat(129);
+    for bad in [
+        ".hidden",
+        "-dash",
+        too_long.as_str(),
+        "a+b",
+        "%C3%A9t%C3%A9",
+    ] {
+        let r = put_manifest(&c, bad, OCI_MANIFEST, manifest.clone()).await;
+        let code = expect_error(r, 400).await;
+        assert!(
+            ["TAG_INVALID", "MANIFEST_INVALID"].contains(&code.as_str()),
+            "{bad}: {code}"
+        );
+    }
+    assert_storage_unchanged(&root, &before, "bad references");
+    let tags: serde_json::Value = c
+        .get(&format!("/v2/{REPO}/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], json!(["v1"]));
+}
+
+/// The referrers tag schema (`sha256-<hex>`) looks like a digest but is a
+/// valid tag, and must work as one.
+#[tokio::test]
+async fn referrers_schema_tag_is_an_ordinary_tag() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let (digest, manifest) = populated(&c).await;
+    let tag = digest.replace(':', "-");
+    assert_eq!(tag.len(), 71);
+    assert_eq!(
+        c.push_manifest(REPO, &tag, OCI_MANIFEST, &manifest).await,
+        digest
+    );
+    let r = c.get_manifest(REPO, &tag).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let max = "T".repeat(128);
+    assert_eq!(
+        c.push_manifest(REPO, &max, OCI_MANIFEST, &manifest).await,
+        digest
+    );
+}
+
+// ----- other requests -----
+
+#[tokio::test]
+async fn invalid_upload_ids_are_blob_upload_unknown_and_store_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    for id in [
+        "..%2F..%2Fx",
+        "%2e%2e",
+        "abc",
+        "00000000-0000-0000-0000-000000000000",
+    ] {
+        let path = format!("/v2/{REPO}/blobs/uploads/{id}");
+        let r = raw_request(
+            s.addr,
+            &head("PATCH", &path, &[("Content-Length", "3".into())]),
+            b"abc",
+            false,
+        )
+        .await;
+        assert_raw_error(&r, 404, &["BLOB_UPLOAD_UNKNOWN"], &path);
+        let r = raw_request(
+            s.addr,
+            &head(
+                "PUT",
+                &format!("{path}?digest={}", sha256_digest(b"abc")),
+                &[("Content-Length", "3".into())],
+            ),
+            b"abc",
+            false,
+        )
+        .await;
+        assert_raw_error(&r, 404, &["BLOB_UPLOAD_UNKNOWN"], &path);
+    }
+    assert_storage_unchanged(&root, &before, "invalid upload ids");
+}
+
+#[tokio::test]
+async fn post_starting_a_session_with_a_body_is_refused_or_ignored_without_storing_it() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let r = c
+        .post(&format!("/v2/{REPO}/blobs/uploads/"))
+        .body("unexpected body")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    if status == 202 {
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let r = c.get(&loc).send().await.unwrap();
+        assert_eq!(r.headers()["range"], "0-0", "the body was not stored");
+    } else {
+        assert_eq!(status, 400);
+        let code = expect_error(r, 400).await;
+        assert!(SPEC_ERROR_CODES.contains(&code.as_str()));
+        assert!(storage_files(&root).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn unknown_endpoints_are_404_with_an_error_body() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    for path in [
+        "/v2/x",
+        "/v2/x/y",
+        "/v2/x/blobs",
+        "/v2/x/tags",
+        "/v3/",
+        "/v2/x/manifests",
+    ] {
+        let r = c.get(path).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        error_body(r).await;
+    }
+}
+
+/// Unsatisfiable blob ranges are 416; a JSON error body "MUST" use a code
+/// from the spec's table ("The `code` field MUST be one of the following").
+#[tokio::test]
+async fn unsatisfiable_range_error_uses_a_spec_error_code() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let digest = c.push_blob(REPO, b"0123456789").await;
+    for range in ["bytes=10-", "bytes=5-2", "bytes=x-y"] {
+        let r = c
+            .get(&format!("/v2/{REPO}/blobs/{digest}"))
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 416, "{range}");
+        let body = error_body(r).await;
+        let code = body["errors"][0]["code"].as_str().unwrap();
+        assert!(
+            SPEC_ERROR_CODES.contains(&code),
+            "{range}: code {code} is not in the spec's table"
+        );
+    }
+}
+
+/// A non-numeric or negative `n` is a client error; its JSON error body
+/// "MUST" use a code from the spec's table.
+#[tokio::test]
+async fn invalid_pagination_number_is_400_with_a_spec_error_code() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    for path in [
+        format!("/v2/{REPO}/tags/list?n=abc"),
+        format!("/v2/{REPO}/tags/list?n=-1"),
+        "/v2/_catalog?n=1.5".to_owned(),
+    ] {
+        let r = c.get(&path).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body = error_body(r).await;
+        let code = body["errors"][0]["code"].as_str().unwrap();
+        assert!(
+            SPEC_ERROR_CODES.contains(&code),
+            "{path}: code {code} is not in the spec's table"
+        );
+    }
+}
+
+#[tokio::test]
+async fn huge_n_is_not_an_error() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let r = c
+        .get(&format!("/v2/{REPO}/tags/list?n=18446744073709551615"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(&format!("/v2/{REPO}/tags/list?n=99999999999999999999999"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 200 || r.status() == 400, "{}", r.status());
+}
+
+/// docker streams a layer with chunked encoding; when the connection dies
+/// mid-stream, the bytes that did arrive must not be recorded.
+#[tokio::test]
+async fn interrupted_chunked_patch_records_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    let loc = c.start_upload(REPO).await;
+    let before = storage_files(&root);
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(format!("{:x}\r\n", 10_000).as_bytes());
+        body.extend_from_slice(&[9u8; 10_000]);
+        body.extend_from_slice(b"\r\n");
+    }
+    // No terminating zero-length chunk: the stream just stops.
+    let r = raw_request(
+        s.addr,
+        &head("PATCH", &loc, &[("Transfer-Encoding", "chunked".into())]),
+        &body,
+        true,
+    )
+    .await;
+    assert_eq!(r.status / 100, 4, "{r:?}");
+    let code = r.error_code();
+    assert!(
+        ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"].contains(&code.as_str()),
+        "{code}"
+    );
+    assert_storage_unchanged(&root, &before, "interrupted chunked PATCH");
+    let r = c.get(&loc).send().await.unwrap();
+    assert_eq!(r.headers()["range"], "0-0");
+}
+
+#[tokio::test]
+async fn interrupted_chunked_monolithic_upload_stores_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let mut body = format!("{:x}\r\n", 5_000).into_bytes();
+    body.extend_from_slice(&[4u8; 5_000]);
+    body.extend_from_slice(b"\r\n");
+    let r = raw_request(
+        s.addr,
+        &head(
+            "POST",
+            &format!(
+                "/v2/{REPO}/blobs/uploads/?digest={}",
+                sha256_digest(&[4u8; 5_000])
+            ),
+            &[("Transfer-Encoding", "chunked".into())],
+        ),
+        &body,
+        true,
+    )
+    .await;
+    assert_eq!(r.status / 100, 4, "{r:?}");
+    r.error_code();
+    assert_storage_unchanged(&root, &before, "interrupted chunked POST");
+}
+
+/// An index entry must name a manifest; a layer blob of the repository is
+/// not one.
+#[tokio::test]
+async fn index_naming_a_blob_as_child_is_manifest_blob_unknown() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let layer = sha256_digest(b"existing layer");
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": layer, "size": 14}],
+    }))
+    .unwrap();
+    let r = put_manifest(&c, "multi", OCI_INDEX, index).await;
+    assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
+    assert_storage_unchanged(&root, &before, "index naming a blob");
+}
+
+#[tokio::test]
+async fn subject_with_malformed_digest_is_manifest_invalid() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config = br#"{"os":"linux"}"#;
+    let config_digest = c.push_blob(REPO, config).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:../../../x", "size": 1},
+    }))
+    .unwrap();
+    let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest).await;
+    let code = expect_error(r, 400).await;
+    assert!(
+        ["MANIFEST_INVALID", "DIGEST_INVALID"].contains(&code.as_str()),
+        "{code}"
+    );
+    assert_storage_unchanged(&root, &before, "subject with bad digest");
+}
+
+/// A `Content-Length` shorter than the body: the server takes the announced
+/// bytes only, which do not match the digest; nothing is stored.
+#[tokio::test]
+async fn content_length_shorter_than_the_body_stores_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let data = b"0123456789";
+    let r = raw_request(
+        s.addr,
+        &head(
+            "POST",
+            &format!("/v2/{REPO}/blobs/uploads/?digest={}", sha256_digest(data)),
+            &[("Content-Length", "5".into())],
+        ),
+        data,
+        true,
+    )
+    .await;
+    assert_raw_error(
+        &r,
+        400,
+        &["DIGEST_INVALID", "SIZE_INVALID"],
+        "short Content-Length",
+    );
+    let (_, manifest) = c.push_image(REPO, "v2", &[b"x"]).await;
+    let before_manifest = storage_files(&root);
+    let r = raw_request(
+        s.addr,
+        &head(
+            "PUT",
+            &format!("/v2/{REPO}/manifests/short"),
+            &[
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Content-Length", (manifest.len() - 10).to_string()),
+            ],
+        ),
+        &manifest,
+        true,
+    )
+    .await;
+    assert_raw_error(
+        &r,
+        400,
+        &["MANIFEST_INVALID", "SIZE_INVALID"],
+        "short manifest",
+    );
+    assert_storage_unchanged(&root, &before_manifest, "short manifest");
+    let (added, _) = support::storage_diff(&before, &before_manifest);
+    assert!(
+        added.iter().all(|f| !f.contains(&sha256_digest(data)[7..])),
+        "the short blob was stored: {added:?}"
+    );
+}

@@ -1,0 +1,189 @@
+//! The `registry` binary as the README's first command runs it: embedded
+//! defaults, a generated admin password printed once, health probes, a bad
+//! configuration refused with the key named, clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_registry");
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary in `dir` on an ephemeral port. Returns the server, the
+/// password line it printed (when `expect_password`) and the address it
+/// logged.
+fn spawn(dir: &std::path::Path, expect_password: bool) -> (Server, Option<String>, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .env("REGISTRY_LOG_FORMATTER", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = expect_password.then(|| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    });
+    let mut addr = None;
+    for l in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+        if v["fields"]["message"] == "registry listening" {
+            addr = v["fields"]["addr"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    (
+        Server { child },
+        printed,
+        addr.expect("listening address logged"),
+    )
+}
+
+#[test]
+fn first_start_creates_an_admin_and_serves_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, line, addr) = spawn(dir.path(), true);
+    let line = line.unwrap();
+    let password = line
+        .split("password '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no password in {line:?}"))
+        .to_owned();
+    assert!(line.contains("data/auth/htpasswd"), "{line}");
+    assert!(dir.path().join("data/auth/htpasswd").exists());
+    assert!(dir.path().join("data/storage").is_dir());
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/v2/");
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = http
+            .get(&url)
+            .basic_auth("admin", Some(&password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http
+            .get(format!("http://{addr}/livez"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+
+    let probe = Command::new(BIN)
+        .arg("healthcheck")
+        .env("REGISTRY_HTTP_ADDR", &addr)
+        .status()
+        .unwrap();
+    assert!(probe.success(), "healthcheck against a live registry");
+
+    // SIGTERM: a clean, prompt exit.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    // The second start reuses the file and prints no password.
+    let (_server, _, addr) = spawn(dir.path(), false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(
+        reqwest::Client::new()
+            .get(format!("http://{addr}/v2/"))
+            .basic_auth("admin", Some(&password))
+            .send(),
+    );
+    assert_eq!(
+        r.unwrap().status(),
+        200,
+        "the same password works after a restart"
+    );
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let status = Command::new(BIN)
+        .arg("healthcheck")
+        .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")],
+            "REGISTRY_STORAGE_DELETE_ENABLED",
+        ),
+        (&[("REGISTRY_HTTP_ADDR", "not-an-address")], "http.addr"),
+        (&[("REGISTRY_AUTH", "ldap")], "REGISTRY_AUTH"),
+    ];
+    for (env, key) in cases {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{env:?} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{env:?}: {stderr}");
+    }
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[storage]\ndelet_enabled = true\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("delet_enabled"));
+    // Nothing was created for a configuration that was refused.
+    assert!(!dir.path().join("data").exists());
+}

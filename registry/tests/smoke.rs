@@ -1,0 +1,49 @@
+mod support;
+
+use support::TestServer;
+
+#[tokio::test]
+async fn base_requires_auth_and_answers_version() {
+    let s = TestServer::start().await;
+    let r = s.anonymous().get("/v2/").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"Registry Realm\""
+    );
+    let r = s.client().get("/v2/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+}
+
+#[tokio::test]
+async fn push_and_pull_an_image_with_a_multi_component_name() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let (digest, bytes) = c
+        .push_image("team/app/api", "v1", &[b"layer one", b"layer two"])
+        .await;
+    let r = c
+        .get("/v2/team/app/api/manifests/v1")
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    let s = s.restart().await;
+    let r = s
+        .client()
+        .get(&format!("/v2/team/app/api/manifests/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -1,0 +1,136 @@
+//! Debian's `docker-registry` (CNCF Distribution 2.8, what `registry:2`
+//! runs) as a child process on 127.0.0.1, no auth, for layout compatibility
+//! checks. Killed when dropped, even when the test panics.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::Client;
+
+pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+
+pub struct DockerRegistry {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    pub host: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl DockerRegistry {
+    /// Starts `docker-registry serve` on a free port with filesystem storage
+    /// at `root` and deletes enabled; returns once `GET /v2/` answers 200.
+    pub async fn start(root: &Path) -> DockerRegistry {
+        assert!(
+            Path::new(DOCKER_REGISTRY).exists(),
+            "{DOCKER_REGISTRY} is missing: run scripts/ci-deps.sh (apt package docker-registry)"
+        );
+        let mut last_log = String::new();
+        // The port is free when picked; another process may take it before
+        // the child binds, so a start that dies early is retried.
+        for _ in 0..3 {
+            match DockerRegistry::try_start(root, free_port()).await {
+                Ok(r) => return r,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("docker-registry did not start:\n{last_log}");
+    }
+
+    async fn try_start(root: &Path, port: u16) -> Result<DockerRegistry, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\n\
+                 log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: layout-compat-test\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(DOCKER_REGISTRY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {DOCKER_REGISTRY}: {e}"));
+        let mut r = DockerRegistry {
+            child: Some(child),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            host: format!("127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = r.child.as_mut().unwrap().try_wait().unwrap() {
+                r.child = None;
+                return Err(format!("exited with {status}: {}", r.log_text()));
+            }
+            if let Ok(resp) = http.get(format!("{}/v2/", r.base)).send().await {
+                if resp.status() == 200 {
+                    return Ok(r);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no 200 on /v2/ within 30 s: {}", r.log_text()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            auth: None,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process and waits for it: every response it sent was
+    /// written to disk before it was sent, so nothing is lost.
+    pub fn stop(mut self) -> String {
+        self.kill();
+        self.log_text()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

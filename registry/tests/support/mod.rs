@@ -1,0 +1,569 @@
+//! Starts the real registry in process on an ephemeral port, with its own
+//! temporary storage and htpasswd file.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use registry::config::Config;
+use registry::server::Running;
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "secret";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub config: Config,
+    running: Option<Running>,
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// htpasswd auth (alice/secret, bcrypt cost 4 to keep tests fast),
+    /// deletes enabled, storage in a fresh temp dir.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(
+            &htpasswd,
+            format!("{USER}:{}\n", htpasswd::hash_bcrypt(PASSWORD, 4).unwrap()),
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.http.addr = "127.0.0.1:0".into();
+        config.storage.filesystem.rootdirectory = dir.path().join("storage");
+        config.storage.filesystem.fsync = false;
+        config.storage.delete_enabled = true;
+        config.auth.htpasswd.path = htpasswd;
+        adjust(&mut config);
+        TestServer::start_config(config, dir).await
+    }
+
+    /// Starts on an existing config and directory (e.g. to restart on the
+    /// same storage).
+    pub async fn start_config(config: Config, dir: tempfile::TempDir) -> TestServer {
+        let running = registry::server::start(&config)
+            .await
+            .expect("registry starts");
+        let addr = running.addr;
+        TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            config,
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Stops this server and starts a new one on the same storage and port
+    /// range (a fresh ephemeral port).
+    pub async fn restart(mut self) -> TestServer {
+        self.running
+            .take()
+            .unwrap()
+            .shutdown(Duration::from_secs(5))
+            .await
+            .unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestServer::start_config(self.config.clone(), dir).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn storage_root(&self) -> PathBuf {
+        self.config.storage.filesystem.rootdirectory.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A client that sends alice's credentials on every request.
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            auth: Some((USER.into(), PASSWORD.into())),
+        }
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            auth: None,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(5)).await.unwrap();
+        }
+    }
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub auth: Option<(String, String)>,
+}
+
+impl Client {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.base, path)
+        };
+        let b = self.http.request(method, url);
+        match &self.auth {
+            Some((u, p)) => b.basic_auth(u, Some(p)),
+            None => b,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+    pub fn head(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::HEAD, path)
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::PUT, path)
+    }
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::PATCH, path)
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::DELETE, path)
+    }
+
+    /// Pushes a blob monolithically; returns its digest string.
+    pub async fn push_blob(&self, name: &str, data: &[u8]) -> String {
+        let digest = sha256_digest(data);
+        let r = self
+            .post(&format!("/v2/{name}/blobs/uploads/?digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
+        digest
+    }
+
+    /// Pushes an OCI image manifest with a config and the given layers
+    /// (all pushed first); returns (manifest digest, manifest bytes).
+    pub async fn push_image(
+        &self,
+        name: &str,
+        reference: &str,
+        layers: &[&[u8]],
+    ) -> (String, Vec<u8>) {
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":{}}}",
+            layers.len()
+        );
+        let config_digest = self.push_blob(name, config.as_bytes()).await;
+        let mut layer_descs = Vec::new();
+        for layer in layers {
+            let d = self.push_blob(name, layer).await;
+            layer_descs.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": d,
+                "size": layer.len(),
+            }));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": layer_descs,
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = self
+            .push_manifest(
+                name,
+                reference,
+                "application/vnd.oci.image.manifest.v1+json",
+                &bytes,
+            )
+            .await;
+        (digest, bytes)
+    }
+
+    pub async fn push_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        let r = self
+            .put(&format!("/v2/{name}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            201,
+            "push manifest: {}",
+            r.text().await.unwrap()
+        );
+        r.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// The error code of a spec error body.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.expect("error body is JSON");
+    body["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}
+
+/// Every file under the storage root, relative, sorted: to assert that
+/// refused input left storage unchanged.
+pub fn storage_files(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// The error codes a 4xx JSON body may carry: the OCI Distribution Spec
+/// v1.1 table ("The `code` field MUST be one of the following"), plus the
+/// legacy Docker codes the spec says clients MAY encounter.
+pub const SPEC_ERROR_CODES: [&str; 16] = [
+    "BLOB_UNKNOWN",
+    "BLOB_UPLOAD_INVALID",
+    "BLOB_UPLOAD_UNKNOWN",
+    "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID",
+    "MANIFEST_UNKNOWN",
+    "NAME_INVALID",
+    "NAME_UNKNOWN",
+    "SIZE_INVALID",
+    "UNAUTHORIZED",
+    "DENIED",
+    "UNSUPPORTED",
+    "TOOMANYREQUESTS",
+    "TAG_INVALID",
+    "MANIFEST_UNVERIFIED",
+];
+
+/// The whole error body, checked for the spec's shape:
+/// `{"errors":[{"code","message",("detail")}]}` with a code from the table.
+pub async fn error_body(r: reqwest::Response) -> serde_json::Value {
+    let status = r.status();
+    let text = r.text().await.expect("error body");
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{status}: error body is not JSON ({e}): {text:?}"));
+    check_error_shape(&body);
+    body
+}
+
+pub fn check_error_shape(body: &serde_json::Value) {
+    let errors = body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array: {body}"));
+    assert!(!errors.is_empty(), "empty errors array: {body}");
+    for e in errors {
+        let code = e["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error without code: {body}"));
+        assert!(
+            code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+            "code {code:?} must be upper case letters and underscores"
+        );
+        if let Some(m) = e.get("message") {
+            assert!(m.is_string(), "message must be a string: {body}");
+        }
+    }
+}
+
+/// Asserts a 4xx status and a spec error body; returns the first code.
+pub async fn expect_error(r: reqwest::Response, status: u16) -> String {
+    let got = r.status().as_u16();
+    let url = r.url().clone();
+    let body = error_body(r).await;
+    assert_eq!(got, status, "{url}: status; body {body}");
+    body["errors"][0]["code"].as_str().unwrap().to_owned()
+}
+
+/// Files that appeared or disappeared between two `storage_files` calls.
+pub fn storage_diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let added = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .cloned()
+        .collect();
+    let removed = before
+        .iter()
+        .filter(|f| !after.contains(f))
+        .cloned()
+        .collect();
+    (added, removed)
+}
+
+/// Refused input must leave storage exactly as it was.
+pub fn assert_storage_unchanged(root: &Path, before: &[String], what: &str) {
+    let after = storage_files(root);
+    let (added, removed) = storage_diff(before, &after);
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "{what}: storage changed; added {added:?}, removed {removed:?}"
+    );
+}
+
+/// Storage may differ only by files of the upload session `upload_id` (one
+/// the test itself opened, under `<name>/_uploads/<id>/`).
+pub fn assert_only_upload_session_changed(
+    root: &Path,
+    before: &[String],
+    upload_id: &str,
+    what: &str,
+) {
+    let after = storage_files(root);
+    let (added, removed) = storage_diff(before, &after);
+    let marker = format!("/_uploads/{upload_id}/");
+    let foreign: Vec<_> = added
+        .iter()
+        .chain(removed.iter())
+        .filter(|f| !f.contains(&marker))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{what}: storage changed outside upload session {upload_id}: {foreign:?}"
+    );
+}
+
+/// The upload id at the end of an upload `Location`.
+pub fn upload_id(location: &str) -> String {
+    location
+        .split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+impl Client {
+    /// Opens an upload session; returns its `Location`.
+    pub async fn start_upload(&self, name: &str) -> String {
+        let r = self
+            .post(&format!("/v2/{name}/blobs/uploads/"))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "start upload: {}", r.text().await.unwrap());
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// GET with an Accept header listing every manifest type we serve.
+    pub fn get_manifest(&self, name: &str, reference: &str) -> reqwest::RequestBuilder {
+        self.get(&format!("/v2/{name}/manifests/{reference}"))
+            .header("accept", ALL_MANIFEST_TYPES)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const ALL_MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// `Authorization` value for alice, for raw requests.
+pub fn basic_auth_value() -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    )
+}
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{}: body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The first error code of a spec error body (checked for shape).
+    pub fn error_code(&self) -> String {
+        let body = self.json();
+        check_error_shape(&body);
+        body["errors"][0]["code"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Sends `head` (request line and headers, without the blank line), then
+/// `body`, over a plain TCP connection, untouched by any HTTP client (so paths
+/// like `/v2/../x` reach the server as written). With `close_write`, the
+/// write half is shut down after the body: a body shorter than its
+/// `Content-Length` is then a truncated upload. Reads one response.
+pub async fn raw_request(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+    close_write: bool,
+) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = head
+        .trim_end_matches(['\r', '\n'])
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    request.push_str("\r\n\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    let run = async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut rd, mut wr) = stream.into_split();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        // Written on its own task, errors ignored: a server refusing a large
+        // body answers (and may close) before the client finished sending.
+        tokio::spawn(async move {
+            let _ = wr.write_all(&bytes).await;
+            let _ = wr.flush().await;
+            if close_write {
+                let _ = wr.shutdown().await;
+            }
+            let _ = wait.await;
+        });
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(resp) = parse_raw_response(&buf) {
+                drop(done);
+                return resp;
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        drop(done);
+        parse_raw_response(&buf).unwrap_or_else(|| {
+            panic!(
+                "no complete HTTP response: {:?}",
+                String::from_utf8_lossy(&buf)
+            )
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("raw request timed out")
+}
+
+fn parse_raw_response(buf: &[u8]) -> Option<RawResponse> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &buf[end + 4..];
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        decode_chunked(rest)?
+    } else {
+        let n = length.unwrap_or(0);
+        if rest.len() < n {
+            return None;
+        }
+        rest[..n].to_vec()
+    };
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}

@@ -1,0 +1,109 @@
+//! Runs Debian's `skopeo` as a subprocess, isolated from the user's
+//! credentials: its own empty auth file, no policy lookup, its own temp dir.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+pub const SKOPEO: &str = "/usr/bin/skopeo";
+
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+pub struct Skopeo {
+    dir: tempfile::TempDir,
+    authfile: PathBuf,
+}
+
+impl Default for Skopeo {
+    fn default() -> Self {
+        Skopeo::new()
+    }
+}
+
+impl Skopeo {
+    pub fn new() -> Skopeo {
+        assert!(
+            std::path::Path::new(SKOPEO).exists(),
+            "{SKOPEO} is missing: run scripts/ci-deps.sh (apt package skopeo)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let authfile = dir.path().join("auth.json");
+        std::fs::write(&authfile, br#"{"auths":{}}"#).unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        std::fs::create_dir(dir.path().join("docker-config")).unwrap();
+        Skopeo { dir, authfile }
+    }
+
+    /// Runs `skopeo [global flags] <subcommand> --authfile <empty auth file>
+    /// <rest...>` (every subcommand the tests use takes `--authfile`).
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::new(SKOPEO);
+        cmd.arg("--insecure-policy")
+            .arg("--command-timeout")
+            .arg("120s")
+            .arg("--tmpdir")
+            .arg(self.dir.path().join("tmp"));
+        let sub = args
+            .iter()
+            .position(|a| ["copy", "inspect", "list-tags", "delete", "sync"].contains(a))
+            .expect("a skopeo subcommand");
+        cmd.args(&args[..=sub])
+            .arg("--authfile")
+            .arg(&self.authfile)
+            .args(&args[sub + 1..]);
+        cmd.env("REGISTRY_AUTH_FILE", &self.authfile)
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env("XDG_RUNTIME_DIR", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("skopeo {args:?} did not finish in 180 s"))
+            .expect("skopeo runs");
+        Output {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and asserts success.
+    pub async fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "skopeo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout_str(),
+            out.stderr
+        );
+        out
+    }
+
+    /// Runs and asserts failure.
+    pub async fn fails(&self, args: &[&str]) -> Output {
+        let out = self.run(args).await;
+        assert!(
+            !out.status.success(),
+            "skopeo {args:?} should have failed:\nstdout: {}\nstderr: {}",
+            out.stdout_str(),
+            out.stderr
+        );
+        eprintln!(
+            "skopeo {args:?} failed as expected: {}",
+            out.stderr.trim_end()
+        );
+        out
+    }
+}
