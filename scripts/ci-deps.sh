@@ -15,6 +15,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# moto's server mode is the S3-compatible server the S3 tests start.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "ci-deps: installing moto[server] from PyPI"
+  python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.2.5' 2>&1 | grep -v 'as the .root. user' || true
+  command -v moto_server >/dev/null 2>&1 || { hash -r; command -v moto_server >/dev/null; }
+fi
 # Debian's packages start their daemons through systemd where it exists; the
 # tests start their own instances on ephemeral ports instead.
 systemctl disable --now docker-registry redis-server >/dev/null 2>&1 || true

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -14,6 +15,10 @@ pub struct Config {
     pub storage: Storage,
     pub auth: Auth,
     pub log: Log,
+    /// Garbage collection in the server process (`registry gc` reads it too).
+    pub gc: Gc,
+    /// Prometheus metrics on their own listener.
+    pub metrics: Metrics,
     /// `REGISTRY_*` variables that name no setting we have, for a warning at
     /// start (registry:2 deployments carry many we do not need).
     #[serde(skip)]
@@ -29,6 +34,10 @@ pub struct Http {
     /// state lives in storage, so nothing needs signing with it yet.
     pub secret: Option<String>,
     pub tls: Option<Tls>,
+    /// How long in-flight requests (uploads) may run after SIGTERM before
+    /// the process exits anyway (registry:2's `http.draintimeout`).
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,10 +50,68 @@ pub struct Tls {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
+    pub backend: StorageBackend,
     pub filesystem: Filesystem,
+    pub s3: S3,
     /// Whether manifests, tags and blobs may be deleted (registry:2's
     /// `storage.delete.enabled`, off by default there too).
     pub delete_enabled: bool,
+    /// Upload purging and read-only mode (registry:2's `storage.maintenance`).
+    pub maintenance: Maintenance,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+/// S3 or any S3-compatible service. Credentials left empty here come from
+/// the usual AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, instance metadata).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3 {
+    pub bucket: String,
+    pub region: String,
+    /// Endpoint URL for S3-compatible services (`http://127.0.0.1:9000`).
+    pub regionendpoint: Option<String>,
+    pub accesskey: Option<String>,
+    pub secretkey: Option<String>,
+    /// Key prefix inside the bucket (registry:2's `rootdirectory`).
+    pub rootdirectory: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most
+    /// S3-compatible servers need.
+    pub forcepathstyle: bool,
+    /// Size of multipart upload parts in bytes (S3 requires at least 5 MiB).
+    pub chunksize: usize,
+    /// Answer blob GETs with a redirect to a pre-signed URL instead of
+    /// streaming through the registry (registry:2's `redirect.disable: false`).
+    pub redirect: bool,
+    /// Retries of throttled or failed S3 requests before a 503.
+    pub max_retries: usize,
+    /// Give up retrying a request after this many seconds.
+    pub retry_timeout_secs: u64,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        S3 {
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            regionendpoint: None,
+            accesskey: None,
+            secretkey: None,
+            rootdirectory: String::new(),
+            forcepathstyle: false,
+            chunksize: 10 * 1024 * 1024,
+            redirect: false,
+            max_retries: 5,
+            retry_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +169,7 @@ impl Default for Http {
             addr: "127.0.0.1:5000".into(),
             secret: None,
             tls: None,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -225,11 +293,33 @@ impl Config {
                         tls.key = value.into();
                     }
                 }
-                "REGISTRY_STORAGE" if value == "filesystem" => {}
+                "REGISTRY_STORAGE" if value == "filesystem" => {
+                    self.storage.backend = StorageBackend::Filesystem
+                }
+                "REGISTRY_STORAGE" if value == "s3" => self.storage.backend = StorageBackend::S3,
+                "REGISTRY_STORAGE_S3_BUCKET" => self.storage.s3.bucket = value,
+                "REGISTRY_STORAGE_S3_REGION" => self.storage.s3.region = value,
+                "REGISTRY_STORAGE_S3_REGIONENDPOINT" => {
+                    self.storage.s3.regionendpoint = Some(value)
+                }
+                "REGISTRY_STORAGE_S3_ACCESSKEY" => self.storage.s3.accesskey = Some(value),
+                "REGISTRY_STORAGE_S3_SECRETKEY" => self.storage.s3.secretkey = Some(value),
+                "REGISTRY_STORAGE_S3_ROOTDIRECTORY" => self.storage.s3.rootdirectory = value,
+                "REGISTRY_STORAGE_S3_FORCEPATHSTYLE" => {
+                    self.storage.s3.forcepathstyle = parse_bool(k, &value)?
+                }
+                "REGISTRY_STORAGE_S3_CHUNKSIZE" => {
+                    self.storage.s3.chunksize = value
+                        .parse()
+                        .map_err(|_| invalid(k, format!("{value:?} is not a number of bytes")))?
+                }
+                "REGISTRY_STORAGE_REDIRECT_DISABLE" => {
+                    self.storage.s3.redirect = !parse_bool(k, &value)?
+                }
                 "REGISTRY_STORAGE" => {
                     return Err(invalid(
                         k,
-                        format!("storage driver {value:?} is not supported (use filesystem)"),
+                        format!("storage driver {value:?} is not supported (use filesystem or s3)"),
                     ))
                 }
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY" => {
@@ -266,6 +356,7 @@ impl Config {
                 // Set by the Debian package's and the official image's own
                 // scripts; harmless to accept.
                 "REGISTRY_CONFIGURATION_PATH" | "REGISTRY_VERSION" => {}
+                k if self.apply_ops_env(k, &value)? => {}
                 _ => self.ignored_env.push(k.to_owned()),
             }
         }
@@ -274,11 +365,26 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.validate_ops()?;
         if let Some(tls) = &self.http.tls {
             if tls.certificate.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
                 return Err(invalid(
                     "http.tls",
                     "both certificate and key must be set (REGISTRY_HTTP_TLS_CERTIFICATE, REGISTRY_HTTP_TLS_KEY)",
+                ));
+            }
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            if self.storage.s3.bucket.is_empty() {
+                return Err(invalid(
+                    "storage.s3.bucket",
+                    "must be set for the s3 backend (REGISTRY_STORAGE_S3_BUCKET)",
+                ));
+            }
+            if self.storage.s3.chunksize < 5 * 1024 * 1024 {
+                return Err(invalid(
+                    "storage.s3.chunksize",
+                    "must be at least 5 MiB (5242880), S3's smallest multipart part",
                 ));
             }
         }
@@ -307,6 +413,205 @@ impl Config {
             invalid(
                 "http.addr",
                 format!("{addr:?} is not host:port (e.g. 127.0.0.1:5000 or :5000)"),
+            )
+        })
+    }
+}
+
+// ----- operations: gc, upload purging, read-only mode, metrics -----
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Maintenance {
+    pub uploadpurging: UploadPurging,
+    pub readonly: ReadOnly,
+}
+
+/// Upload sessions older than `age` are removed every `interval`
+/// (registry:2's `storage.maintenance.uploadpurging`, same defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadPurging {
+    pub enabled: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub age: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Only log what would be purged.
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        UploadPurging {
+            enabled: true,
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+            dryrun: false,
+        }
+    }
+}
+
+/// Pulls work; pushes and deletes are refused (405 UNSUPPORTED).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadOnly {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gc {
+    /// Run garbage collection in the server every `interval`; 0 = never
+    /// (run `registry gc` instead).
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Blobs, links and manifests written more recently than this are kept
+    /// even when nothing references them (pushes in progress).
+    #[serde(deserialize_with = "de_duration")]
+    pub grace_period: Duration,
+    /// Also remove manifests that no tag reaches (directly, as an index
+    /// child, or as a referrer of a reachable manifest).
+    pub delete_untagged: bool,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            interval: Duration::ZERO,
+            grace_period: Duration::from_secs(3600),
+            delete_untagged: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `host:port` of a separate plain-HTTP listener for `path`; unset = no
+    /// metrics. It has no authentication: bind it to a private address.
+    pub addr: Option<String>,
+    pub path: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            addr: None,
+            path: "/metrics".into(),
+        }
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim())
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration ({e}); e.g. \"30s\", \"1h\", \"168h\"")))
+}
+
+fn parse_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{v:?} is not a duration ({e}); e.g. \"30s\", \"1h\", \"168h\""),
+        )
+    })
+}
+
+/// registry:2 takes `REGISTRY_STORAGE_MAINTENANCE_READONLY` as a YAML map
+/// (`{"enabled": true}`); a plain boolean is accepted too.
+fn parse_enabled_map(key: &str, v: &str) -> Result<bool, ConfigError> {
+    let t = v.trim();
+    if let Ok(b) = parse_bool(key, t) {
+        return Ok(b);
+    }
+    let inner = t
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(|| invalid(key, format!("{v:?} is neither a boolean nor {{enabled: true|false}}")))?;
+    for pair in inner.split(',') {
+        if let Some((k, val)) = pair.split_once(':') {
+            if k.trim().trim_matches(|c| c == '"' || c == '\'') == "enabled" {
+                return parse_bool(key, val.trim().trim_matches(|c| c == '"' || c == '\''));
+            }
+        }
+    }
+    Err(invalid(key, format!("{v:?} has no \"enabled\" entry")))
+}
+
+impl Config {
+    /// Environment variables of the operations settings; true when `k` was one.
+    fn apply_ops_env(&mut self, k: &str, value: &str) -> Result<bool, ConfigError> {
+        let m = &mut self.storage.maintenance;
+        match k {
+            "REGISTRY_HTTP_DRAINTIMEOUT" | "REGISTRY_HTTP_DRAIN_TIMEOUT" => {
+                self.http.drain_timeout = parse_duration(k, value)?
+            }
+            "REGISTRY_STORAGE_MAINTENANCE_READONLY" => {
+                m.readonly.enabled = parse_enabled_map(k, value)?
+            }
+            "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED" => {
+                m.readonly.enabled = parse_bool(k, value)?
+            }
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED" => {
+                m.uploadpurging.enabled = parse_bool(k, value)?
+            }
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE" => {
+                m.uploadpurging.age = parse_duration(k, value)?
+            }
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL" => {
+                m.uploadpurging.interval = parse_duration(k, value)?
+            }
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN" => {
+                m.uploadpurging.dryrun = parse_bool(k, value)?
+            }
+            "REGISTRY_GC_INTERVAL" => self.gc.interval = parse_duration(k, value)?,
+            "REGISTRY_GC_GRACE_PERIOD" => self.gc.grace_period = parse_duration(k, value)?,
+            "REGISTRY_GC_DELETE_UNTAGGED" => self.gc.delete_untagged = parse_bool(k, value)?,
+            "REGISTRY_METRICS_ADDR" => {
+                self.metrics.addr = Some(value.to_owned()).filter(|a| !a.trim().is_empty())
+            }
+            "REGISTRY_METRICS_PATH" => self.metrics.path = value.to_owned(),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn validate_ops(&self) -> Result<(), ConfigError> {
+        self.metrics_addr()?;
+        if !self.metrics.path.starts_with('/') || self.metrics.path.len() < 2 {
+            return Err(invalid("metrics.path", "must be a path such as /metrics"));
+        }
+        let purging = &self.storage.maintenance.uploadpurging;
+        if purging.enabled && purging.interval.is_zero() {
+            return Err(invalid(
+                "storage.maintenance.uploadpurging.interval",
+                "must be more than 0 when purging is enabled",
+            ));
+        }
+        if purging.enabled && purging.age.is_zero() {
+            return Err(invalid(
+                "storage.maintenance.uploadpurging.age",
+                "must be more than 0 (0 would remove uploads in progress)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The metrics listener's address, when metrics are enabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(addr) = &self.metrics.addr else {
+            return Ok(None);
+        };
+        let full = if addr.starts_with(':') {
+            format!("0.0.0.0{addr}")
+        } else {
+            addr.clone()
+        };
+        full.parse().map(Some).map_err(|_| {
+            invalid(
+                "metrics.addr",
+                format!("{addr:?} is not host:port (e.g. 127.0.0.1:5001)"),
             )
         })
     }

@@ -96,6 +96,17 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
     if parts.method == axum::http::Method::HEAD {
         return Ok(builder.body(Body::empty()).expect("valid response"));
     }
+    // Like registry:2 with redirects on: the client fetches the content from
+    // the object store directly (and sends its Range there).
+    if let Some(url) = state.storage.blob_redirect(&digest).await? {
+        return Ok(Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url)
+            .header("docker-content-digest", digest.to_string())
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
     let result = state
         .storage
         .blob_get(&digest, get_range)

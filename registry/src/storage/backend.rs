@@ -1,12 +1,17 @@
 //! Builds the `object_store` backend the configuration names.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::chunked::ChunkedStore;
 use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
-use super::Storage;
-use crate::config;
+use super::{Redirect, Storage};
+use crate::config::{self, StorageBackend};
 
 /// Reads of local files come in pieces of this size; object_store's default
 /// (8 KiB) caps blob GETs far below the disk's speed.
@@ -14,19 +19,28 @@ const LOCAL_READ_CHUNK: usize = 1024 * 1024;
 /// Parts written to local files; small, since memory per upload is bounded by
 /// a few of these.
 const LOCAL_PART_SIZE: usize = 1024 * 1024;
+/// How long a pre-signed blob URL stays valid.
+const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 
 #[derive(Debug, thiserror::Error)]
-#[error("storage.filesystem.rootdirectory {path}: {message}")]
+#[error("{key}: {message}")]
 pub struct BackendError {
-    path: String,
+    key: &'static str,
     message: String,
 }
 
 pub fn open(config: &config::Storage) -> Result<Storage, BackendError> {
+    match config.backend {
+        StorageBackend::Filesystem => open_filesystem(config),
+        StorageBackend::S3 => open_s3(&config.s3),
+    }
+}
+
+fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
     let root = &config.filesystem.rootdirectory;
     let err = |message: String| BackendError {
-        path: root.display().to_string(),
-        message,
+        key: "storage.filesystem.rootdirectory",
+        message: format!("{}: {message}", root.display()),
     };
     std::fs::create_dir_all(root).map_err(|e| err(e.to_string()))?;
     let local = LocalFileSystem::new_with_prefix(root)
@@ -37,4 +51,51 @@ pub fn open(config: &config::Storage) -> Result<Storage, BackendError> {
         .with_fsync(config.filesystem.fsync);
     let store = ChunkedStore::new(Arc::new(local), LOCAL_READ_CHUNK);
     Ok(Storage::new(Arc::new(store), LOCAL_PART_SIZE))
+}
+
+fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {
+    // reqwest is built without a bundled crypto provider; use ring, as the
+    // TLS listener does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_virtual_hosted_style_request(!config.forcepathstyle)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: config.max_retries,
+            retry_timeout: Duration::from_secs(config.retry_timeout_secs),
+        })
+        .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(300)));
+    if let Some(endpoint) = &config.regionendpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(key) = &config.accesskey {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = &config.secretkey {
+        builder = builder.with_secret_access_key(secret);
+    }
+    let s3 = Arc::new(builder.build().map_err(|e| BackendError {
+        key: "storage.s3",
+        message: e.to_string(),
+    })?);
+    let prefix = config.rootdirectory.trim_matches('/');
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        s3.clone()
+    } else {
+        Arc::new(PrefixStore::new(s3.clone(), prefix))
+    };
+    let mut storage = Storage::new(store, config.chunksize);
+    if config.redirect {
+        storage = storage.with_redirect(Redirect {
+            signer: s3,
+            prefix: Path::from(prefix),
+            ttl: REDIRECT_TTL,
+        });
+    }
+    Ok(storage)
 }

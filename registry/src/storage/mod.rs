@@ -36,9 +36,19 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// Where blob GETs are redirected when the backend can pre-sign URLs.
+#[derive(Clone)]
+pub struct Redirect {
+    pub signer: Arc<dyn object_store::signer::Signer>,
+    /// The backend's key prefix, which the signer (below it) must be given.
+    pub prefix: Path,
+    pub ttl: std::time::Duration,
+}
+
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    redirect: Option<Redirect>,
     /// Size of the parts streamed to the backend: large enough for fast I/O
     /// (and S3's 5 MiB minimum), small enough to bound memory per upload.
     part_size: usize,
@@ -50,7 +60,34 @@ fn is_not_found(e: &object_store::Error) -> bool {
 
 impl Storage {
     pub fn new(store: Arc<dyn ObjectStore>, part_size: usize) -> Storage {
-        Storage { store, part_size }
+        Storage {
+            store,
+            redirect: None,
+            part_size,
+        }
+    }
+
+    pub fn with_redirect(mut self, redirect: Redirect) -> Storage {
+        self.redirect = Some(redirect);
+        self
+    }
+
+    /// A pre-signed URL for a blob's content, when redirects are enabled.
+    pub async fn blob_redirect(&self, d: &Digest) -> Result<Option<String>> {
+        let Some(r) = &self.redirect else {
+            return Ok(None);
+        };
+        let key = layout::blob_data(d);
+        let full = if r.prefix.as_ref().is_empty() {
+            key
+        } else {
+            Path::from_iter(r.prefix.parts().chain(key.parts()))
+        };
+        let url = r
+            .signer
+            .signed_url(axum::http::Method::GET, &full, r.ttl)
+            .await?;
+        Ok(Some(url.to_string()))
     }
 
     /// Cheap reachability check for `/readyz`.

@@ -32,6 +32,23 @@ impl DockerRegistry {
     /// Starts `docker-registry serve` on a free port with filesystem storage
     /// at `root` and deletes enabled; returns once `GET /v2/` answers 200.
     pub async fn start(root: &Path) -> DockerRegistry {
+        let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+        DockerRegistry::start_with_storage(&storage).await
+    }
+
+    /// Starts with an S3 bucket (path-style, at an S3-compatible endpoint)
+    /// as storage.
+    pub async fn start_s3(endpoint: &str, bucket: &str) -> DockerRegistry {
+        let storage = format!(
+            "  s3:\n    accesskey: test\n    secretkey: test\n    region: us-east-1\n    \
+             regionendpoint: {endpoint}\n    bucket: {bucket}\n    forcepathstyle: true\n    \
+             secure: false\n    v4auth: true\n  redirect:\n    disable: true\n"
+        );
+        DockerRegistry::start_with_storage(&storage).await
+    }
+
+    /// `storage` is the YAML body of the `storage:` section, minus `delete`.
+    pub async fn start_with_storage(storage: &str) -> DockerRegistry {
         assert!(
             Path::new(DOCKER_REGISTRY).exists(),
             "{DOCKER_REGISTRY} is missing: run scripts/ci-deps.sh (apt package docker-registry)"
@@ -40,7 +57,7 @@ impl DockerRegistry {
         // The port is free when picked; another process may take it before
         // the child binds, so a start that dies early is retried.
         for _ in 0..3 {
-            match DockerRegistry::try_start(root, free_port()).await {
+            match DockerRegistry::try_start(storage, free_port()).await {
                 Ok(r) => return r,
                 Err(log) => last_log = log,
             }
@@ -48,7 +65,7 @@ impl DockerRegistry {
         panic!("docker-registry did not start:\n{last_log}");
     }
 
-    async fn try_start(root: &Path, port: u16) -> Result<DockerRegistry, String> {
+    async fn try_start(storage: &str, port: u16) -> Result<DockerRegistry, String> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
         std::fs::write(
@@ -56,9 +73,8 @@ impl DockerRegistry {
             format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 storage:\n{storage}  delete:\n    enabled: true\n\
                  http:\n  addr: 127.0.0.1:{port}\n  secret: layout-compat-test\n",
-                root.display()
             ),
         )
         .unwrap();
@@ -67,6 +83,9 @@ impl DockerRegistry {
         let child = Command::new(DOCKER_REGISTRY)
             .arg("serve")
             .arg(&config)
+            // The Go AWS SDK refuses to start when this names a bundle it
+            // cannot use with its transport; the S3 endpoint here is http.
+            .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
