@@ -12,3 +12,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 STATIC_BIN_DIR=$(./scripts/static-build.sh)
 export STATIC_BIN_DIR
 cargo test --workspace --locked -- --include-ignored
+# The protocol suites again with every test registry on S3 (moto) instead of
+# disk: one suite, both backends.
+REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
+  --test smoke --test conformance_pull --test conformance_push \
+  --test conformance_discovery --test conformance_management \
+  --test bad_input --test auth_basic --test skopeo

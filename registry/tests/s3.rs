@@ -7,11 +7,11 @@
 mod distribution;
 #[path = "support/oci_layout.rs"]
 mod oci_layout;
-#[path = "support/s3.rs"]
-mod s3;
 #[path = "support/skopeo.rs"]
 mod skopeo;
 mod support;
+
+use support::s3;
 
 use reqwest::Method;
 use serde_json::Value;

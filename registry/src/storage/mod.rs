@@ -136,7 +136,12 @@ impl Storage {
         Ok(())
     }
 
+    /// Deletes `key`; false when it was not there. S3 answers a DELETE of a
+    /// missing key with success, so existence is checked first.
     async fn delete_if_exists(&self, key: &Path) -> Result<bool> {
+        if !self.exists(key).await? {
+            return Ok(false);
+        }
         match self.store.delete(key).await {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),

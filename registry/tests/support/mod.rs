@@ -2,6 +2,8 @@
 //! temporary storage and htpasswd file.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +20,14 @@ pub struct TestServer {
     pub config: Config,
     running: Option<Running>,
     dir: tempfile::TempDir,
+    /// The S3 server behind this registry in REGISTRY_TEST_STORAGE=s3 runs.
+    moto: Option<s3::Moto>,
+}
+
+/// Whether this run puts every TestServer on S3 (moto) instead of disk:
+/// `REGISTRY_TEST_STORAGE=s3 cargo test -p registry --test conformance_push`.
+pub fn storage_is_s3() -> bool {
+    std::env::var("REGISTRY_TEST_STORAGE").as_deref() == Ok("s3")
 }
 
 impl TestServer {
@@ -41,8 +51,18 @@ impl TestServer {
         config.storage.filesystem.fsync = false;
         config.storage.delete_enabled = true;
         config.auth.htpasswd.path = htpasswd;
+        let moto = if storage_is_s3() {
+            let moto = s3::Moto::start().await;
+            moto.create_bucket("registry-test").await;
+            moto.configure(&mut config, "registry-test");
+            Some(moto)
+        } else {
+            None
+        };
         adjust(&mut config);
-        TestServer::start_config(config, dir).await
+        let mut server = TestServer::start_config(config, dir).await;
+        server.moto = moto;
+        server
     }
 
     /// Starts on an existing config and directory (e.g. to restart on the
@@ -58,6 +78,7 @@ impl TestServer {
             config,
             running: Some(running),
             dir,
+            moto: None,
         }
     }
 
@@ -71,7 +92,10 @@ impl TestServer {
             .await
             .unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        TestServer::start_config(self.config.clone(), dir).await
+        let moto = self.moto.take();
+        let mut server = TestServer::start_config(self.config.clone(), dir).await;
+        server.moto = moto;
+        server
     }
 
     pub fn dir(&self) -> &Path {
