@@ -44,6 +44,41 @@ start_ours() {
   echo $!
 }
 start_ours_nofsync() { FSYNC=false start_ours "$@"; }
+# S3: both registries on one moto server (PyPI moto, S3-compatible), a bucket
+# each.
+S3_ENDPOINT=
+start_moto() {
+  local port; port=$(free_port)
+  moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  pids+=($!)
+  S3_ENDPOINT=http://127.0.0.1:$port
+  for _ in $(seq 200); do curl -sf -o /dev/null "$S3_ENDPOINT/moto-api/" && return 0; sleep 0.05; done
+  echo "moto did not start" >&2; return 1
+}
+start_ours_s3() {
+  local port=$1
+  curl -sf -X PUT "$S3_ENDPOINT/ours" >/dev/null
+  REGISTRY_STORAGE=s3 REGISTRY_STORAGE_S3_BUCKET=ours REGISTRY_STORAGE_S3_REGIONENDPOINT=$S3_ENDPOINT \
+    REGISTRY_STORAGE_S3_ACCESSKEY=bench REGISTRY_STORAGE_S3_SECRETKEY=bench REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true \
+    REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd \
+    REGISTRY_LOG_LEVEL=warn "$BIN/registry" serve >"$work/ours_s3.log" 2>&1 &
+  echo $!
+}
+start_theirs_s3() {
+  local port=$1
+  curl -sf -X PUT "$S3_ENDPOINT/theirs" >/dev/null
+  cat > "$work/theirs_s3.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage:
+  s3: {accesskey: bench, secretkey: bench, region: us-east-1, regionendpoint: $S3_ENDPOINT, bucket: theirs, forcepathstyle: true, secure: false, v4auth: true}
+  redirect: {disable: true}
+http: {addr: 127.0.0.1:$port}
+auth: {htpasswd: {realm: bench, path: $work/htpasswd}}
+YML
+  env -u AWS_CA_BUNDLE /usr/bin/docker-registry serve "$work/theirs_s3.yml" >"$work/theirs_s3.log" 2>&1 &
+  echo $!
+}
 start_theirs() {
   local port=$1 root=$2
   cat > "$work/theirs.yml" <<YML
@@ -87,35 +122,55 @@ run_one() {
   echo "$who: $big $many manifest_rps=$rps peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
 }
 
-run_one theirs
-run_one ours
-run_one ours_nofsync
+configs=(theirs ours ours_nofsync)
+for c in "${configs[@]}"; do run_one "$c"; done
+if [ "${S3:-1}" = 1 ]; then
+  start_moto
+  configs+=(theirs_s3 ours_s3)
+  run_one theirs_s3
+  run_one ours_s3
+fi
 
 ratio() { python3 -c "a=float('$1'); b=float('$2'); print(f'{a/b:.1f}x' if b else 'n/a')"; }
+declare -A LABEL=([theirs]="docker-registry, disk" [ours]="ours, disk" [ours_nofsync]="ours, disk, fsync off" \
+  [theirs_s3]="docker-registry, S3 (moto)" [ours_s3]="ours, S3 (moto)")
+declare -A BASE=([theirs]=theirs [ours]=theirs [ours_nofsync]=theirs [theirs_s3]=theirs_s3 [ours_s3]=theirs_s3)
+row() {
+  local title=$1 key=$2 line="| $1 |"
+  for c in "${configs[@]}"; do
+    local v=${R[$c.$key]} b=${R[${BASE[$c]}.$key]}
+    if [ "$c" = "${BASE[$c]}" ] || [ "$key" = growth ]; then line+=" $v |"; else line+=" $v ($(ratio "$v" "$b")) |"; fi
+  done
+  echo "$line"
+}
+header="| measure |"; sep="|---|"
+for c in "${configs[@]}"; do header+=" ${LABEL[$c]} |"; sep+="---|"; done
 section=$(cat <<MD
 ## Registry vs Debian's docker-registry (registry:2)
 
 Command: \`bench/registry.sh\` (BIG_MIB=$BIG_MIB, HUGE_MIB=$HUGE_MIB, MANY=$MANY,
 wrk ${WRK_SECONDS}s). Measured $(date -u +%Y-%m-%d) on $(nproc) cores,
-$(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); the client and wrk
-share the two cores with the server under test. Both servers use Basic auth
-against the same bcrypt (cost 5) htpasswd file and the local disk; ours runs
-with its defaults (fsync on: a push is on disk when acknowledged) and again
-with \`storage.filesystem.fsync = false\`, docker-registry 2.8 with its own
-(no fsync: an acknowledged blob may still be only in the page cache).
+$(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); the client, wrk and
+(for S3) moto share the two cores with the server under test. Every server
+uses Basic auth against the same bcrypt (cost 5) htpasswd file. On disk, ours
+runs with its defaults (fsync on: a push is on disk when acknowledged) and
+again with \`storage.filesystem.fsync = false\`; docker-registry 2.8 runs with
+its own (no fsync: an acknowledged blob may still be only in the page
+cache). On S3 both talk to one moto server (Python), which limits both S3
+columns. Ratios in brackets are against docker-registry on the same storage.
 
-| measure | docker-registry | ours | ours / theirs | ours, fsync off | ratio |
-|---|---|---|---|---|---|
-| push ${BIG_MIB} MiB blob (POST, PATCH, PUT), MiB/s | ${R[theirs.push]} | ${R[ours.push]} | $(ratio "${R[ours.push]}" "${R[theirs.push]}") | ${R[ours_nofsync.push]} | $(ratio "${R[ours_nofsync.push]}" "${R[theirs.push]}") |
-| pull the same blob, MiB/s | ${R[theirs.pull]} | ${R[ours.pull]} | $(ratio "${R[ours.pull]}" "${R[theirs.pull]}") | ${R[ours_nofsync.pull]} | $(ratio "${R[ours_nofsync.pull]}" "${R[theirs.pull]}") |
-| push ${MANY} × 1 MiB blobs at concurrency 16, blobs/s | ${R[theirs.many]} | ${R[ours.many]} | $(ratio "${R[ours.many]}" "${R[theirs.many]}") | ${R[ours_nofsync.many]} | $(ratio "${R[ours_nofsync.many]}" "${R[theirs.many]}") |
-| manifest GET by tag, Basic auth, 32 connections, req/s | ${R[theirs.rps]} | ${R[ours.rps]} | $(ratio "${R[ours.rps]}" "${R[theirs.rps]}") | ${R[ours_nofsync.rps]} | $(ratio "${R[ours_nofsync.rps]}" "${R[theirs.rps]}") |
-| peak RSS over the runs above, MiB | ${R[theirs.peak]} | ${R[ours.peak]} | $(ratio "${R[ours.peak]}" "${R[theirs.peak]}") | ${R[ours_nofsync.peak]} | $(ratio "${R[ours_nofsync.peak]}" "${R[theirs.peak]}") |
-| RSS growth while pushing and pulling a ${HUGE_MIB} MiB blob, MiB | ${R[theirs.growth]} | ${R[ours.growth]} | | ${R[ours_nofsync.growth]} | |
+$header
+$sep
+$(row "push ${BIG_MIB} MiB blob (POST, PATCH, PUT), MiB/s" push)
+$(row "pull the same blob, MiB/s" pull)
+$(row "push ${MANY} × 1 MiB blobs at concurrency 16, blobs/s" many)
+$(row "manifest GET by tag, Basic auth, 32 connections, req/s" rps)
+$(row "peak RSS over the runs above, MiB" peak)
+$(row "RSS growth while pushing and pulling a ${HUGE_MIB} MiB blob, MiB" growth)
 MD
 )
 echo "$section"
-doc=docs/benchmarks.md
+doc=${BENCH_DOC:-docs/benchmarks.md}
 [ -f "$doc" ] || printf '# Benchmarks\n' > "$doc"
 python3 - "$doc" "$section" <<'PY'
 import sys, re
