@@ -14,6 +14,9 @@ pub struct Config {
     pub http: Http,
     pub storage: Storage,
     pub auth: Auth,
+    /// Who may pull, push, delete where (`auth::acl`); absent: every
+    /// authenticated user may do everything.
+    pub acl: Option<crate::auth::acl::AclConfig>,
     pub log: Log,
     /// Garbage collection in the server process (`registry gc` reads it too).
     pub gc: Gc,
@@ -129,6 +132,8 @@ pub enum AuthMode {
     /// No authentication at all: every request is allowed. Only for
     /// development; the registry warns at start.
     None,
+    /// Docker registry token authentication (bearer JWTs).
+    Token,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +141,10 @@ pub enum AuthMode {
 pub struct Auth {
     pub mode: AuthMode,
     pub htpasswd: HtpasswdAuth,
+    /// `[auth.token]`: token mode and the built-in token endpoint.
+    pub token: crate::auth::token::TokenConfig,
+    /// Also append audit events (JSON lines) to this file.
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +156,9 @@ pub struct HtpasswdAuth {
     pub cache_ttl_secs: u64,
     /// Failed logins allowed per client address per minute before 429.
     pub max_failures_per_minute: u32,
+    /// Failed logins allowed per user per minute (from all addresses)
+    /// before 429; addresses that logged in as the user are exempt.
+    pub max_failures_per_user_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -188,6 +200,8 @@ impl Default for Auth {
         Auth {
             mode: AuthMode::Htpasswd,
             htpasswd: HtpasswdAuth::default(),
+            token: Default::default(),
+            audit_log: None,
         }
     }
 }
@@ -199,6 +213,7 @@ impl Default for HtpasswdAuth {
             path: PathBuf::from("data/auth/htpasswd"),
             cache_ttl_secs: 60,
             max_failures_per_minute: 10,
+            max_failures_per_user_per_minute: 30,
         }
     }
 }
@@ -335,16 +350,23 @@ impl Config {
                     self.auth.mode = match value.as_str() {
                         "htpasswd" => AuthMode::Htpasswd,
                         "none" | "" => AuthMode::None,
+                        "token" => AuthMode::Token,
                         other => {
                             return Err(invalid(
                                 k,
-                                format!("auth {other:?} is not supported (use htpasswd or none)"),
+                                format!("auth {other:?} is not supported (htpasswd, token, none)"),
                             ))
                         }
                     }
                 }
                 "REGISTRY_AUTH_HTPASSWD_REALM" => self.auth.htpasswd.realm = value,
                 "REGISTRY_AUTH_HTPASSWD_PATH" => self.auth.htpasswd.path = value.into(),
+                "REGISTRY_AUTH_TOKEN_REALM" => self.auth.token.realm = Some(value),
+                "REGISTRY_AUTH_TOKEN_SERVICE" => self.auth.token.service = value,
+                "REGISTRY_AUTH_TOKEN_ISSUER" => self.auth.token.issuer = value,
+                "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE" => {
+                    self.auth.token.rootcertbundle = Some(value.into())
+                }
                 "REGISTRY_LOG_LEVEL" => self.log.level = value,
                 "REGISTRY_LOG_FORMATTER" | "REGISTRY_LOG_FORMAT" => {
                     self.log.format = match value.as_str() {
@@ -397,6 +419,7 @@ impl Config {
         if self.auth.mode == AuthMode::Htpasswd && self.auth.htpasswd.path.as_os_str().is_empty() {
             return Err(invalid("auth.htpasswd.path", "must not be empty"));
         }
+        crate::auth::validate_config(self).map_err(|(key, message)| invalid(&key, message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
@@ -505,8 +528,11 @@ impl Default for Metrics {
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim())
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration ({e}); e.g. \"30s\", \"1h\", \"168h\"")))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration ({e}); e.g. \"30s\", \"1h\", \"168h\""
+        ))
+    })
 }
 
 fn parse_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
@@ -528,7 +554,12 @@ fn parse_enabled_map(key: &str, v: &str) -> Result<bool, ConfigError> {
     let inner = t
         .strip_prefix('{')
         .and_then(|r| r.strip_suffix('}'))
-        .ok_or_else(|| invalid(key, format!("{v:?} is neither a boolean nor {{enabled: true|false}}")))?;
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("{v:?} is neither a boolean nor {{enabled: true|false}}"),
+            )
+        })?;
     for pair in inner.split(',') {
         if let Some((k, val)) = pair.split_once(':') {
             if k.trim().trim_matches(|c| c == '"' || c == '\'') == "enabled" {
@@ -614,6 +645,149 @@ impl Config {
                 format!("{addr:?} is not host:port (e.g. 127.0.0.1:5001)"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod ops_tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn operations_defaults() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(!c.storage.maintenance.readonly.enabled);
+        assert!(c.storage.maintenance.uploadpurging.enabled);
+        assert_eq!(
+            c.storage.maintenance.uploadpurging.age,
+            Duration::from_secs(168 * 3600)
+        );
+        assert!(c.gc.interval.is_zero(), "online gc is off by default");
+        assert_eq!(c.gc.grace_period, Duration::from_secs(3600));
+        assert_eq!(c.metrics_addr().unwrap(), None);
+        assert_eq!(c.http.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn read_only_from_registry2_variables() {
+        for (k, v) in [
+            (
+                "REGISTRY_STORAGE_MAINTENANCE_READONLY",
+                "{\"enabled\": true}",
+            ),
+            ("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{enabled: true}"),
+            ("REGISTRY_STORAGE_MAINTENANCE_READONLY", "true"),
+            ("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "yes"),
+        ] {
+            let c = Config::load(None, env(&[(k, v)])).unwrap();
+            assert!(c.storage.maintenance.readonly.enabled, "{k}={v}");
+        }
+        let c = Config::load(
+            None,
+            env(&[(
+                "REGISTRY_STORAGE_MAINTENANCE_READONLY",
+                "{\"enabled\": false}",
+            )]),
+        )
+        .unwrap();
+        assert!(!c.storage.maintenance.readonly.enabled);
+        let e = Config::load(
+            None,
+            env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{\"on\": 1}")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("REGISTRY_STORAGE_MAINTENANCE_READONLY"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn operations_keys_from_file_and_environment() {
+        let c = Config::from_toml(
+            r#"
+[http]
+drain_timeout = "5s"
+[gc]
+interval = "6h"
+grace_period = "10m"
+delete_untagged = true
+[metrics]
+addr = "127.0.0.1:5001"
+[storage.maintenance.uploadpurging]
+age = "48h"
+interval = "1h"
+dryrun = true
+[storage.maintenance.readonly]
+enabled = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.http.drain_timeout, Duration::from_secs(5));
+        assert_eq!(c.gc.interval, Duration::from_secs(6 * 3600));
+        assert_eq!(c.gc.grace_period, Duration::from_secs(600));
+        assert!(c.gc.delete_untagged);
+        assert_eq!(
+            c.metrics_addr().unwrap().unwrap().to_string(),
+            "127.0.0.1:5001"
+        );
+        assert_eq!(
+            c.storage.maintenance.uploadpurging.age,
+            Duration::from_secs(48 * 3600)
+        );
+        assert!(c.storage.maintenance.uploadpurging.dryrun);
+        assert!(c.storage.maintenance.readonly.enabled);
+
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_GC_INTERVAL", "30m"),
+                ("REGISTRY_GC_GRACE_PERIOD", "0s"),
+                ("REGISTRY_METRICS_ADDR", ":5001"),
+                ("REGISTRY_HTTP_DRAINTIMEOUT", "2s"),
+                (
+                    "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
+                    "false",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.gc.interval, Duration::from_secs(1800));
+        assert!(c.gc.grace_period.is_zero());
+        assert_eq!(
+            c.metrics_addr().unwrap().unwrap().to_string(),
+            "0.0.0.0:5001"
+        );
+        assert_eq!(c.http.drain_timeout, Duration::from_secs(2));
+        assert!(!c.storage.maintenance.uploadpurging.enabled);
+        assert!(c.ignored_env.is_empty(), "{:?}", c.ignored_env);
+    }
+
+    #[test]
+    fn bad_operations_values_name_their_key() {
+        let e = Config::load(None, env(&[("REGISTRY_GC_INTERVAL", "often")])).unwrap_err();
+        assert!(e.to_string().contains("REGISTRY_GC_INTERVAL"), "{e}");
+        let e = Config::load(None, env(&[("REGISTRY_METRICS_ADDR", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("metrics.addr"), "{e}");
+        let e = Config::from_toml("[gc]\ngrace_period = \"soon\"").unwrap_err();
+        assert!(e.contains("grace_period"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "0s")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage.maintenance.uploadpurging.age"),
+            "{e}"
+        );
     }
 }
 

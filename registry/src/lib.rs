@@ -3,7 +3,11 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod gc;
+pub mod metrics;
 pub mod oci;
+pub mod ops;
+pub mod scrub;
 pub mod server;
 pub mod storage;
 
@@ -14,6 +18,9 @@ pub struct App {
     pub storage: storage::Storage,
     pub auth: auth::Authenticator,
     pub delete_enabled: bool,
+    /// Maintenance: pulls only (`storage.maintenance.readonly`).
+    pub read_only: bool,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 pub type AppState = Arc<App>;

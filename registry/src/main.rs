@@ -27,6 +27,32 @@ enum Command {
     /// Probe the local registry's /livez; exit 0 when it answers (for Docker
     /// HEALTHCHECK in images without curl).
     Healthcheck(ConfigArg),
+    /// Garbage collection: remove blobs (and with --delete-untagged,
+    /// manifests) that nothing references, and stale upload sessions. Safe
+    /// while the registry serves.
+    Gc(GcArgs),
+    /// Verify every blob's content against its digest and every link; exit 1
+    /// when anything is corrupt or dangling.
+    Scrub(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct GcArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// List what would be removed and how many bytes, and remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also remove manifests that no tag reaches (default: gc.delete_untagged).
+    #[arg(long)]
+    delete_untagged: bool,
+    /// Keep anything written more recently than this, e.g. 1h (default:
+    /// gc.grace_period).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace_period: Option<Duration>,
+    /// Print only the summary line, not one line per removed item.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args, Default)]
@@ -35,9 +61,6 @@ struct ConfigArg {
     #[arg(long, short, env = "REGISTRY_CONFIG_FILE")]
     config: Option<PathBuf>,
 }
-
-/// How long in-flight requests (uploads) may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn load(arg: &ConfigArg) -> Result<Config, String> {
     Config::load(arg.config.as_deref(), std::env::vars())
@@ -53,6 +76,17 @@ fn main() -> ExitCode {
             load(&arg).map(|c| println!("configuration ok (listening on {})", c.http.addr))
         }
         Command::Healthcheck(arg) => load(&arg).and_then(|c| healthcheck(&c)),
+        Command::Gc(args) => load(&args.config).and_then(|c| gc(c, &args)),
+        Command::Scrub(arg) => {
+            return match load(&arg).and_then(scrub) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,9 +143,53 @@ fn serve(config: Config) -> Result<(), String> {
         let mut stopped = running.shutdown_handle().subscribe();
         let _ = stopped.wait_for(|s| *s).await;
         running
-            .shutdown(SHUTDOWN_GRACE)
+            .shutdown(config.http.drain_timeout)
             .await
             .map_err(|e| format!("registry: {e}"))
+    })
+}
+
+fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
+    init_logging(&config);
+    let purging = &config.storage.maintenance.uploadpurging;
+    let options = registry::gc::Options {
+        dry_run: args.dry_run,
+        delete_untagged: args.delete_untagged || config.gc.delete_untagged,
+        grace: args.grace_period.unwrap_or(config.gc.grace_period),
+        upload_max_age: purging.enabled.then_some(purging.age),
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("registry gc: {e}"))?;
+    runtime.block_on(async {
+        let storage = registry::storage::backend::open(&config.storage)
+            .map_err(|e| format!("registry gc: {e}"))?;
+        let report = registry::gc::run(&storage, &options, None)
+            .await
+            .map_err(|e| format!("registry gc: {e}"))?;
+        if !args.quiet {
+            for line in report.details() {
+                println!("{line}");
+            }
+        }
+        println!("{report}");
+        Ok(())
+    })
+}
+
+/// Ok(true) when the store is clean.
+fn scrub(config: Config) -> Result<bool, String> {
+    init_logging(&config);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("registry scrub: {e}"))?;
+    runtime.block_on(async {
+        let storage = registry::storage::backend::open(&config.storage)
+            .map_err(|e| format!("registry scrub: {e}"))?;
+        let report = registry::scrub::run(&storage)
+            .await
+            .map_err(|e| format!("registry scrub: {e}"))?;
+        for problem in &report.problems {
+            println!("{problem}");
+        }
+        println!("{report}");
+        Ok(report.is_clean())
     })
 }
 

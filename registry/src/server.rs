@@ -8,9 +8,8 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::credentials::{Created, Credentials};
-use crate::auth::Authenticator;
-use crate::config::{AuthMode, Config};
+use crate::auth::credentials::Created;
+use crate::config::Config;
 use crate::{api, storage, App};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,12 +19,14 @@ pub enum StartError {
     #[error(transparent)]
     Storage(#[from] storage::backend::BackendError),
     #[error(transparent)]
-    Auth(#[from] crate::auth::credentials::SetupError),
+    Auth(#[from] crate::auth::SetupError),
     #[error("http.addr {addr}: cannot listen: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Metrics(#[from] crate::ops::MetricsBindError),
     #[error("http.tls: {0}")]
     Tls(std::io::Error),
 }
@@ -37,18 +38,32 @@ pub struct Running {
     /// Set when the htpasswd file was just created with a random admin
     /// password, so the caller can show it once.
     pub created_user: Option<Created>,
+    /// Where `/metrics` is served (`[metrics] addr`), when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Metrics listener, online GC, upload purging.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `grace`.
     pub async fn shutdown(self, grace: Duration) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
-        match tokio::time::timeout(grace + Duration::from_secs(1), self.task).await {
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
+        let served = match tokio::time::timeout_at(deadline, self.task).await {
             Ok(joined) => joined.unwrap_or(Ok(())),
             Err(_) => Ok(()),
+        };
+        // Background work stops at its next safe point (a GC run never
+        // stops half way through removing); past the deadline it is cut.
+        for task in self.background {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+            }
         }
+        served
     }
 
     /// Waits until the server stops by itself (it does not, unless it fails).
@@ -64,19 +79,13 @@ impl Running {
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let addr = config.listen_addr()?;
     let storage = storage::backend::open(&config.storage)?;
-    let (auth, created_user) = match config.auth.mode {
-        AuthMode::None => {
-            tracing::warn!("authentication is disabled: anyone can push and pull");
-            (Authenticator::Open, None)
-        }
-        AuthMode::Htpasswd => {
-            let (credentials, created) = Credentials::open(&config.auth.htpasswd)?;
-            let credentials = Arc::new(credentials);
-            credentials.spawn_reloader();
-            let realm = config.auth.htpasswd.realm.clone();
-            (Authenticator::Basic { realm, credentials }, created)
-        }
-    };
+    let read_only = config.storage.maintenance.readonly.enabled;
+    let metrics = crate::metrics::Metrics::new(read_only);
+    let storage = storage.with_error_sink(metrics.storage_error_sink());
+    if read_only {
+        tracing::warn!("read-only mode: pushes and deletes are refused");
+    }
+    let (auth, created_user) = crate::auth::build(config)?;
     for key in &config.ignored_env {
         tracing::warn!(variable = %key, "environment variable names no setting of this registry; ignored");
     }
@@ -84,7 +93,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         storage,
         auth,
         delete_enabled: config.storage.delete_enabled,
+        read_only,
+        metrics: metrics.clone(),
     });
+    let storage_for_ops = app.storage.clone();
     let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
 
     let listener =
@@ -96,11 +108,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let (shutdown, mut stop) = watch::channel(false);
+    let background = crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
 
     let tls = config.http.tls.clone();
+    let drain_timeout = config.http.drain_timeout;
     let task = match tls {
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)
@@ -122,7 +136,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 .handle(handle.clone());
             tokio::spawn(async move {
                 stopped.await;
-                handle.graceful_shutdown(Some(Duration::from_secs(30)));
+                handle.graceful_shutdown(Some(drain_timeout));
             });
             tokio::spawn(async move { server.serve(service).await })
         }
@@ -131,7 +145,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         addr,
         tls: config.http.tls.is_some(),
         created_user,
+        metrics_addr: background.metrics_addr,
         shutdown,
         task,
+        background: background.tasks,
     })
 }

@@ -335,3 +335,130 @@ fn assert_no_leftovers(docker: &Docker, images: &[&str], container: &str) {
         "container left behind"
     );
 }
+
+/// Token mode with the built-in endpoint and an ACL: docker logs in (GET
+/// with Basic, `offline_token=true`: it keeps the refresh token as its
+/// identity token and uses the OAuth2 POST from then on), pushes where the
+/// ACL allows, pulls back, and sees a clear "denied" where it does not.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs docker (run scripts/test.sh)"]
+async fn token_mode_login_push_pull_and_denied_push() {
+    let s = TestServer::start_with(|c| {
+        let dir = c.auth.htpasswd.path.parent().unwrap().to_owned();
+        std::fs::write(
+            &c.auth.htpasswd.path,
+            format!(
+                "{USER}:{}\nbob:{}\n",
+                htpasswd::hash_bcrypt(PASSWORD, 4).unwrap(),
+                htpasswd::hash_bcrypt("bobpw", 4).unwrap()
+            ),
+        )
+        .unwrap();
+        c.auth.mode = registry::config::AuthMode::Token;
+        c.auth.token.signing_key = dir.join("token-key.pem");
+        c.acl = Some(
+            toml::from_str(&format!(
+                "[[rules]]\nrepository = \"team-a/**\"\npull = [\"{USER}\"]\npush = [\"{USER}\"]\n\
+                 [[rules]]\nrepository = \"team-b/**\"\npull = [\"bob\"]\npush = [\"bob\"]\n"
+            ))
+            .unwrap(),
+        );
+    })
+    .await;
+    let host = format!("127.0.0.1:{}", s.addr.port());
+    let docker = Docker::new();
+    let tag = unique();
+    let image = format!("{host}/team-a/busybox:{tag}");
+    let denied = format!("{host}/team-b/busybox:{tag}");
+    let mut cleanup = Cleanup {
+        docker: &docker,
+        containers: Vec::new(),
+        images: vec![image.clone(), denied.clone()],
+    };
+
+    let out = docker
+        .run_with_stdin(
+            &["login", &host, "-u", USER, "--password-stdin"],
+            Some("not-the-password\n"),
+        )
+        .await;
+    assert!(!out.ok, "login with a wrong password succeeded");
+    assert!(mentions_refusal(&out.stderr), "{}", out.stderr);
+    let out = docker
+        .run_with_stdin(
+            &["login", &host, "-u", USER, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await;
+    assert!(out.ok, "login failed:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("Login Succeeded"), "{}", out.stdout);
+    // docker keeps the refresh token (and no password) as its identity
+    // token, and from now on gets access tokens with the OAuth2 POST.
+    let stored = docker.stored_auth(&host);
+    assert!(
+        stored["identitytoken"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3),
+        "no identity token stored for {host}: {stored}"
+    );
+
+    let ctx = context_dir();
+    let built = docker
+        .ok(&[
+            "build",
+            "-q",
+            "--force-rm",
+            "-t",
+            &image,
+            &ctx.path().display().to_string(),
+        ])
+        .await;
+    let image_id = built.stdout.trim().to_owned();
+    cleanup.images.insert(0, image_id.clone());
+
+    let out = docker.ok(&["push", &image]).await;
+    let digest = pushed_digest(&out.stdout);
+
+    // Pull it back after removing it locally.
+    docker.ok(&["rmi", &image]).await;
+    let out = docker.ok(&["pull", &image]).await;
+    assert!(out.stdout.contains(&digest), "{}", out.stdout);
+    let id = docker
+        .ok(&["image", "inspect", "--format", "{{.Id}}", &image])
+        .await;
+    assert_eq!(id.stdout.trim(), image_id);
+
+    // team-b belongs to bob: the push is refused and docker says so.
+    docker.ok(&["tag", &image, &denied]).await;
+    let out = docker.run(&["push", &denied]).await;
+    assert!(!out.ok, "a push the ACL denies succeeded:\n{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("denied: requested access to the resource is denied"),
+        "docker's message for a denied push: {}",
+        out.stderr
+    );
+    let http = reqwest::Client::new();
+    let t: serde_json::Value = http
+        .get(format!(
+            "{}/auth/token?service=registry&scope=repository:team-b/busybox:pull",
+            s.base
+        ))
+        .basic_auth("bob", Some("bobpw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = http
+        .get(format!("{}/v2/team-b/busybox/tags/list", s.base))
+        .bearer_auth(t["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing was pushed to team-b");
+
+    drop(cleanup);
+    assert_no_leftovers(&docker, &[&image, &denied, &image_id], "no-container");
+}

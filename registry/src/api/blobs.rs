@@ -129,7 +129,6 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
     if !state.storage.unlink_blob(name, &digest).await? {
         return Err(ApiError::new(Code::BlobUnknown, "blob unknown to registry"));
     }
-    tracing::info!(target: "audit", repository = %name, digest = %digest, "blob deleted");
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

@@ -173,16 +173,37 @@ pub async fn put(
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
     };
-    state
+    // Acknowledged only once the manifest is visible and everything it
+    // references is still there and not being garbage-collected
+    // (storage::gc_guard explains the race this closes).
+    let stored = state
         .storage
-        .put_manifest(name, &digest, body, parsed.subject.as_ref(), tag)
+        .put_manifest_checked(
+            name,
+            &digest,
+            body,
+            parsed.subject.as_ref(),
+            tag,
+            &parsed.blobs,
+            &parsed.children,
+        )
         .await?;
-    let user = parts
-        .extensions
-        .get::<crate::auth::User>()
-        .map(|u| u.0.as_str())
-        .unwrap_or_default();
-    tracing::info!(target: "audit", user, repository = %name, reference = %reference, digest = %digest, "manifest pushed");
+    if let Err(conflict) = stored {
+        use crate::storage::gc_guard::PutConflict;
+        let (d, message) = match conflict {
+            PutConflict::BeingCollected(d) => (
+                d,
+                "garbage collection is removing content this manifest references; push it again",
+            ),
+            PutConflict::Missing(d) => (
+                d,
+                "content this manifest references was removed while it was pushed; push it again",
+            ),
+        };
+        return Err(ApiError::new(Code::ManifestBlobUnknown, message)
+            .detail(json!({ "digest": d.to_string() })));
+    }
+    // Audited by the auth middleware, which knows the user and client.
     let mut response = (
         StatusCode::CREATED,
         [
@@ -253,6 +274,5 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
     if !deleted {
         return Err(manifest_unknown(&reference));
     }
-    tracing::info!(target: "audit", repository = %name, reference = %reference, "manifest deleted");
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

@@ -7,9 +7,11 @@ pub mod blobs;
 pub mod body;
 pub mod error;
 pub mod manifests;
+pub mod readonly;
 pub mod referrers;
 pub mod route;
 pub mod tags;
+pub mod token_endpoint;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -35,17 +37,29 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            readonly::refuse_writes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::require_auth,
         ));
     Router::new()
         .merge(v2)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/auth/token",
+            get(token_endpoint::get).post(token_endpoint::post),
+        )
         .fallback(|| async {
             ApiError::new(Code::Unsupported, "no such endpoint").status(StatusCode::NOT_FOUND)
         })
         .layer(middleware::map_response(add_api_version))
         .layer(middleware::from_fn(access_log::log))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 

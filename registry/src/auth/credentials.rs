@@ -8,8 +8,12 @@
 //!   is never kept); a wrong password can never hit the cache;
 //! * verifications run on the blocking pool behind a semaphore, so a burst of
 //!   logins cannot starve the async threads or multiply argon2's memory;
-//! * failed logins are counted per client address; past the limit the client
-//!   gets 429 until the window ends, and no hash is computed for it.
+//! * failed logins are counted per client address and per user; past a
+//!   limit the client gets 429 until the window ends, and no hash is
+//!   computed for it. The per-user limit (against guessing one user's
+//!   password from many addresses) does not apply to an address that
+//!   logged in as that user within the last day, so the real user is not
+//!   locked out by someone else's guessing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,6 +34,9 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Past this many entries, expired ones are pruned before inserting.
 const MAP_PRUNE_AT: usize = 10_000;
 const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// How long an address that logged in as a user is exempt from that user's
+/// failure limit.
+const KNOWN_GOOD_FOR: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -37,8 +44,9 @@ pub enum Failure {
     Missing,
     /// Unknown user or wrong password.
     Invalid,
-    /// Too many failures from this client; retry after this many seconds.
-    Throttled { retry_after: u64 },
+    /// Too many failures from this client, or for this user; retry after
+    /// this many seconds.
+    Throttled { retry_after: u64, per_user: bool },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +57,9 @@ pub enum SetupError {
 
 struct Loaded {
     file: Arc<Htpasswd>,
+    /// user -> fingerprint of its htpasswd entry (binds refresh tokens to
+    /// the password they were issued for).
+    fingerprints: Arc<HashMap<String, String>>,
     /// (modified, len) of the file when it was read, to notice changes.
     stamp: Option<(SystemTime, u64)>,
 }
@@ -63,6 +74,35 @@ pub struct Credentials {
     verify_slots: Semaphore,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     max_failures: u32,
+    user_failures: Mutex<HashMap<String, (Instant, u32)>>,
+    max_user_failures: u32,
+    /// (user, address) -> when it last logged in successfully.
+    known_good: Mutex<HashMap<(String, IpAddr), Instant>>,
+}
+
+/// Fingerprints of every entry of an htpasswd file (last line of a user
+/// wins, as in Apache): SHA-256 of the hash string, first 16 bytes.
+fn fingerprints(path: &Path) -> HashMap<String, String> {
+    use sha2::Digest as _;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(user, hash)| {
+            let digest = sha2::Sha256::digest(format!("refresh:{hash}"));
+            (user.to_owned(), hex::encode(&digest[..16]))
+        })
+        .collect()
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -110,6 +150,7 @@ impl Credentials {
         let credentials = Credentials {
             loaded: RwLock::new(Loaded {
                 file: Arc::new(file),
+                fingerprints: Arc::new(fingerprints(&path)),
                 stamp: stamp(&path),
             }),
             path,
@@ -119,6 +160,9 @@ impl Credentials {
             verify_slots: Semaphore::new(slots),
             failures: Mutex::new(HashMap::new()),
             max_failures: config.max_failures_per_minute,
+            user_failures: Mutex::new(HashMap::new()),
+            max_user_failures: config.max_failures_per_user_per_minute,
+            known_good: Mutex::new(HashMap::new()),
         };
         Ok((credentials, created))
     }
@@ -142,12 +186,16 @@ impl Credentials {
                 if now.is_none() || now == me.loaded.read().unwrap().stamp {
                     continue;
                 }
-                let loaded = tokio::task::spawn_blocking(move || Htpasswd::load(&path)).await;
+                let loaded = tokio::task::spawn_blocking(move || {
+                    Htpasswd::load(&path).map(|file| (file, fingerprints(&path)))
+                })
+                .await;
                 match loaded {
-                    Ok(Ok(file)) => {
+                    Ok(Ok((file, prints))) => {
                         warn_unsupported(&file, &me.path);
                         *me.loaded.write().unwrap() = Loaded {
                             file: Arc::new(file),
+                            fingerprints: Arc::new(prints),
                             stamp: now,
                         };
                         // A removed user or changed password must stop
@@ -177,14 +225,63 @@ impl Credentials {
         header: Option<&str>,
         client: IpAddr,
     ) -> Result<String, Failure> {
+        self.authenticate_fresh(header, client)
+            .await
+            .map(|(user, _)| user)
+    }
+
+    /// Like `authenticate`, and also says whether the password was verified
+    /// just now (a login worth an audit line) rather than found in the cache.
+    pub async fn authenticate_fresh(
+        &self,
+        header: Option<&str>,
+        client: IpAddr,
+    ) -> Result<(String, bool), Failure> {
         let (user, password, raw) = parse_basic(header.ok_or(Failure::Missing)?)?;
-        let key = self.cache_key_of(&raw);
+        self.verify(user, password, &raw, client).await
+    }
+
+    /// Checks a user name and password (the OAuth2 password grant).
+    pub async fn authenticate_password(
+        &self,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<String, Failure> {
+        if user.is_empty() {
+            return Err(Failure::Invalid);
+        }
+        let raw = format!("{user}:{password}");
+        self.verify(user.to_owned(), password.to_owned(), raw.as_bytes(), client)
+            .await
+            .map(|(user, _)| user)
+    }
+
+    /// The fingerprint of `user`'s current htpasswd entry, if the user
+    /// exists.
+    pub fn fingerprint(&self, user: &str) -> Option<String> {
+        let loaded = self.loaded.read().unwrap();
+        if !loaded.file.contains(user) {
+            return None;
+        }
+        loaded.fingerprints.get(user).cloned()
+    }
+
+    async fn verify(
+        &self,
+        user: String,
+        password: String,
+        raw: &[u8],
+        client: IpAddr,
+    ) -> Result<(String, bool), Failure> {
+        let key = self.cache_key_of(raw);
         if let Some((cached_user, expiry)) = self.cache.lock().unwrap().get(&key) {
             if *expiry > Instant::now() {
-                return Ok(cached_user.clone());
+                return Ok((cached_user.clone(), false));
             }
         }
         self.check_throttle(client)?;
+        self.check_user_throttle(&user, client)?;
 
         let file = self.loaded.read().unwrap().file.clone();
         let ok = {
@@ -195,9 +292,10 @@ impl Credentials {
                 .unwrap_or(false)
         };
         if !ok {
-            self.record_failure(client);
+            self.record_failure(client, &user);
             return Err(Failure::Invalid);
         }
+        self.record_success(&user, client);
         let mut cache = self.cache.lock().unwrap();
         let now = Instant::now();
         if cache.len() >= MAP_PRUNE_AT {
@@ -206,7 +304,7 @@ impl Credentials {
         if cache.len() < MAP_PRUNE_AT * 10 {
             cache.insert(key, (user.clone(), now + self.ttl));
         }
-        Ok(user)
+        Ok((user, true))
     }
 
     fn check_throttle(&self, client: IpAddr) -> Result<(), Failure> {
@@ -216,7 +314,10 @@ impl Credentials {
                 let elapsed = start.elapsed();
                 if elapsed < FAILURE_WINDOW {
                     let retry_after = (FAILURE_WINDOW - elapsed).as_secs().max(1);
-                    return Err(Failure::Throttled { retry_after });
+                    return Err(Failure::Throttled {
+                        retry_after,
+                        per_user: false,
+                    });
                 }
                 Ok(())
             }
@@ -224,18 +325,74 @@ impl Credentials {
         }
     }
 
-    fn record_failure(&self, client: IpAddr) {
-        let mut failures = self.failures.lock().unwrap();
+    fn check_user_throttle(&self, user: &str, client: IpAddr) -> Result<(), Failure> {
+        let failures = self.user_failures.lock().unwrap();
+        let Some((start, count)) = failures.get(user) else {
+            return Ok(());
+        };
+        let elapsed = start.elapsed();
+        if *count < self.max_user_failures || elapsed >= FAILURE_WINDOW {
+            return Ok(());
+        }
+        drop(failures);
+        let known = self
+            .known_good
+            .lock()
+            .unwrap()
+            .get(&(user.to_owned(), client))
+            .is_some_and(|t| t.elapsed() < KNOWN_GOOD_FOR);
+        if known {
+            return Ok(());
+        }
+        Err(Failure::Throttled {
+            retry_after: (FAILURE_WINDOW - elapsed).as_secs().max(1),
+            per_user: true,
+        })
+    }
+
+    /// Records a failed login against the client and against the user.
+    /// Records a failure that is not a password guess (a bad refresh token)
+    /// against the client only.
+    pub fn record_failure(&self, client: IpAddr, user: &str) {
         let now = Instant::now();
-        if failures.len() >= MAP_PRUNE_AT {
-            failures.retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+        let bump = |entry: &mut (Instant, u32)| {
+            if now.duration_since(entry.0) >= FAILURE_WINDOW {
+                *entry = (now, 0);
+            }
+            entry.1 += 1;
+        };
+        {
+            let mut failures = self.failures.lock().unwrap();
+            if failures.len() >= MAP_PRUNE_AT {
+                failures.retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+            }
+            bump(failures.entry(client).or_insert((now, 0)));
         }
-        let entry = failures.entry(client).or_insert((now, 0));
-        if now.duration_since(entry.0) >= FAILURE_WINDOW {
-            *entry = (now, 0);
+        if !user.is_empty() {
+            let mut failures = self.user_failures.lock().unwrap();
+            if failures.len() >= MAP_PRUNE_AT {
+                failures.retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+            }
+            if failures.len() < MAP_PRUNE_AT * 10 {
+                bump(failures.entry(user.to_owned()).or_insert((now, 0)));
+            }
         }
-        entry.1 += 1;
-        tracing::warn!(target: "audit", client = %client, failures = entry.1, "failed login");
+    }
+
+    /// Refuses `client` if it is over its failure limit (for requests that
+    /// carry no password, such as a refresh-token grant).
+    pub fn check_client(&self, client: IpAddr) -> Result<(), Failure> {
+        self.check_throttle(client)
+    }
+
+    fn record_success(&self, user: &str, client: IpAddr) {
+        let mut known = self.known_good.lock().unwrap();
+        if known.len() >= MAP_PRUNE_AT {
+            known.retain(|_, t| t.elapsed() < KNOWN_GOOD_FOR);
+        }
+        if known.len() < MAP_PRUNE_AT * 10 {
+            known.insert((user.to_owned(), client), Instant::now());
+        }
     }
 }
 
@@ -249,6 +406,11 @@ fn warn_unsupported(file: &Htpasswd, path: &Path) {
             "htpasswd entry uses a hash scheme that cannot be verified (use bcrypt or argon2id); that user cannot log in"
         );
     }
+}
+
+/// The user name of a Basic `Authorization` value (for the audit log).
+pub fn basic_user(header: &str) -> Option<String> {
+    parse_basic(header).ok().map(|(user, _, _)| user)
 }
 
 /// Splits `Basic base64(user:password)`; also returns the decoded bytes,
@@ -346,13 +508,62 @@ mod tests {
         let r = c
             .authenticate(Some(&header("alice", "secret")), CLIENT)
             .await;
-        assert!(matches!(r, Err(Failure::Throttled { retry_after }) if retry_after > 0));
+        assert!(
+            matches!(r, Err(Failure::Throttled { retry_after, per_user: false }) if retry_after > 0)
+        );
         let other: IpAddr = "127.0.0.2".parse().unwrap();
         assert_eq!(
             c.authenticate(Some(&header("alice", "secret")), other)
                 .await,
             Ok("alice".into())
         );
+    }
+
+    #[tokio::test]
+    async fn throttles_a_user_guessed_from_many_addresses_but_not_its_known_address() {
+        let (_dir, mut c) = setup(100);
+        c.max_user_failures = 3;
+        let home: IpAddr = "127.0.0.9".parse().unwrap();
+        let good = header("alice", "secret");
+        assert_eq!(c.authenticate(Some(&good), home).await, Ok("alice".into()));
+        c.cache.lock().unwrap().clear();
+        for i in 1..=3u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, i));
+            assert_eq!(
+                c.authenticate(Some(&header("alice", "guess")), ip).await,
+                Err(Failure::Invalid)
+            );
+        }
+        let fresh: IpAddr = "127.0.2.1".parse().unwrap();
+        let r = c.authenticate(Some(&good), fresh).await;
+        assert!(
+            matches!(r, Err(Failure::Throttled { per_user: true, .. })),
+            "{r:?}"
+        );
+        // The address alice logged in from before is not locked out.
+        assert_eq!(c.authenticate(Some(&good), home).await, Ok("alice".into()));
+        // Other users are not affected.
+        assert_eq!(
+            c.authenticate(Some(&header("bob", "x")), fresh).await,
+            Err(Failure::Invalid)
+        );
+    }
+
+    #[test]
+    fn fingerprint_changes_with_the_password() {
+        let (dir, c) = setup(100);
+        let before = c.fingerprint("alice").unwrap();
+        assert_eq!(c.fingerprint("bob"), None);
+        let path = dir.path().join("htpasswd");
+        std::fs::write(
+            &path,
+            format!("alice:{}\n", htpasswd::hash_bcrypt("other", 4).unwrap()),
+        )
+        .unwrap();
+        assert_ne!(fingerprints(&path)["alice"], before);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!     _uploads/<id>/parts/<end:020>                          (ours) chunk record
 //!     _uploads/<id>/chunks/<start:020>-<nonce>               (ours) chunk data
 //!     _referrers/<alg>/<subject hex>/<alg>/<hex>/link        (ours) subject -> referrer
+//!   _gc/lock                                                 (ours) a garbage collection runs
+//!   _gc/pending/blobs/<alg>/<hex>                            (ours) GC is about to remove this blob
+//!   _gc/pending/repositories/<name>/<alg>/<hex>              (ours) ... or this repository's links to it
 //! ```
 //!
 //! A link file holds the digest string (`sha256:...`) and nothing else.
@@ -132,6 +135,41 @@ pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> Pa
         subject.hex(),
         referrer.algorithm().as_str(),
         referrer.hex()
+    ))
+}
+
+pub fn blobs_root() -> Path {
+    key(format!("{ROOT}/blobs"))
+}
+
+/// Held by the garbage collector while it runs (one run at a time across
+/// processes and replicas).
+pub fn gc_lock() -> Path {
+    key(format!("{ROOT}/_gc/lock"))
+}
+
+pub fn gc_pending_dir() -> Path {
+    key(format!("{ROOT}/_gc/pending"))
+}
+
+/// Written by the garbage collector before it removes blob `d`'s content; a
+/// manifest push that references `d` and sees this fails instead of being
+/// acknowledged with content about to vanish.
+pub fn gc_pending_blob(d: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/_gc/pending/blobs/{}/{}",
+        d.algorithm().as_str(),
+        d.hex()
+    ))
+}
+
+/// Like `gc_pending_blob`, for removing `name`'s links to `d` (its
+/// `_layers` link, or the revision link of an untagged manifest).
+pub fn gc_pending_link(name: &RepoName, d: &Digest) -> Path {
+    key(format!(
+        "{ROOT}/_gc/pending/repositories/{name}/{}/{}",
+        d.algorithm().as_str(),
+        d.hex()
     ))
 }
 

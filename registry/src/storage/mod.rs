@@ -9,9 +9,12 @@
 //!   revision link, so a crash never leaves a tag naming a missing manifest.
 
 pub mod backend;
+pub mod gc_guard;
 mod hashing;
 pub mod layout;
+pub mod metered;
 pub mod uploads;
+pub mod walk;
 
 use std::sync::Arc;
 

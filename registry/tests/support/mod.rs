@@ -98,6 +98,11 @@ impl TestServer {
         server
     }
 
+    /// Where `/metrics` is served, when `[metrics] addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref()?.metrics_addr
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

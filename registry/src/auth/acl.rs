@@ -1,0 +1,409 @@
+//! Who may do what where: rules by repository glob naming users and
+//! groups per action (pull, push, delete). The most specific matching rule
+//! decides; admins may do everything; anonymous requests get what a rule's
+//! `anonymous` list (or the top-level one) grants, by default nothing.
+//!
+//! Without an `[acl]` section every authenticated user may do everything
+//! and anonymous requests nothing: the behaviour of htpasswd mode before
+//! ACLs existed.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+
+use super::access::Actions;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl Action {
+    fn actions(self) -> Actions {
+        match self {
+            Action::Pull => Actions::PULL,
+            Action::Push => Actions::PUSH,
+            Action::Delete => Actions::DELETE,
+        }
+    }
+}
+
+fn fold(list: &[Action]) -> Actions {
+    list.iter()
+        .map(|a| a.actions())
+        .fold(Actions::NONE, Actions::union)
+}
+
+/// `[acl]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Users (or `@group`s) allowed every action everywhere, and the catalog.
+    pub admins: Vec<String>,
+    /// What authenticated users may do on repositories no rule matches.
+    pub default: Vec<Action>,
+    /// What anonymous requests may do on repositories no rule matches.
+    pub anonymous: Vec<Action>,
+    /// Who may list `/v2/_catalog` besides admins: users, `@group`s, or `*`
+    /// for every authenticated user.
+    pub catalog: Vec<String>,
+    /// Group name → member users.
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One `[[acl.rules]]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    /// Repository glob: `*` matches within one path component, `**` any
+    /// number of components, `?` one character. `team-a/**` matches
+    /// `team-a/app` and `team-a/x/y`, not `team-a`.
+    pub repository: String,
+    /// Who may pull / push / delete: users, `@group`s, `*` (every
+    /// authenticated user).
+    pub pull: Vec<String>,
+    pub push: Vec<String>,
+    pub delete: Vec<String>,
+    /// What anonymous requests may do here.
+    pub anonymous: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    Everyone,
+    User(String),
+    Group(String),
+}
+
+impl Principal {
+    fn parse(s: &str) -> Principal {
+        if s == "*" {
+            Principal::Everyone
+        } else if let Some(g) = s.strip_prefix('@') {
+            Principal::Group(g.to_owned())
+        } else {
+            Principal::User(s.to_owned())
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    pattern: String,
+    /// Exact names beat globs; then more literal characters win.
+    specificity: (bool, usize),
+    grants: Vec<(Actions, Vec<Principal>)>,
+    anonymous: Actions,
+}
+
+#[derive(Debug)]
+pub struct Acl {
+    /// False when no `[acl]` section exists: authenticated users may do
+    /// everything.
+    configured: bool,
+    admins: Vec<Principal>,
+    default: Actions,
+    anonymous: Actions,
+    catalog: Vec<Principal>,
+    groups: BTreeMap<String, HashSet<String>>,
+    rules: Vec<Rule>,
+}
+
+impl Acl {
+    /// Every authenticated user may do everything; anonymous nothing.
+    pub fn open_to_users() -> Acl {
+        Acl {
+            configured: false,
+            admins: Vec::new(),
+            default: Actions::ALL,
+            anonymous: Actions::NONE,
+            catalog: vec![Principal::Everyone],
+            groups: BTreeMap::new(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Builds the ACL, checking that every `@group` it names exists and
+    /// every pattern is well formed; errors name the key.
+    pub fn from_config(config: Option<&AclConfig>) -> Result<Acl, (String, String)> {
+        let Some(config) = config else {
+            return Ok(Acl::open_to_users());
+        };
+        let groups: BTreeMap<String, HashSet<String>> = config
+            .groups
+            .iter()
+            .map(|(g, users)| (g.clone(), users.iter().cloned().collect()))
+            .collect();
+        let principals =
+            |key: String, list: &[String]| -> Result<Vec<Principal>, (String, String)> {
+                list.iter()
+                    .map(|s| {
+                        let p = Principal::parse(s);
+                        match &p {
+                            Principal::Group(g) if !groups.contains_key(g) => Err((
+                                key.clone(),
+                                format!("group {g:?} is not defined in [acl.groups]"),
+                            )),
+                            Principal::User(u) if u.is_empty() => {
+                                Err((key.clone(), "empty user name".into()))
+                            }
+                            _ => Ok(p),
+                        }
+                    })
+                    .collect()
+            };
+        let mut rules = Vec::new();
+        for (i, r) in config.rules.iter().enumerate() {
+            let key = |field: &str| format!("acl.rules[{i}].{field}");
+            let p = r.repository.as_str();
+            if p.is_empty()
+                || p.starts_with('/')
+                || p.ends_with('/')
+                || p.contains("//")
+                || p.bytes()
+                    .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+            {
+                return Err((
+                    key("repository"),
+                    format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
+                ));
+            }
+            let literal = p.bytes().filter(|b| !matches!(b, b'*' | b'?')).count();
+            let exact = literal == p.len();
+            rules.push(Rule {
+                pattern: p.to_owned(),
+                specificity: (exact, literal),
+                grants: vec![
+                    (Actions::PULL, principals(key("pull"), &r.pull)?),
+                    (Actions::PUSH, principals(key("push"), &r.push)?),
+                    (Actions::DELETE, principals(key("delete"), &r.delete)?),
+                ],
+                anonymous: fold(&r.anonymous),
+            });
+        }
+        Ok(Acl {
+            configured: true,
+            admins: principals("acl.admins".into(), &config.admins)?,
+            default: fold(&config.default),
+            anonymous: fold(&config.anonymous),
+            catalog: principals("acl.catalog".into(), &config.catalog)?,
+            groups,
+            rules,
+        })
+    }
+
+    fn names(&self, principals: &[Principal], user: &str) -> bool {
+        principals.iter().any(|p| match p {
+            Principal::Everyone => true,
+            Principal::User(u) => u == user,
+            Principal::Group(g) => self.groups.get(g).is_some_and(|m| m.contains(user)),
+        })
+    }
+
+    fn is_admin(&self, user: Option<&str>) -> bool {
+        user.is_some_and(|u| self.names(&self.admins, u))
+    }
+
+    /// The most specific rule matching `repository`.
+    fn rule_for(&self, repository: &str) -> Option<&Rule> {
+        let mut best: Option<&Rule> = None;
+        for rule in &self.rules {
+            if glob_match(rule.pattern.as_bytes(), repository.as_bytes())
+                && best.is_none_or(|b| rule.specificity > b.specificity)
+            {
+                best = Some(rule);
+            }
+        }
+        best
+    }
+
+    /// What `user` (`None`: anonymous) may do on `repository`.
+    pub fn actions(&self, user: Option<&str>, repository: &str) -> Actions {
+        if self.is_admin(user) {
+            return Actions::ALL;
+        }
+        match (self.rule_for(repository), user) {
+            (Some(rule), Some(user)) => rule
+                .grants
+                .iter()
+                .filter(|(_, who)| self.names(who, user))
+                .fold(Actions::NONE, |acc, (a, _)| acc.union(*a)),
+            (Some(rule), None) => rule.anonymous,
+            (None, Some(_)) => self.default,
+            (None, None) => self.anonymous,
+        }
+    }
+
+    /// Whether `user` may list the catalog.
+    pub fn catalog(&self, user: Option<&str>) -> bool {
+        match user {
+            Some(u) => self.is_admin(Some(u)) || self.names(&self.catalog, u),
+            None => false,
+        }
+    }
+
+    /// Whether `user` may pull every repository there is or will be: the
+    /// condition for mounting a blob without naming where it comes from
+    /// (which would otherwise reveal content of repositories the user
+    /// cannot read).
+    pub fn pulls_everything(&self, user: Option<&str>) -> bool {
+        if self.is_admin(user) {
+            return true;
+        }
+        let default = if user.is_some() {
+            self.default
+        } else {
+            self.anonymous
+        };
+        default.contains(Actions::PULL)
+            && self.rules.iter().all(|r| match user {
+                Some(u) => r
+                    .grants
+                    .iter()
+                    .any(|(a, who)| *a == Actions::PULL && self.names(who, u)),
+                None => r.anonymous.contains(Actions::PULL),
+            })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.configured
+    }
+}
+
+/// Glob match over repository names: `*` any run of characters but `/`,
+/// `**` any run including `/`, `?` one character but `/`.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) if rest.first() == Some(&b'*') => {
+            let rest = &rest[1..];
+            (0..=name.len()).any(|i| glob_match(rest, &name[i..]))
+        }
+        Some((b'*', rest)) => {
+            let limit = name.iter().position(|&b| b == b'/').unwrap_or(name.len());
+            (0..=limit).any(|i| glob_match(rest, &name[i..]))
+        }
+        Some((b'?', rest)) => {
+            matches!(name.first(), Some(&c) if c != b'/') && glob_match(rest, &name[1..])
+        }
+        Some((&c, rest)) => name.first() == Some(&c) && glob_match(rest, &name[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(toml_text: &str) -> Acl {
+        let config: AclConfig = toml::from_str(toml_text).unwrap();
+        Acl::from_config(Some(&config)).unwrap()
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"team-a/**", b"team-a/app"));
+        assert!(glob_match(b"team-a/**", b"team-a/x/y"));
+        assert!(!glob_match(b"team-a/**", b"team-a"));
+        assert!(!glob_match(b"team-a/**", b"team-ab/app"));
+        assert!(glob_match(b"team-a/*", b"team-a/app"));
+        assert!(!glob_match(b"team-a/*", b"team-a/x/y"));
+        assert!(glob_match(b"**", b"anything/at/all"));
+        assert!(glob_match(b"*/app", b"x/app"));
+        assert!(!glob_match(b"*/app", b"x/y/app"));
+        assert!(glob_match(b"lib?", b"lib1"));
+        assert!(!glob_match(b"lib?", b"lib"));
+        assert!(glob_match(b"exact/name", b"exact/name"));
+    }
+
+    const TEAMS: &str = r#"
+        admins = ["root"]
+        default = ["pull"]
+        catalog = ["@ops"]
+        [groups]
+        team-a = ["alice", "carol"]
+        ops = ["olga"]
+        [[rules]]
+        repository = "team-a/**"
+        pull = ["*"]
+        push = ["@team-a"]
+        delete = ["alice"]
+        [[rules]]
+        repository = "team-a/secret"
+        pull = ["alice"]
+        push = ["alice"]
+        [[rules]]
+        repository = "public/**"
+        pull = ["*"]
+        anonymous = ["pull"]
+        [[rules]]
+        repository = "team-b/**"
+        push = ["bob"]
+        pull = ["bob"]
+    "#;
+
+    #[test]
+    fn most_specific_rule_wins() {
+        let a = acl(TEAMS);
+        let all = Actions::ALL;
+        let pull = Actions::PULL;
+        let pull_push = Actions::PULL.union(Actions::PUSH);
+        assert_eq!(a.actions(Some("alice"), "team-a/app"), all);
+        assert_eq!(a.actions(Some("carol"), "team-a/app"), pull_push);
+        assert_eq!(a.actions(Some("bob"), "team-a/app"), pull);
+        // The exact rule overrides the glob: carol loses push and pull.
+        assert_eq!(a.actions(Some("carol"), "team-a/secret"), Actions::NONE);
+        assert_eq!(a.actions(Some("alice"), "team-a/secret"), pull_push);
+        assert_eq!(a.actions(Some("alice"), "team-b/app"), Actions::NONE);
+        assert_eq!(a.actions(Some("bob"), "team-b/app"), pull_push);
+        // No rule: the default.
+        assert_eq!(a.actions(Some("alice"), "elsewhere"), pull);
+        assert_eq!(a.actions(Some("root"), "team-b/app"), all);
+        // Anonymous: only where a rule says so.
+        assert_eq!(a.actions(None, "public/x"), pull);
+        assert_eq!(a.actions(None, "team-a/app"), Actions::NONE);
+        assert_eq!(a.actions(None, "elsewhere"), Actions::NONE);
+        assert!(a.catalog(Some("olga")));
+        assert!(a.catalog(Some("root")));
+        assert!(!a.catalog(Some("alice")));
+        assert!(!a.catalog(None));
+        assert!(a.pulls_everything(Some("root")));
+        assert!(!a.pulls_everything(Some("alice")));
+        assert!(!a.pulls_everything(None));
+    }
+
+    #[test]
+    fn without_a_section_users_may_do_everything() {
+        let a = Acl::from_config(None).unwrap();
+        assert_eq!(a.actions(Some("anyone"), "x/y"), Actions::ALL);
+        assert_eq!(a.actions(None, "x/y"), Actions::NONE);
+        assert!(a.catalog(Some("anyone")));
+        assert!(a.pulls_everything(Some("anyone")));
+        assert!(!a.pulls_everything(None));
+    }
+
+    #[test]
+    fn configured_section_defaults_to_nothing() {
+        let a = acl("");
+        assert_eq!(a.actions(Some("alice"), "x"), Actions::NONE);
+        assert!(!a.catalog(Some("alice")));
+    }
+
+    #[test]
+    fn bad_config_names_its_key() {
+        let config: AclConfig =
+            toml::from_str("[[rules]]\nrepository = \"a/**\"\npush = [\"@nobody\"]").unwrap();
+        let (key, message) = Acl::from_config(Some(&config)).unwrap_err();
+        assert_eq!(key, "acl.rules[0].push");
+        assert!(message.contains("nobody"), "{message}");
+        let config: AclConfig = toml::from_str("[[rules]]\nrepository = \"A/**\"").unwrap();
+        assert_eq!(
+            Acl::from_config(Some(&config)).unwrap_err().0,
+            "acl.rules[0].repository"
+        );
+        assert!(toml::from_str::<AclConfig>("default = [\"write\"]").is_err());
+    }
+}

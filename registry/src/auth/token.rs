@@ -1,0 +1,751 @@
+//! Docker registry tokens (JWT): the signing key (configured, or generated
+//! once and persisted), the keys tokens are accepted from (ours, a
+//! registry:2 style `rootcertbundle`, extra trusted keys for rotation),
+//! issuing access and refresh tokens, and verifying a presented token.
+//!
+//! Verification checks the signature with a trusted key chosen by the
+//! header's `kid` (libtrust fingerprint, what registry:2 and its issuers
+//! use) or `x5c` (the leaf certificate must be one of the bundle's), the
+//! algorithm against that key's type (so `none` and HS256-with-the-public-key
+//! never verify), then `iss`, `aud`, `exp` and `nbf` with a small leeway.
+//! Claims are deserialised into strict types: a claim of the wrong type is
+//! a refused token, never a missing claim.
+//!
+//! A verified token is remembered (keyed by its SHA-256) until it expires,
+//! so a client presenting the same token for every layer of a pull pays for
+//! one signature check.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::signature::KeyPair as _;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use super::access::{Access, Actions, Resource};
+use super::der::{self, PrivateKey, PublicKey};
+
+/// `[auth.token]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// URL of the token endpoint, sent in challenges. Unset: this registry's
+    /// own `/auth/token`, on the host and scheme the client used.
+    pub realm: Option<String>,
+    /// The `service` in challenges, and the `aud` tokens must carry.
+    pub service: String,
+    /// The `iss` tokens must carry (and ours do).
+    pub issuer: String,
+    /// PEM certificates (registry:2's `rootcertbundle`) whose keys tokens
+    /// are accepted from: an external issuer's signing certificates.
+    pub rootcertbundle: Option<PathBuf>,
+    /// More PEM files whose keys (certificates, public or private keys) are
+    /// trusted: the previous signing key during a rotation.
+    pub trusted_keys: Vec<PathBuf>,
+    /// The built-in issuer's signing key (PEM: P-256 → ES256, RSA → RS256,
+    /// Ed25519 → EdDSA). Generated (P-256) and persisted if missing.
+    pub signing_key: PathBuf,
+    /// Lifetime of access tokens.
+    pub expiry_secs: u64,
+    /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`).
+    pub refresh_expiry_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Serve the built-in token endpoint at `/auth/token`. Unset: on, unless
+    /// a `rootcertbundle` names an external issuer.
+    pub endpoint: Option<bool>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            realm: None,
+            service: "registry".into(),
+            issuer: "registry-token-issuer".into(),
+            rootcertbundle: None,
+            trusted_keys: Vec::new(),
+            signing_key: PathBuf::from("data/auth/token-signing-key.pem"),
+            expiry_secs: 300,
+            refresh_expiry_secs: 7 * 24 * 3600,
+            leeway_secs: 60,
+            endpoint: None,
+        }
+    }
+}
+
+impl TokenConfig {
+    pub fn endpoint_enabled(&self) -> bool {
+        self.endpoint.unwrap_or(self.rootcertbundle.is_none())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{key} {path}: {message}")]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("auth.token: {0}")]
+    Config(String),
+}
+
+/// A key tokens are accepted from.
+struct TrustedKey {
+    kid: String,
+    /// DER of the certificate it came from, for `x5c` matching.
+    cert: Option<Vec<u8>>,
+    decoding: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+fn algorithms_for(key: &PublicKey) -> Vec<Algorithm> {
+    match key {
+        PublicKey::P256(_) => vec![Algorithm::ES256],
+        PublicKey::Rsa(_) => vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        PublicKey::Ed25519(_) => vec![Algorithm::EdDSA],
+    }
+}
+
+impl TrustedKey {
+    fn new(key: PublicKey, cert: Option<Vec<u8>>) -> TrustedKey {
+        let decoding = match &key {
+            PublicKey::P256(point) => DecodingKey::from_ec_der(point),
+            PublicKey::Rsa(pkcs1) => DecodingKey::from_rsa_der(pkcs1),
+            PublicKey::Ed25519(raw) => DecodingKey::from_ed_der(raw),
+        };
+        TrustedKey {
+            kid: key.libtrust_kid(),
+            cert,
+            algorithms: algorithms_for(&key),
+            decoding,
+        }
+    }
+}
+
+/// The built-in issuer's key.
+pub struct SigningKey {
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    public: PublicKey,
+    kid: String,
+}
+
+impl SigningKey {
+    fn from_private(key: PrivateKey) -> Result<SigningKey, String> {
+        let (algorithm, encoding, public) = match &key {
+            PrivateKey::P256(pkcs8) => {
+                let rng = ring::rand::SystemRandom::new();
+                let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8,
+                    &rng,
+                )
+                .map_err(|e| format!("not a usable P-256 key: {e}"))?;
+                (
+                    Algorithm::ES256,
+                    EncodingKey::from_ec_der(pkcs8),
+                    PublicKey::P256(pair.public_key().as_ref().to_vec()),
+                )
+            }
+            PrivateKey::Rsa(pkcs1) => {
+                let pair = ring::signature::RsaKeyPair::from_der(pkcs1)
+                    .map_err(|e| format!("not a usable RSA key: {e}"))?;
+                (
+                    Algorithm::RS256,
+                    EncodingKey::from_rsa_der(pkcs1),
+                    PublicKey::Rsa(pair.public().as_ref().to_vec()),
+                )
+            }
+            PrivateKey::Ed25519(pkcs8) => {
+                let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+                    .map_err(|e| format!("not a usable Ed25519 key: {e}"))?;
+                (
+                    Algorithm::EdDSA,
+                    EncodingKey::from_ed_der(pkcs8),
+                    PublicKey::Ed25519(pair.public_key().as_ref().to_vec()),
+                )
+            }
+        };
+        Ok(SigningKey {
+            algorithm,
+            encoding,
+            kid: public.libtrust_kid(),
+            public,
+        })
+    }
+
+    /// Reads the key at `path`, or generates a P-256 key there if the file
+    /// does not exist. Creation never replaces a file: of replicas starting
+    /// together on a shared volume, one key wins and all load it.
+    pub fn load_or_generate(path: &Path) -> Result<(SigningKey, bool), KeyError> {
+        let err = |message: String| KeyError::File {
+            key: "auth.token.signing_key",
+            path: path.to_owned(),
+            message,
+        };
+        let mut generated = false;
+        if !path.exists() {
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &rng,
+            )
+            .map_err(|e| err(format!("cannot generate a key: {e}")))?;
+            let pem = der::pem_encode("PRIVATE KEY", pkcs8.as_ref());
+            generated = create_new(path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let blocks = der::pem_blocks(&text).map_err(err)?;
+        let block = blocks
+            .iter()
+            .find(|b| b.label.ends_with("PRIVATE KEY"))
+            .ok_or_else(|| err("no PRIVATE KEY block".into()))?;
+        let key = der::private_key(block).map_err(err)?;
+        Ok((SigningKey::from_private(key).map_err(err)?, generated))
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The public key as a `PUBLIC KEY` PEM block, for external verifiers.
+    pub fn public_pem(&self) -> String {
+        der::pem_encode("PUBLIC KEY", &self.public.spki())
+    }
+}
+
+/// Writes `data` to `path` only if nothing is there; returns whether it
+/// wrote. The file is complete before it appears (written aside, then
+/// hard-linked into place, which fails if the name exists).
+fn create_new(path: &Path, data: &[u8]) -> std::io::Result<bool> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut nonce = [0u8; 8];
+    rand::fill(&mut nonce);
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(nonce)));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// Every key in a PEM file: certificates, public keys, private keys.
+fn keys_in(path: &Path, key: &'static str) -> Result<Vec<TrustedKey>, KeyError> {
+    let err = |message: String| KeyError::File {
+        key,
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let mut keys = Vec::new();
+    for block in der::pem_blocks(&text).map_err(err)? {
+        let trusted = match block.label.as_str() {
+            "CERTIFICATE" => {
+                let spki = der::certificate_spki(&block.der)
+                    .ok_or_else(|| err("malformed CERTIFICATE".into()))?;
+                let public = PublicKey::from_spki(spki).map_err(err)?;
+                TrustedKey::new(public, Some(block.der.clone()))
+            }
+            "PUBLIC KEY" => TrustedKey::new(PublicKey::from_spki(&block.der).map_err(err)?, None),
+            label if label.ends_with("PRIVATE KEY") => {
+                let private = der::private_key(&block).map_err(err)?;
+                let signing = SigningKey::from_private(private).map_err(err)?;
+                TrustedKey::new(signing.public, None)
+            }
+            _ => continue,
+        };
+        keys.push(trusted);
+    }
+    if keys.is_empty() {
+        return Err(err("no CERTIFICATE, PUBLIC KEY or PRIVATE KEY block".into()));
+    }
+    Ok(keys)
+}
+
+/// The `aud` claim: one string or several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, aud: &str) -> bool {
+        match self {
+            Audience::One(a) => a == aud,
+            Audience::Many(list) => list.iter().any(|a| a == aud),
+        }
+    }
+}
+
+/// One entry of the `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimAccess {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AccessClaims {
+    iss: String,
+    #[serde(default)]
+    sub: String,
+    aud: Audience,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(default)]
+    access: Vec<ClaimAccess>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefreshClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: i64,
+    iat: i64,
+    jti: String,
+    /// Always "refresh": an access token is never a refresh token.
+    typ: String,
+    /// Fingerprint of the user's htpasswd entry when issued: a changed
+    /// password revokes the user's refresh tokens.
+    pwd: String,
+}
+
+/// Why a token was refused (for the audit log; clients see only
+/// `invalid_token`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("token signed by an unknown key")]
+    UnknownKey,
+    #[error("bad signature or algorithm")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("invalid claims")]
+    InvalidClaims,
+}
+
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind as K;
+        match e.kind() {
+            K::InvalidSignature | K::InvalidAlgorithm | K::InvalidAlgorithmName => {
+                TokenError::BadSignature
+            }
+            K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
+                TokenError::BadSignature
+            }
+            K::ExpiredSignature => TokenError::Expired,
+            K::ImmatureSignature => TokenError::NotYetValid,
+            K::InvalidIssuer => TokenError::WrongIssuer,
+            K::InvalidAudience => TokenError::WrongAudience,
+            K::MissingRequiredClaim(_) | K::Json(_) => TokenError::InvalidClaims,
+            _ => TokenError::Malformed,
+        }
+    }
+}
+
+/// What a verified access token allows.
+#[derive(Debug)]
+pub struct Verified {
+    pub subject: String,
+    pub expires: i64,
+    grants: HashMap<(String, String), Actions>,
+}
+
+impl Verified {
+    fn new(claims: &AccessClaims) -> Verified {
+        let mut grants: HashMap<(String, String), Actions> = HashMap::new();
+        for a in &claims.access {
+            let actions = a
+                .actions
+                .iter()
+                .filter_map(|x| Actions::parse_one(x))
+                .fold(Actions::NONE, Actions::union);
+            let entry = grants.entry((a.kind.clone(), a.name.clone())).or_default();
+            *entry = entry.union(actions);
+        }
+        Verified {
+            subject: claims.sub.clone(),
+            expires: claims.exp,
+            grants,
+        }
+    }
+
+    /// What the token grants on `resource`.
+    pub fn actions(&self, resource: &Resource) -> Actions {
+        let key = match resource {
+            Resource::Repository(name) => ("repository".to_owned(), name.to_string()),
+            Resource::Catalog => ("registry".to_owned(), "catalog".to_owned()),
+        };
+        self.grants.get(&key).copied().unwrap_or_default()
+    }
+
+    pub fn covers(&self, access: &Access) -> bool {
+        self.actions(&access.resource).contains(access.actions)
+    }
+}
+
+/// A freshly issued token.
+pub struct Issued {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: SystemTime,
+}
+
+const CACHE_MAX: usize = 10_000;
+
+pub struct TokenAuth {
+    pub config: TokenConfig,
+    signing: Option<SigningKey>,
+    trusted: Vec<TrustedKey>,
+    cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn random_id() -> String {
+    let mut raw = [0u8; 16];
+    rand::fill(&mut raw);
+    hex::encode(raw)
+}
+
+impl TokenAuth {
+    /// Loads (or generates) the signing key when the built-in endpoint is
+    /// on, and every trusted key. Returns whether a key was generated.
+    pub fn open(config: &TokenConfig) -> Result<(TokenAuth, bool), KeyError> {
+        if config.service.is_empty() {
+            return Err(KeyError::Config("service must not be empty".into()));
+        }
+        if config.issuer.is_empty() {
+            return Err(KeyError::Config("issuer must not be empty".into()));
+        }
+        let mut trusted = Vec::new();
+        let mut signing = None;
+        let mut generated = false;
+        if config.endpoint_enabled() {
+            let (key, fresh) = SigningKey::load_or_generate(&config.signing_key)?;
+            generated = fresh;
+            trusted.push(TrustedKey::new(key.public.clone(), None));
+            signing = Some(key);
+        }
+        if let Some(bundle) = &config.rootcertbundle {
+            trusted.extend(keys_in(bundle, "auth.token.rootcertbundle")?);
+        }
+        for path in &config.trusted_keys {
+            trusted.extend(keys_in(path, "auth.token.trusted_keys")?);
+        }
+        if trusted.is_empty() {
+            return Err(KeyError::Config(
+                "no key to verify tokens with: set rootcertbundle (an external issuer) or enable the built-in endpoint"
+                    .into(),
+            ));
+        }
+        Ok((
+            TokenAuth {
+                config: config.clone(),
+                signing,
+                trusted,
+                cache: Mutex::new(HashMap::new()),
+            },
+            generated,
+        ))
+    }
+
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        self.signing.as_ref()
+    }
+
+    /// The key IDs tokens are accepted from (for the start-up log).
+    pub fn trusted_kids(&self) -> Vec<&str> {
+        self.trusted.iter().map(|k| k.kid.as_str()).collect()
+    }
+
+    fn refresh_audience(&self) -> String {
+        format!("{}#refresh", self.config.service)
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, String> {
+        let key = self
+            .signing
+            .as_ref()
+            .ok_or("the built-in token endpoint is disabled")?;
+        let mut header = Header::new(key.algorithm);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| e.to_string())
+    }
+
+    /// An access token for `subject` (empty for anonymous) granting `access`.
+    pub fn issue(&self, subject: &str, access: Vec<ClaimAccess>) -> Result<Issued, String> {
+        let issued_at = SystemTime::now();
+        let iat = now();
+        let expires_in = self.config.expiry_secs;
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: Audience::One(self.config.service.clone()),
+            exp: iat + expires_in as i64,
+            // registry:2's own issuers backdate nbf a little for clock skew.
+            nbf: Some(iat - 10),
+            iat: Some(iat),
+            jti: Some(random_id()),
+            access,
+        };
+        Ok(Issued {
+            token: self.sign(&claims)?,
+            expires_in,
+            issued_at,
+        })
+    }
+
+    /// A refresh token for `subject`, bound to its htpasswd entry.
+    pub fn issue_refresh(&self, subject: &str, fingerprint: &str) -> Result<String, String> {
+        let iat = now();
+        self.sign(&RefreshClaims {
+            iss: self.config.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: self.refresh_audience(),
+            exp: iat + self.config.refresh_expiry_secs as i64,
+            iat,
+            jti: random_id(),
+            typ: "refresh".into(),
+            pwd: fingerprint.to_owned(),
+        })
+    }
+
+    /// Checks a refresh token (signed by a trusted key: ours, or the
+    /// previous one during a rotation); returns the subject and its
+    /// htpasswd-entry fingerprint.
+    pub fn verify_refresh(&self, token: &str) -> Result<(String, String), TokenError> {
+        if self.signing.is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let trusted = self
+            .trusted
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(TokenError::UnknownKey)?;
+        let claims: RefreshClaims =
+            self.decode(token, trusted, &self.refresh_audience(), header.alg)?;
+        if claims.typ != "refresh" || claims.sub.is_empty() {
+            return Err(TokenError::InvalidClaims);
+        }
+        Ok((claims.sub, claims.pwd))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        key: &TrustedKey,
+        audience: &str,
+        alg: Algorithm,
+    ) -> Result<T, TokenError> {
+        if !key.algorithms.contains(&alg) {
+            return Err(TokenError::BadSignature);
+        }
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.leeway = self.config.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<T>(token, &key.decoding, &validation)?;
+        Ok(data.claims)
+    }
+
+    /// Verifies an access token presented to the registry.
+    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let t = now();
+        let leeway = self.config.leeway_secs as i64;
+        if let Some(v) = self.cache.lock().unwrap().get(&digest) {
+            if t <= v.expires + leeway {
+                return Ok(v.clone());
+            }
+        }
+        let verified = Arc::new(self.verify_uncached(token)?);
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, v| t <= v.expires + leeway);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, verified.clone());
+        Ok(verified)
+    }
+
+    /// The full check, without the cache (the benchmark measures this).
+    pub fn verify_uncached(&self, token: &str) -> Result<Verified, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
+        let key = if let Some(chain) = header.x5c.as_ref().filter(|c| !c.is_empty()) {
+            let leaf = base64::engine::general_purpose::STANDARD
+                .decode(&chain[0])
+                .map_err(|_| TokenError::Malformed)?;
+            self.trusted
+                .iter()
+                .find(|k| k.cert.as_deref() == Some(&leaf[..]))
+        } else if let Some(kid) = &header.kid {
+            self.trusted.iter().find(|k| &k.kid == kid)
+        } else {
+            None
+        }
+        .ok_or(TokenError::UnknownKey)?;
+        let claims: AccessClaims = self.decode(token, key, &self.config.service, header.alg)?;
+        // Belt and braces over the library's checks, on the strictly typed
+        // claims.
+        let t = now();
+        let leeway = self.config.leeway_secs as i64;
+        if claims.iss != self.config.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !claims.aud.contains(&self.config.service) {
+            return Err(TokenError::WrongAudience);
+        }
+        if claims.exp + leeway < t {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf - leeway > t) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(Verified::new(&claims))
+    }
+
+    /// How long an access token lives.
+    pub fn expiry(&self) -> Duration {
+        Duration::from_secs(self.config.expiry_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> TokenConfig {
+        TokenConfig {
+            signing_key: dir.join("keys/signing.pem"),
+            ..Default::default()
+        }
+    }
+
+    fn repo(name: &str, actions: &[&str]) -> ClaimAccess {
+        ClaimAccess {
+            kind: "repository".into(),
+            name: name.into(),
+            actions: actions.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn generated_key_persists_and_verifies_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, generated) = TokenAuth::open(&config(dir.path())).unwrap();
+        assert!(generated);
+        let issued = auth.issue("alice", vec![repo("a/b", &["pull"])]).unwrap();
+        let v = auth.verify(&issued.token).unwrap();
+        assert_eq!(v.subject, "alice");
+        let a = Access {
+            resource: Resource::Repository("a/b".parse().unwrap()),
+            actions: Actions::PULL,
+        };
+        assert!(v.covers(&a));
+        assert!(!v.covers(&Access {
+            actions: Actions::PUSH,
+            ..a.clone()
+        }));
+        // A second instance on the same file (a restart, a replica) has the
+        // same key: it accepts the first one's token.
+        let (again, generated) = TokenAuth::open(&config(dir.path())).unwrap();
+        assert!(!generated);
+        assert!(again.verify_uncached(&issued.token).is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("keys/signing.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "key file must not be group/other readable");
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_are_not_access_tokens_and_vice_versa() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = TokenAuth::open(&config(dir.path())).unwrap();
+        let refresh = auth.issue_refresh("alice", "fp").unwrap();
+        assert_eq!(
+            auth.verify_refresh(&refresh).unwrap(),
+            ("alice".to_owned(), "fp".to_owned())
+        );
+        assert_eq!(
+            auth.verify_uncached(&refresh).unwrap_err(),
+            TokenError::WrongAudience
+        );
+        let access = auth.issue("alice", vec![]).unwrap();
+        assert!(auth.verify_refresh(&access.token).is_err());
+    }
+
+    #[test]
+    fn create_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        assert!(create_new(&p, b"one").unwrap());
+        assert!(!create_new(&p, b"two").unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
