@@ -15,7 +15,7 @@ use crate::config::{self, StorageBackend};
 
 /// Reads of local files come in pieces of this size; object_store's default
 /// (8 KiB) caps blob GETs far below the disk's speed.
-const LOCAL_READ_CHUNK: usize = 1024 * 1024;
+const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Parts written to local files; small, since memory per upload is bounded by
 /// a few of these.
 const LOCAL_PART_SIZE: usize = 1024 * 1024;
