@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 for pair in skopeo:skopeo docker-registry:docker-registry redis-server:redis-server \
-    wrk:wrk busybox:busybox-static; do
+    wrk:wrk busybox:busybox-static docker-compose:docker-compose openssl:openssl curl:curl; do
   bin=${pair%%:*} pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || need+=("$pkg")
 done
@@ -20,6 +20,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
   echo "ci-deps: installing moto[server] from PyPI"
   python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.2.5' 2>&1 | grep -v 'as the .root. user' || true
   command -v moto_server >/dev/null 2>&1 || { hash -r; command -v moto_server >/dev/null; }
+fi
+# The deploy tests validate compose/k8s offline against the Kubernetes schemas
+# that kubernetes-validate ships; bench/swarm/run.sh drives Locust.
+if ! python3 -c 'import kubernetes_validate, locust' >/dev/null 2>&1; then
+  echo "ci-deps: installing kubernetes-validate and locust (pip)"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    kubernetes-validate==1.37.0 locust==2.47.0
 fi
 # Debian's packages start their daemons through systemd where it exists; the
 # tests start their own instances on ephemeral ports instead.

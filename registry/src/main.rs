@@ -68,6 +68,9 @@ fn load(arg: &ConfigArg) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process (the listener and the S3
+    // client): ring. The binary is built without aws-lc to stay small.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(ConfigArg::default()));
     let result = match command {

@@ -6,6 +6,10 @@
 //! * `docker`: docker CLI helpers and a guard that removes what a test created.
 //! * `counter_image`: the counter-app image from the static binary.
 //! * `redis_image`: a FROM scratch Redis image built from the host's binary.
+//! * `registry_image`: the registry image (registry/Dockerfile) from the static binary.
+//! * `stack_images`: a Redis image with redis-cli and /data (what the stack
+//!   files expect of `redis:7-alpine`) and a busybox client image.
+//! * `swarm`: single-node swarm, private docker config, stack guard, tasks.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -15,6 +19,9 @@ pub mod counter_image;
 pub mod docker;
 pub mod redis_image;
 pub mod redis_server;
+pub mod registry_image;
+pub mod stack_images;
+pub mod swarm;
 
 use std::time::{Duration, Instant};
 
