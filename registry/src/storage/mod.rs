@@ -12,6 +12,7 @@ pub mod backend;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
+mod manifest_cache;
 pub mod metered;
 pub mod uploads;
 pub mod walk;
@@ -55,6 +56,7 @@ pub struct Storage {
     /// Size of the parts streamed to the backend: large enough for fast I/O
     /// (and S3's 5 MiB minimum), small enough to bound memory per upload.
     part_size: usize,
+    manifests: Arc<manifest_cache::ManifestCache>,
 }
 
 fn is_not_found(e: &object_store::Error) -> bool {
@@ -67,6 +69,7 @@ impl Storage {
             store,
             redirect: None,
             part_size,
+            manifests: Arc::default(),
         }
     }
 
@@ -231,8 +234,15 @@ impl Storage {
         if !self.manifest_in_repo(name, d).await? {
             return Ok(None);
         }
+        if let Some(body) = self.manifests.get(d) {
+            return Ok(Some(body));
+        }
         match self.store.get(&layout::blob_data(d)).await {
-            Ok(r) => Ok(Some(r.bytes().await?)),
+            Ok(r) => {
+                let body = r.bytes().await?;
+                self.manifests.insert(d, &body);
+                Ok(Some(body))
+            }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
