@@ -66,11 +66,6 @@ impl Running {
         served
     }
 
-    /// Waits until the server stops by itself (it does not, unless it fails).
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.unwrap_or(Ok(()))
-    }
-
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }

@@ -25,18 +25,11 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Every manifest media type we store and serve.
 pub const SUPPORTED: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Image,
-    Index,
-}
-
 /// What the registry needs to know about a manifest to store it and to
 /// answer referrers queries about it.
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub media_type: String,
-    pub kind: Kind,
     /// Blobs (config and layers) that must already be in the repository.
     pub blobs: Vec<Digest>,
     /// Child manifests (of an index) that must already be in the repository.
@@ -132,7 +125,6 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
             .map(descriptor_digest)
             .transpose()?;
         Ok(Manifest {
-            kind: Kind::Index,
             blobs: Vec::new(),
             children,
             subject,
@@ -162,7 +154,6 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
             .map(|t| t.to_string())
             .or_else(|| Some(image.config().media_type().to_string()));
         Ok(Manifest {
-            kind: Kind::Image,
             blobs,
             children: Vec::new(),
             subject,
