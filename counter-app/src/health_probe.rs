@@ -31,11 +31,13 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> Result<String, ProbeError> 
     let io = |source| ProbeError::Io { addr, source };
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    write!(
-        stream,
+    // One write for the whole request: `write!` on an unbuffered stream sends
+    // each piece separately, and a server that answers after the first piece
+    // and closes turns the next write into EPIPE.
+    let request = format!(
         "GET /health HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: counter-app-healthcheck\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
 
     let line = read_status_line(&mut stream).map_err(io)?;
     let status = parse_status(&line).ok_or_else(|| ProbeError::Malformed {
@@ -86,9 +88,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let _ = conn.read(&mut request);
-            conn.write_all(response).unwrap();
+            // Read the whole request head before answering, as a server would.
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 256];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = conn.write_all(response);
         });
         addr
     }
