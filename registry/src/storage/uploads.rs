@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
-use super::hashing::ResumableSha256;
+use super::hashing::{PipelinedSha256, ResumableSha256};
 use super::{is_not_found, layout, Storage, StorageError};
 use crate::oci::{Algorithm, Digest, RepoName};
 
@@ -179,7 +179,7 @@ impl Storage {
         if start.is_some_and(|s| s != size) {
             return Err(UploadError::OutOfOrder { size });
         }
-        let mut hasher = match &latest {
+        let hasher = match &latest {
             Some(p) => ResumableSha256::from_base64(&p.sha256).ok_or_else(|| {
                 StorageError::CorruptUpload(layout::upload_part(name, &id.0, p.end).to_string())
             })?,
@@ -188,9 +188,10 @@ impl Storage {
 
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let chunk_key = layout::upload_chunk(name, &id.0, size, &nonce);
-        let received = self
-            .stream_into(&chunk_key, body, |b| hasher.update(b))
+        let (received, hasher) = self
+            .stream_into(&chunk_key, body, Some(PipelinedSha256::new(hasher)))
             .await?;
+        let hasher = hasher.expect("a hasher was given");
         if let Some(expected) = expected_len {
             if expected != received {
                 self.delete_if_exists(&chunk_key).await?;
@@ -235,14 +236,14 @@ impl Storage {
     }
 
     /// Streams `body` into a new object at `key` in parts of `part_size`,
-    /// calling `inspect` on every piece. The object appears only when the
-    /// whole body arrived; on any error nothing is left behind.
+    /// hashing every piece when given a hasher. The object appears only when
+    /// the whole body arrived; on any error nothing is left behind.
     async fn stream_into<S, E>(
         &self,
         key: &Path,
         mut body: S,
-        mut inspect: impl FnMut(&[u8]),
-    ) -> Result<u64, UploadError>
+        mut hasher: Option<PipelinedSha256>,
+    ) -> Result<(u64, Option<ResumableSha256>), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
@@ -262,12 +263,18 @@ impl Storage {
                 let _ = writer.abort().await;
                 return Err(e.into());
             }
-            inspect(&piece);
+            if let Some(h) = &mut hasher {
+                h.update(&piece).await;
+            }
             received += piece.len() as u64;
             writer.put(piece);
         }
         writer.finish().await?;
-        Ok(received)
+        let state = match hasher {
+            Some(h) => Some(h.finish().await),
+            None => None,
+        };
+        Ok((received, state))
     }
 
     /// Completes an upload: checks the content against `digest`, moves it
@@ -316,7 +323,7 @@ impl Storage {
                             })
                             .try_flatten()
                             .boxed();
-                    self.stream_into(&target, pieces, |_| {}).await?;
+                    self.stream_into(&target, pieces, None).await?;
                 }
             }
         }
