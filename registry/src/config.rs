@@ -123,6 +123,8 @@ pub struct Filesystem {
     pub rootdirectory: PathBuf,
     /// fsync files and directories before acknowledging a write.
     pub fsync: bool,
+    /// Move blob data with O_DIRECT (Linux), when the filesystem allows it.
+    pub directio: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -191,6 +193,7 @@ impl Default for Filesystem {
         Filesystem {
             rootdirectory: PathBuf::from("data/storage"),
             fsync: true,
+            directio: true,
         }
     }
 }
@@ -342,6 +345,9 @@ impl Config {
                 }
                 "REGISTRY_STORAGE_FILESYSTEM_FSYNC" => {
                     self.storage.filesystem.fsync = parse_bool(k, &value)?
+                }
+                "REGISTRY_STORAGE_FILESYSTEM_DIRECTIO" => {
+                    self.storage.filesystem.directio = parse_bool(k, &value)?
                 }
                 "REGISTRY_STORAGE_DELETE_ENABLED" => {
                     self.storage.delete_enabled = parse_bool(k, &value)?

@@ -10,14 +10,15 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
+use super::direct_io::{self, DirectIo};
 use super::{Redirect, Storage};
 use crate::config::{self, StorageBackend};
 
-/// Reads of local files come in pieces of this size; object_store's default
-/// (8 KiB) caps blob GETs far below the disk's speed.
+/// Reads of local files come in pieces of this size when O_DIRECT is off;
+/// object_store's default (8 KiB) caps blob GETs far below the disk's speed.
 const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Parts written to local files; small, since memory per upload is bounded by
-/// a few of these.
+/// a few of these, and a multiple of the O_DIRECT alignment.
 const LOCAL_PART_SIZE: usize = 1024 * 1024;
 /// How long a pre-signed blob URL stays valid.
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
@@ -49,8 +50,16 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         // catalog listings (which list directories) would still show it.
         .with_automatic_cleanup(true)
         .with_fsync(config.filesystem.fsync);
-    let store = ChunkedStore::new(Arc::new(local), LOCAL_READ_CHUNK);
-    Ok(Storage::new(Arc::new(store), LOCAL_PART_SIZE))
+    let local = Arc::new(local);
+    let store: Arc<dyn ObjectStore> = if config.filesystem.directio && direct_io::supported(root) {
+        Arc::new(DirectIo::new(local, config.filesystem.fsync))
+    } else {
+        if config.filesystem.directio {
+            tracing::info!(root = %root.display(), "the filesystem refuses O_DIRECT; blob data goes through the page cache");
+        }
+        Arc::new(ChunkedStore::new(local, LOCAL_READ_CHUNK))
+    };
+    Ok(Storage::new(store, LOCAL_PART_SIZE))
 }
 
 fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {

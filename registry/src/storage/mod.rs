@@ -9,6 +9,7 @@
 //!   revision link, so a crash never leaves a tag naming a missing manifest.
 
 pub mod backend;
+mod direct_io;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;

@@ -1,0 +1,654 @@
+//! The local-disk backend: `object_store`'s `LocalFileSystem` for keys and
+//! small files, with blob data moved by `O_DIRECT` I/O.
+//!
+//! Why: blob data is written once and streamed out in large sequential
+//! pieces. Through the page cache every byte costs a copy into a freshly
+//! allocated cache page and, with fsync on, a flush of all of them at the
+//! end of the upload; with `O_DIRECT` the disk is written while the body is
+//! still arriving and the fsync at the end has almost nothing left to do.
+//! On this project's test machines buffered writes reach ~330 MB/s while
+//! `O_DIRECT` writes reach ~1.3 GB/s. (MinIO writes object data the same
+//! way on Linux.) Reads of large objects use `O_DIRECT` too, so a blob just
+//! pushed is not read back through a cold page cache.
+//!
+//! `O_DIRECT` needs buffers, offsets and lengths aligned to the device's
+//! block size; everything that is not aligned (the tail of an object, a part
+//! of odd size) goes through a second, buffered descriptor of the same file.
+//! If the filesystem refuses `O_DIRECT` (tmpfs on older kernels, some FUSE
+//! filesystems) the probe at start switches it off and every operation goes
+//! to `LocalFileSystem` unchanged.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
+};
+
+/// Alignment of `O_DIRECT` buffers, offsets and lengths: the largest
+/// logical block size in common use, so it suits 512-byte devices too.
+const ALIGN: usize = 4096;
+/// Objects smaller than this are read through the page cache: links,
+/// records and small configs, which are read often and cheap to cache.
+const DIRECT_READ_MIN: u64 = 1 << 20;
+/// Size of each read of a large object (direct), and of a small one.
+const DIRECT_READ_BLOCK: usize = 1 << 20;
+const BUFFERED_READ_BLOCK: usize = 256 * 1024;
+/// Reads of one object in flight at once: a few, so the device queue stays
+/// busy while a block is being sent (measured: 1 → ~550, 4 → ~800 MiB/s).
+const READS_IN_FLIGHT: usize = 4;
+
+const STORE: &str = "DirectIo";
+
+fn generic(source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: Box::new(source),
+    }
+}
+
+fn finished() -> object_store::Error {
+    generic(std::io::Error::other("upload already completed or aborted"))
+}
+
+fn joined(r: Result<object_store::Result<()>, tokio::task::JoinError>) -> object_store::Result<()> {
+    r.unwrap_or_else(|e| Err(generic(std::io::Error::other(e))))
+}
+
+/// A heap buffer whose usable window starts at an `ALIGN`ed address; owns
+/// its bytes so it can become a `Bytes` without a copy.
+struct Aligned {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Aligned {
+    /// An empty buffer with room for `len` aligned bytes.
+    fn with_capacity(len: usize) -> Aligned {
+        let mut buf: Vec<u8> = Vec::with_capacity(len + ALIGN);
+        let start = buf.as_ptr().align_offset(ALIGN);
+        // Only the padding is initialised here; the window is filled by
+        // `extend` (writes) or zeroed by `zeroed` (reads).
+        buf.resize(start, 0);
+        Aligned {
+            buf,
+            start,
+            end: start,
+        }
+    }
+
+    fn zeroed(len: usize) -> Aligned {
+        let mut a = Aligned::with_capacity(len);
+        a.buf.resize(a.start + len, 0);
+        a.end = a.start + len;
+        a
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        debug_assert!(self.buf.len() + bytes.len() <= self.buf.capacity());
+        self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+}
+
+impl AsRef<[u8]> for Aligned {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+/// Whether `dir` accepts `O_DIRECT` writes and reads.
+pub fn supported(dir: &FsPath) -> bool {
+    let probe = dir.join(format!(".direct-io-probe#{}", rand::random::<u32>()));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)?;
+        let mut block = Aligned::zeroed(ALIGN);
+        file.write_all_at(block.as_ref(), 0)?;
+        file.read_exact_at(block.as_mut_slice(), 0)
+    })();
+    let _ = std::fs::remove_file(&probe);
+    result.is_ok()
+}
+
+pub struct DirectIo {
+    inner: Arc<LocalFileSystem>,
+    fsync: bool,
+}
+
+impl DirectIo {
+    pub fn new(inner: Arc<LocalFileSystem>, fsync: bool) -> DirectIo {
+        DirectIo { inner, fsync }
+    }
+}
+
+impl fmt::Display for DirectIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DirectIo({})", self.inner)
+    }
+}
+
+impl fmt::Debug for DirectIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DirectIo({:?})", self.inner)
+    }
+}
+
+/// Creates `dir` and any missing parents; with `fsync`, makes each new
+/// directory entry durable (the new directories and the first one that
+/// already existed).
+fn create_dirs(dir: &FsPath, fsync: bool) -> std::io::Result<()> {
+    let first_existing = dir.ancestors().find(|a| a.exists()).map(FsPath::to_owned);
+    std::fs::create_dir_all(dir)?;
+    if fsync {
+        for d in dir.ancestors() {
+            File::open(d)?.sync_all()?;
+            if Some(d) == first_existing.as_deref() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sync_parent(path: &FsPath) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// The staging file of an upload: `<dest>#<digits>`, a name
+/// `LocalFileSystem` never lists, so a crash leaves nothing visible.
+struct Staged {
+    dest: PathBuf,
+    path: PathBuf,
+    direct: File,
+    buffered: File,
+}
+
+impl Staged {
+    fn create(dest: PathBuf, fsync: bool) -> std::io::Result<Staged> {
+        let mut name = dest.clone().into_os_string();
+        name.push(format!("#{}", rand::random::<u64>()));
+        let path = PathBuf::from(name);
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+        };
+        let direct = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if let Some(dir) = dest.parent() {
+                    create_dirs(dir, fsync)?;
+                }
+                open()?
+            }
+            other => other?,
+        };
+        let buffered = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        Ok(Staged {
+            dest,
+            path,
+            direct,
+            buffered,
+        })
+    }
+
+    /// Writes `data` at `offset`: the aligned front through `O_DIRECT`, the
+    /// rest through the page cache. The two never share a block, since the
+    /// direct part always ends on a block boundary.
+    fn write_at(&self, offset: u64, data: &PutPayload) -> std::io::Result<()> {
+        let len = data.content_length();
+        let direct_len = if offset.is_multiple_of(ALIGN as u64) {
+            len - len % ALIGN
+        } else {
+            0
+        };
+        let mut pieces = data.iter().map(|b| b.as_ref());
+        let mut carry: &[u8] = &[];
+        if direct_len > 0 {
+            let mut block = Aligned::with_capacity(direct_len);
+            let mut need = direct_len;
+            for piece in pieces.by_ref() {
+                let take = need.min(piece.len());
+                block.extend(&piece[..take]);
+                need -= take;
+                if need == 0 {
+                    carry = &piece[take..];
+                    break;
+                }
+            }
+            self.direct.write_all_at(block.as_ref(), offset)?;
+        }
+        let mut at = offset + direct_len as u64;
+        for piece in std::iter::once(carry).chain(pieces) {
+            self.buffered.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes the staged file the object: flush, rename into place, flush
+    /// the directory entry.
+    fn publish(&self, fsync: bool) -> std::io::Result<()> {
+        if fsync {
+            // One flush covers both descriptors: they share the inode.
+            self.buffered.sync_all()?;
+        }
+        std::fs::rename(&self.path, &self.dest)?;
+        if fsync {
+            sync_parent(&self.dest)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parts write disjoint ranges with positioned writes, so several are in
+/// flight at once, each holding its own reference to the staged file.
+struct DirectUpload {
+    staged: Option<Arc<Staged>>,
+    offset: u64,
+    fsync: bool,
+}
+
+impl fmt::Debug for DirectUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DirectUpload({:?})",
+            self.staged.as_ref().map(|s| &s.path)
+        )
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for DirectUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let Some(staged) = self.staged.clone() else {
+            return futures::future::ready(Err(finished())).boxed();
+        };
+        let offset = self.offset;
+        self.offset += data.content_length() as u64;
+        tokio::task::spawn_blocking(move || staged.write_at(offset, &data).map_err(generic))
+            .map(joined)
+            .boxed()
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        // `WriteMultipart` waits for every part before completing, so no
+        // write is in flight any more.
+        let staged = self.staged.take().ok_or_else(finished)?;
+        let fsync = self.fsync;
+        let published = tokio::task::spawn_blocking(move || {
+            staged.publish(fsync).map_err(|e| {
+                let _ = staged.remove();
+                generic(e)
+            })
+        })
+        .await;
+        joined(published)?;
+        Ok(PutResult {
+            e_tag: None,
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        match self.staged.take() {
+            Some(staged) => {
+                joined(tokio::task::spawn_blocking(move || staged.remove().map_err(generic)).await)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DirectUpload {
+    fn drop(&mut self) {
+        // Dropped unfinished (the client went away): remove the staging file.
+        if let Some(staged) = self.staged.take() {
+            let remove = move || drop(staged.remove());
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(remove)),
+                Err(_) => remove(),
+            }
+        }
+    }
+}
+
+/// Reads `range` of `file` as a stream of `Bytes`, `O_DIRECT` when `direct`
+/// (the file must then be opened with it), at most `READS_IN_FLIGHT` blocks
+/// ahead of the consumer.
+fn read_stream(
+    file: File,
+    range: Range<u64>,
+    direct: bool,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let file = Arc::new(file);
+    let (block, first) = if direct {
+        (
+            DIRECT_READ_BLOCK as u64,
+            range.start - range.start % ALIGN as u64,
+        )
+    } else {
+        (BUFFERED_READ_BLOCK as u64, range.start)
+    };
+    let end = range.end;
+    let starts = (first..end).step_by(block as usize);
+    futures::stream::iter(starts)
+        .map(move |at| {
+            let file = file.clone();
+            // Direct reads cover whole blocks; the slice below trims them.
+            let want =
+                (block.min(end - at) as usize).next_multiple_of(if direct { ALIGN } else { 1 });
+            let keep =
+                (range.start.max(at) - at) as usize..(end.min(at + want as u64) - at) as usize;
+            tokio::task::spawn_blocking(move || {
+                let mut buf = Aligned::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    match file.read_at(&mut buf.as_mut_slice()[filled..], at + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(generic(e)),
+                    }
+                }
+                if filled < keep.end {
+                    return Err(generic(std::io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "file shorter than its recorded size",
+                    )));
+                }
+                Ok(Bytes::from_owner(buf).slice(keep))
+            })
+            .map(|r| r.unwrap_or_else(|e| Err(generic(std::io::Error::other(e)))))
+        })
+        .buffered(READS_IN_FLIGHT)
+        .boxed()
+}
+
+#[async_trait]
+impl ObjectStore for DirectIo {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let dest = self.inner.path_to_filesystem(location)?;
+        let fsync = self.fsync;
+        let staged = tokio::task::spawn_blocking(move || Staged::create(dest, fsync))
+            .await
+            .map_err(|e| generic(std::io::Error::other(e)))?
+            .map_err(generic)?;
+        Ok(Box::new(DirectUpload {
+            staged: Some(Arc::new(staged)),
+            offset: 0,
+            fsync,
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let mut result = self.inner.get_opts(location, options).await?;
+        let GetResultPayload::File(file, path) = result.payload else {
+            return Ok(result);
+        };
+        let range = result.range.clone();
+        let stream = if range.end - range.start >= DIRECT_READ_MIN {
+            // The same file again, unbuffered; if that fails (it was just
+            // removed, say), the buffered descriptor still reads it.
+            let reopened = tokio::task::spawn_blocking(move || {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(path)
+            })
+            .await;
+            match reopened {
+                Ok(Ok(direct)) => read_stream(direct, range, true),
+                _ => read_stream(file, range, false),
+            }
+        } else {
+            read_stream(file, range, false)
+        };
+        result.payload = GetResultPayload::Stream(stream);
+        Ok(result)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+    use object_store::{GetRange, ObjectStoreExt};
+
+    fn store(dir: &FsPath) -> DirectIo {
+        assert!(supported(dir), "the test directory must accept O_DIRECT");
+        let local = LocalFileSystem::new_with_prefix(dir).unwrap();
+        DirectIo::new(Arc::new(local), true)
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// Every file under `dir`, staging files included.
+    fn files(dir: &FsPath) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_owned()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else {
+                    out.push(p.strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    async fn upload(store: &DirectIo, key: &Path, parts: &[&[u8]]) {
+        let mut up = store.put_multipart(key).await.unwrap();
+        let writes: Vec<_> = parts
+            .iter()
+            .map(|p| up.put_part(PutPayload::from(p.to_vec())))
+            .collect();
+        futures::future::try_join_all(writes).await.unwrap();
+        up.complete().await.unwrap();
+    }
+
+    async fn read(store: &DirectIo, key: &Path, range: Option<GetRange>) -> Vec<u8> {
+        let opts = GetOptions {
+            range,
+            ..Default::default()
+        };
+        let r = store.get_opts(key, opts).await.unwrap();
+        let pieces: Vec<Bytes> = r.into_stream().try_collect().await.unwrap();
+        pieces.concat()
+    }
+
+    #[tokio::test]
+    async fn parts_of_any_size_and_alignment_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let all = data(3 * ALIGN * 256 + 4321);
+        // Aligned parts, an odd part in the middle (everything after it is
+        // unaligned), and a short tail.
+        let cuts = [
+            0,
+            1 << 20,
+            2 << 20,
+            (2 << 20) + 5000,
+            all.len() - 7,
+            all.len(),
+        ];
+        let parts: Vec<&[u8]> = cuts.windows(2).map(|w| &all[w[0]..w[1]]).collect();
+        let key = Path::from("a/b/data");
+        upload(&store, &key, &parts).await;
+        assert_eq!(read(&store, &key, None).await, all);
+        assert_eq!(files(dir.path()), ["a/b/data"], "no staging file is left");
+    }
+
+    #[tokio::test]
+    async fn ranges_of_a_large_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let all = data((3 << 20) + 123);
+        let key = Path::from("blob");
+        upload(&store, &key, &[&all]).await;
+        let n = all.len() as u64;
+        for (range, want) in [
+            (GetRange::Bounded(1..4097), &all[1..4097]),
+            (
+                GetRange::Bounded(4095..(2 << 20) + 1),
+                &all[4095..(2 << 20) + 1],
+            ),
+            (GetRange::Offset((1 << 20) - 1), &all[(1 << 20) - 1..]),
+            (GetRange::Suffix(10), &all[all.len() - 10..]),
+            (GetRange::Bounded(0..n), &all[..]),
+        ] {
+            let label = format!("{range:?}");
+            assert_eq!(read(&store, &key, Some(range)).await, want, "{label}");
+        }
+    }
+
+    #[tokio::test]
+    async fn small_objects_and_small_uploads_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let key = Path::from("small");
+        upload(&store, &key, &[b"hello ", b"world"]).await;
+        assert_eq!(read(&store, &key, None).await, b"hello world");
+        let empty = Path::from("empty");
+        upload(&store, &empty, &[]).await;
+        assert_eq!(read(&store, &empty, None).await, b"");
+    }
+
+    #[tokio::test]
+    async fn abandoned_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut aborted = store.put_multipart(&Path::from("x/aborted")).await.unwrap();
+        aborted
+            .put_part(PutPayload::from(data(ALIGN * 2)))
+            .await
+            .unwrap();
+        aborted.abort().await.unwrap();
+        let mut dropped = store.put_multipart(&Path::from("x/dropped")).await.unwrap();
+        dropped.put_part(PutPayload::from(data(100))).await.unwrap();
+        drop(dropped);
+        // The drop removes its file on the blocking pool; wait for it.
+        for _ in 0..100 {
+            if files(dir.path()).is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+        let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+        assert!(listed.is_empty());
+    }
+}
