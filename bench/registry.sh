@@ -4,7 +4,7 @@
 # same run, both with Basic auth against the same bcrypt htpasswd file.
 #
 #   bench/registry.sh            # prints results, rewrites the section in docs/benchmarks.md
-#   BIG_MIB=512 HUGE_MIB=2048 MANY=256 bench/registry.sh
+#   BIG_MIB=512 HUGE_MIB=2048 MANY=256 REPEAT=3 S3=1 bench/registry.sh
 #
 # Measures: push of one large blob docker-style (POST, one streamed PATCH,
 # PUT) and its pull; 1 MiB blobs pushed at concurrency 16; manifest GET by
@@ -16,6 +16,7 @@ BIG_MIB=${BIG_MIB:-512}
 HUGE_MIB=${HUGE_MIB:-2048}
 MANY=${MANY:-256}
 WRK_SECONDS=${WRK_SECONDS:-10}
+REPEAT=${REPEAT:-3}
 
 ./scripts/ci-deps.sh >&2
 cargo build --release --locked -p registry -p htpasswd --bins --example bench_client >&2
@@ -38,12 +39,12 @@ kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 
 start_ours() {
   local port=$1 root=$2
-  REGISTRY_STORAGE_FILESYSTEM_FSYNC=${FSYNC:-true} REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$root \
+  REGISTRY_STORAGE_FILESYSTEM_DIRECTIO=${DIRECTIO:-true} REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$root \
     REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
     "$BIN/registry" serve >"$work/ours.log" 2>&1 &
   echo $!
 }
-start_ours_nofsync() { FSYNC=false start_ours "$@"; }
+start_ours_buffered() { DIRECTIO=false start_ours "$@"; }
 # S3: both registries on one moto server (PyPI moto, S3-compatible), a bucket
 # each.
 S3_ENDPOINT=
@@ -92,6 +93,12 @@ YML
   echo $!
 }
 
+# median KEY JSON...: the median of one field over JSON result lines.
+median() {
+  local key=$1; shift
+  python3 -c 'import json,statistics,sys; print(statistics.median(json.loads(l)[sys.argv[1]] for l in sys.argv[2:]))' "$key" "$@"
+}
+
 declare -A R
 run_one() {
   local who=$1 port pid root
@@ -100,9 +107,14 @@ run_one() {
   wait_ready "$port"
   local base=http://127.0.0.1:$port
   echo "== $who (pid $pid)" >&2
-  local big many rps
-  big=$("$CLIENT" "$base" "$USER_" "$PASS" big "$BIG_MIB" 1)
-  many=$("$CLIENT" "$base" "$USER_" "$PASS" many "$MANY" 16 2)
+  # Push/pull and the many-blobs push REPEAT times each (new blobs every
+  # time); the median goes in the table, since disk and VM noise move single
+  # runs by ±30%.
+  local big=() many=() rps i
+  for i in $(seq "$REPEAT"); do
+    big+=("$("$CLIENT" "$base" "$USER_" "$PASS" big "$BIG_MIB" "$i")")
+    many+=("$("$CLIENT" "$base" "$USER_" "$PASS" many "$MANY" 16 "$((10 + i))")")
+  done
   "$CLIENT" "$base" "$USER_" "$PASS" image bench/app latest >/dev/null
   rps=$(wrk -t2 -c32 -d"${WRK_SECONDS}s" -H "$AUTH" -H "$ACCEPT" "$base/v2/bench/app/manifests/latest" \
         | awk '/Requests\/sec/ {print $2}')
@@ -113,16 +125,16 @@ run_one() {
   local huge; huge=$("$CLIENT" "$base" "$USER_" "$PASS" big "$HUGE_MIB" 3)
   local after; after=$(kb "$pid" VmHWM)
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  R[$who.push]=$(echo "$big" | python3 -c 'import json,sys; print(json.load(sys.stdin)["push_mib_s"])')
-  R[$who.pull]=$(echo "$big" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pull_mib_s"])')
-  R[$who.many]=$(echo "$many" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blobs_s"])')
+  R[$who.push]=$(median push_mib_s "${big[@]}")
+  R[$who.pull]=$(median pull_mib_s "${big[@]}")
+  R[$who.many]=$(median blobs_s "${many[@]}")
   R[$who.rps]=$rps
   R[$who.peak]=$((peak / 1024))
   R[$who.growth]=$(( (after - before) / 1024 ))
-  echo "$who: $big $many manifest_rps=$rps peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
+  echo "$who: ${big[*]} ${many[*]} manifest_rps=$rps peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
 }
 
-configs=(theirs ours ours_nofsync)
+configs=(theirs ours ours_buffered)
 for c in "${configs[@]}"; do run_one "$c"; done
 if [ "${S3:-1}" = 1 ]; then
   start_moto
@@ -132,9 +144,9 @@ if [ "${S3:-1}" = 1 ]; then
 fi
 
 ratio() { python3 -c "a=float('$1'); b=float('$2'); print(f'{a/b:.1f}x' if b else 'n/a')"; }
-declare -A LABEL=([theirs]="docker-registry, disk" [ours]="ours, disk" [ours_nofsync]="ours, disk, fsync off" \
+declare -A LABEL=([theirs]="docker-registry, disk" [ours]="ours, disk" [ours_buffered]="ours, disk, O_DIRECT off" \
   [theirs_s3]="docker-registry, S3 (moto)" [ours_s3]="ours, S3 (moto)")
-declare -A BASE=([theirs]=theirs [ours]=theirs [ours_nofsync]=theirs [theirs_s3]=theirs_s3 [ours_s3]=theirs_s3)
+declare -A BASE=([theirs]=theirs [ours]=theirs [ours_buffered]=theirs [theirs_s3]=theirs_s3 [ours_s3]=theirs_s3)
 row() {
   local title=$1 key=$2 line="| $1 |"
   for c in "${configs[@]}"; do
@@ -149,14 +161,16 @@ section=$(cat <<MD
 ## Registry vs Debian's docker-registry (registry:2)
 
 Command: \`bench/registry.sh\` (BIG_MIB=$BIG_MIB, HUGE_MIB=$HUGE_MIB, MANY=$MANY,
-wrk ${WRK_SECONDS}s). Measured $(date -u +%Y-%m-%d) on $(nproc) cores,
+REPEAT=$REPEAT, wrk ${WRK_SECONDS}s). Push, pull and many-blob figures are
+the median of REPEAT runs (new blobs each time). Measured $(date -u +%Y-%m-%d) on $(nproc) cores,
 $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); the client, wrk and
 (for S3) moto share the two cores with the server under test. Every server
-uses Basic auth against the same bcrypt (cost 5) htpasswd file. On disk, ours
-runs with its defaults (fsync on: a push is on disk when acknowledged) and
-again with \`storage.filesystem.fsync = false\`; docker-registry 2.8 runs with
-its own (no fsync: an acknowledged blob may still be only in the page
-cache). On S3 both talk to one moto server (Python), which limits both S3
+uses Basic auth against the same bcrypt (cost 5) htpasswd file. On disk, both
+fsync what they write before acknowledging it (ours by default; docker-registry
+2.8 too: strace shows an fsync of the upload's data file at the end of each
+PATCH and of every link it writes). Ours runs with its defaults (blob data by
+\`O_DIRECT\`) and again with \`storage.filesystem.directio = false\` (blob data
+through the page cache, as docker-registry does). On S3 both talk to one moto server (Python), which limits both S3
 columns. Ratios in brackets are against docker-registry on the same storage.
 
 $header

@@ -26,6 +26,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
+use super::aligned::{is_aligned, Aligned, ALIGN};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -37,9 +38,6 @@ use object_store::{
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
 
-/// Alignment of `O_DIRECT` buffers, offsets and lengths: the largest
-/// logical block size in common use, so it suits 512-byte devices too.
-const ALIGN: usize = 4096;
 /// Objects smaller than this are read through the page cache: links,
 /// records and small configs, which are read often and cheap to cache.
 const DIRECT_READ_MIN: u64 = 1 << 20;
@@ -65,53 +63,6 @@ fn finished() -> object_store::Error {
 
 fn joined(r: Result<object_store::Result<()>, tokio::task::JoinError>) -> object_store::Result<()> {
     r.unwrap_or_else(|e| Err(generic(std::io::Error::other(e))))
-}
-
-/// A heap buffer whose usable window starts at an `ALIGN`ed address; owns
-/// its bytes so it can become a `Bytes` without a copy.
-struct Aligned {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Aligned {
-    /// An empty buffer with room for `len` aligned bytes.
-    fn with_capacity(len: usize) -> Aligned {
-        let mut buf: Vec<u8> = Vec::with_capacity(len + ALIGN);
-        let start = buf.as_ptr().align_offset(ALIGN);
-        // Only the padding is initialised here; the window is filled by
-        // `extend` (writes) or zeroed by `zeroed` (reads).
-        buf.resize(start, 0);
-        Aligned {
-            buf,
-            start,
-            end: start,
-        }
-    }
-
-    fn zeroed(len: usize) -> Aligned {
-        let mut a = Aligned::with_capacity(len);
-        a.buf.resize(a.start + len, 0);
-        a.end = a.start + len;
-        a
-    }
-
-    fn extend(&mut self, bytes: &[u8]) {
-        debug_assert!(self.buf.len() + bytes.len() <= self.buf.capacity());
-        self.buf.extend_from_slice(bytes);
-        self.end = self.buf.len();
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.end]
-    }
-}
-
-impl AsRef<[u8]> for Aligned {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
 }
 
 /// Whether `dir` accepts `O_DIRECT` writes and reads.
@@ -236,19 +187,28 @@ impl Staged {
         };
         let mut pieces = data.iter().map(|b| b.as_ref());
         let mut carry: &[u8] = &[];
-        if direct_len > 0 {
-            let mut block = Aligned::with_capacity(direct_len);
-            let mut need = direct_len;
-            for piece in pieces.by_ref() {
-                let take = need.min(piece.len());
-                block.extend(&piece[..take]);
-                need -= take;
-                if need == 0 {
-                    carry = &piece[take..];
-                    break;
-                }
+        match data.as_ref() {
+            // One aligned block (what `aligned::reblock` makes): as it is.
+            [block] if direct_len > 0 && is_aligned(block) => {
+                self.direct.write_all_at(&block[..direct_len], offset)?;
+                pieces.next();
+                carry = &block[direct_len..];
             }
-            self.direct.write_all_at(block.as_ref(), offset)?;
+            _ if direct_len > 0 => {
+                let mut block = Aligned::with_capacity(direct_len);
+                let mut need = direct_len;
+                for piece in pieces.by_ref() {
+                    let take = need.min(piece.len());
+                    block.extend(&piece[..take]);
+                    need -= take;
+                    if need == 0 {
+                        carry = &piece[take..];
+                        break;
+                    }
+                }
+                self.direct.write_all_at(block.as_ref(), offset)?;
+            }
+            _ => {}
         }
         let mut at = offset + direct_len as u64;
         for piece in std::iter::once(carry).chain(pieces) {

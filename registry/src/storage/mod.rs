@@ -8,6 +8,7 @@
 //! * a tag's `current/link` is written last, after the manifest's data and
 //!   revision link, so a crash never leaves a tag naming a missing manifest.
 
+mod aligned;
 pub mod backend;
 mod direct_io;
 pub mod gc_guard;
@@ -57,8 +58,14 @@ pub struct Storage {
     /// Size of the parts streamed to the backend: large enough for fast I/O
     /// (and S3's 5 MiB minimum), small enough to bound memory per upload.
     part_size: usize,
+    /// Upload blocks in memory at once, across all uploads.
+    upload_blocks: Arc<tokio::sync::Semaphore>,
     manifests: Arc<manifest_cache::ManifestCache>,
 }
+
+/// Memory for upload data in flight, across all uploads (at least four
+/// parts, what one upload needs at full speed).
+const UPLOAD_MEMORY_BUDGET: usize = 8 << 20;
 
 fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
@@ -70,6 +77,7 @@ impl Storage {
             store,
             redirect: None,
             part_size,
+            upload_blocks: aligned::upload_budget(part_size, UPLOAD_MEMORY_BUDGET),
             manifests: Arc::default(),
         }
     }

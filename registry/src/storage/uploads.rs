@@ -17,6 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
+use super::aligned;
 use super::hashing::{PipelinedSha256, ResumableSha256};
 use super::{is_not_found, layout, Storage, StorageError};
 use crate::oci::{Algorithm, Digest, RepoName};
@@ -241,13 +242,18 @@ impl Storage {
     async fn stream_into<S, E>(
         &self,
         key: &Path,
-        mut body: S,
+        body: S,
         mut hasher: Option<PipelinedSha256>,
     ) -> Result<(u64, Option<ResumableSha256>), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
+        let mut body = std::pin::pin!(aligned::reblock(
+            body,
+            self.part_size,
+            self.upload_blocks.clone()
+        ));
         let upload = self.store.put_multipart(key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
         let mut received = 0u64;
