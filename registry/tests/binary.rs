@@ -187,3 +187,67 @@ fn bad_configuration_fails_at_start_naming_the_key() {
     // Nothing was created for a configuration that was refused.
     assert!(!dir.path().join("data").exists());
 }
+
+/// The access log counts the bytes a request body really had, also when it
+/// came chunked without a Content-Length (docker's PATCH).
+#[test]
+fn access_log_counts_chunked_upload_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/auth")).unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .env("REGISTRY_LOG_FORMATTER", "json")
+        .env("REGISTRY_AUTH", "none")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                if lines_tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let _server = Server { child };
+    let next_matching = |pred: &dyn Fn(&serde_json::Value) -> bool| loop {
+        let v = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the log line arrives");
+        if pred(&v) {
+            return v;
+        }
+    };
+    let started = next_matching(&|v| v["fields"]["message"] == "registry listening");
+    let addr = started["fields"]["addr"].as_str().unwrap().to_owned();
+
+    let size = 3 * 65_536 + 17;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("http://{addr}/v2/logs/test/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let pieces = (0..4).map(|i| {
+            let len = if i < 3 { 65_536 } else { 17 };
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; len]))
+        });
+        let r = http
+            .patch(format!("http://{addr}{location}"))
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    });
+    let line = next_matching(&|v| v["target"] == "access" && v["fields"]["method"] == "PATCH");
+    assert_eq!(line["fields"]["bytes_in"], size, "{line}");
+}

@@ -400,10 +400,16 @@ impl ObjectStore for DirectIo {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let head = options.head;
         let mut result = self.inner.get_opts(location, options).await?;
         let GetResultPayload::File(file, path) = result.payload else {
             return Ok(result);
         };
+        if head {
+            // Only the metadata is wanted: no reads, no second open.
+            result.payload = GetResultPayload::File(file, path);
+            return Ok(result);
+        }
         let range = result.range.clone();
         let stream = if range.end - range.start >= DIRECT_READ_MIN {
             // The same file again, unbuffered; if that fails (it was just
