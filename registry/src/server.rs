@@ -108,31 +108,32 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         let _ = stop.wait_for(|s| *s).await;
     };
 
-    let tls = config.http.tls.clone();
     let drain_timeout = config.http.drain_timeout;
-    let task = match tls {
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            stopped.await;
+            handle.graceful_shutdown(Some(drain_timeout));
+        }
+    });
+    let task = match &config.http.tls {
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|source| StartError::Bind { addr, source })?;
-            tokio::spawn(async move {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            })
+            let mut server = axum_server::from_tcp(listener)
+                .map_err(|source| StartError::Bind { addr, source })?
+                .handle(handle);
+            server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
+            tokio::spawn(async move { server.serve(service).await })
         }
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let rustls = RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
                 .await
                 .map_err(StartError::Tls)?;
-            let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(listener, rustls)
+            let mut server = axum_server::from_tcp_rustls(listener, rustls)
                 .map_err(StartError::Tls)?
-                .handle(handle.clone());
-            tokio::spawn(async move {
-                stopped.await;
-                handle.graceful_shutdown(Some(drain_timeout));
-            });
+                .handle(handle);
+            server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
             tokio::spawn(async move { server.serve(service).await })
         }
     };
@@ -146,3 +147,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         background: background.tasks,
     })
 }
+
+/// Largest HTTP/1 read buffer of one connection (headers must fit in it).
+/// hyper's default (~400 KiB, grown by doubling) let 16 clients streaming
+/// uploads hold 14 MiB of buffers between them; body bytes are copied into
+/// upload blocks at once, so a small buffer costs only more, cheap, reads.
+const MAX_READ_BUFFER: usize = 64 * 1024;

@@ -1403,3 +1403,32 @@ async fn content_length_shorter_than_the_body_stores_nothing() {
         "the short blob was stored: {added:?}"
     );
 }
+
+// ----- request heads -----
+
+/// A connection's read buffer is capped (64 KiB) to bound memory; heads
+/// well past any real client's (large bearer tokens are a few KiB) still
+/// work, a bigger one is refused with 431 (or the connection is closed
+/// while the client is still sending), and the server goes on serving.
+#[tokio::test]
+async fn large_request_heads_work_up_to_the_limit_and_are_refused_past_it() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let r = c
+        .get("/v2/")
+        .header("X-Padding", "a".repeat(32 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a 32 KiB head is served");
+
+    let r = c
+        .get("/v2/")
+        .header("X-Padding", "a".repeat(128 * 1024))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 431, "a 128 KiB head is refused");
+    }
+    assert_eq!(c.get("/v2/").send().await.unwrap().status(), 200);
+}

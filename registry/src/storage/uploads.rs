@@ -203,7 +203,6 @@ impl Storage {
             }
         }
         if received == 0 {
-            self.delete_if_exists(&chunk_key).await?;
             return Ok(UploadStatus { size });
         }
 
@@ -238,7 +237,8 @@ impl Storage {
 
     /// Streams `body` into a new object at `key` in parts of `part_size`,
     /// hashing every piece when given a hasher. The object appears only when
-    /// the whole body arrived; on any error nothing is left behind.
+    /// the whole body arrived; on any error nothing is left behind, and an
+    /// empty body creates no object at all.
     async fn stream_into<S, E>(
         &self,
         key: &Path,
@@ -249,11 +249,19 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let mut body = std::pin::pin!(aligned::reblock(
-            body,
-            self.part_size,
-            self.upload_blocks.clone()
-        ));
+        let mut body =
+            std::pin::pin!(
+                aligned::reblock(body, self.part_size, self.upload_blocks.clone()).peekable()
+            );
+        if body.as_mut().peek().await.is_none() {
+            // An empty body (docker's closing PUT) stores nothing: no object
+            // to create, sync and delete again.
+            let state = match hasher {
+                Some(h) => Some(h.finish().await),
+                None => None,
+            };
+            return Ok((0, state));
+        }
         let upload = self.store.put_multipart(key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
         let mut received = 0u64;
