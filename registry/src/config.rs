@@ -88,7 +88,8 @@ pub struct S3 {
     /// Path-style addressing (`endpoint/bucket/key`), which most
     /// S3-compatible servers need.
     pub forcepathstyle: bool,
-    /// Size of multipart upload parts in bytes (S3 requires at least 5 MiB).
+    /// Size of the first multipart upload parts in bytes (S3 requires at
+    /// least 5 MiB); parts grow after each quarter of S3's 10,000-part limit.
     pub chunksize: usize,
     /// Answer blob GETs with a redirect to a pre-signed URL instead of
     /// streaming through the registry (registry:2's `redirect.disable: false`).
@@ -109,7 +110,8 @@ impl Default for S3 {
             secretkey: None,
             rootdirectory: String::new(),
             forcepathstyle: false,
-            chunksize: 10 * 1024 * 1024,
+            // S3's minimum: memory per upload is a few parts of this.
+            chunksize: 5 * 1024 * 1024,
             redirect: false,
             max_retries: 5,
             retry_timeout_secs: 30,

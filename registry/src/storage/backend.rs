@@ -10,6 +10,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
+use super::aligned::PartSizes;
 use super::direct_io::{self, DirectIo};
 use super::{Redirect, Storage};
 use crate::config::{self, StorageBackend};
@@ -20,6 +21,10 @@ const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Parts written to local files; small, since memory per upload is bounded by
 /// a few of these, and a multiple of the O_DIRECT alignment.
 const LOCAL_PART_SIZE: usize = 1024 * 1024;
+/// S3 takes at most this many parts per multipart upload; parts grow as an
+/// upload goes on so that `chunksize` bounds memory without bounding blob
+/// size.
+const S3_MAX_PARTS: usize = 10_000;
 /// How long a pre-signed blob URL stays valid.
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 
@@ -59,7 +64,7 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         }
         Arc::new(ChunkedStore::new(local, LOCAL_READ_CHUNK))
     };
-    Ok(Storage::new(store, LOCAL_PART_SIZE))
+    Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE)))
 }
 
 fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {
@@ -98,7 +103,7 @@ fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {
     } else {
         Arc::new(PrefixStore::new(s3.clone(), prefix))
     };
-    let mut storage = Storage::new(store, config.chunksize);
+    let mut storage = Storage::new(store, PartSizes::growing(config.chunksize, S3_MAX_PARTS));
     if config.redirect {
         storage = storage.with_redirect(Redirect {
             signer: s3,

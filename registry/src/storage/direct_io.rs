@@ -272,8 +272,8 @@ impl MultipartUpload for DirectUpload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        // `WriteMultipart` waits for every part before completing, so no
-        // write is in flight any more.
+        // `Storage::stream_into` waits for every part before completing, so
+        // no write is in flight any more.
         let staged = self.staged.take().ok_or_else(finished)?;
         let fsync = self.fsync;
         let published = tokio::task::spawn_blocking(move || {

@@ -55,9 +55,9 @@ pub struct Redirect {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     redirect: Option<Redirect>,
-    /// Size of the parts streamed to the backend: large enough for fast I/O
-    /// (and S3's 5 MiB minimum), small enough to bound memory per upload.
-    part_size: usize,
+    /// Sizes of the parts streamed to the backend: large enough for fast
+    /// I/O (and S3's 5 MiB minimum), small enough to bound memory per upload.
+    parts: aligned::PartSizes,
     /// Upload blocks in memory at once, across all uploads.
     upload_blocks: Arc<tokio::sync::Semaphore>,
     manifests: Arc<manifest_cache::ManifestCache>,
@@ -72,12 +72,12 @@ fn is_not_found(e: &object_store::Error) -> bool {
 }
 
 impl Storage {
-    pub fn new(store: Arc<dyn ObjectStore>, part_size: usize) -> Storage {
+    pub fn new(store: Arc<dyn ObjectStore>, parts: aligned::PartSizes) -> Storage {
         Storage {
             store,
             redirect: None,
-            part_size,
-            upload_blocks: aligned::upload_budget(part_size, UPLOAD_MEMORY_BUDGET),
+            parts,
+            upload_blocks: aligned::upload_budget(parts.base(), UPLOAD_MEMORY_BUDGET),
             manifests: Arc::default(),
         }
     }

@@ -14,8 +14,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
+use tokio::task::{JoinError, JoinSet};
 
 use super::aligned;
 use super::hashing::{PipelinedSha256, ResumableSha256};
@@ -235,7 +236,7 @@ impl Storage {
         }
     }
 
-    /// Streams `body` into a new object at `key` in parts of `part_size`,
+    /// Streams `body` into a new object at `key` in parts of `self.parts`,
     /// hashing every piece when given a hasher. The object appears only when
     /// the whole body arrived; on any error nothing is left behind, and an
     /// empty body creates no object at all.
@@ -251,7 +252,7 @@ impl Storage {
     {
         let mut body =
             std::pin::pin!(
-                aligned::reblock(body, self.part_size, self.upload_blocks.clone()).peekable()
+                aligned::reblock(body, self.parts, self.upload_blocks.clone()).peekable()
             );
         if body.as_mut().peek().await.is_none() {
             // An empty body (docker's closing PUT) stores nothing: no object
@@ -262,28 +263,34 @@ impl Storage {
             };
             return Ok((0, state));
         }
-        let upload = self.store.put_multipart(key).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let mut upload = self.store.put_multipart(key).await?;
+        let mut in_flight = JoinSet::new();
         let mut received = 0u64;
-        while let Some(piece) = body.next().await {
-            let piece = match piece {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(UploadError::Body(e.to_string()));
+        let written: Result<(), UploadError> = async {
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(|e| UploadError::Body(e.to_string()))?;
+                while in_flight.len() >= MAX_PARTS_IN_FLIGHT {
+                    part_written(in_flight.join_next().await)?;
                 }
-            };
-            if let Err(e) = writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
-                return Err(e.into());
+                if let Some(h) = &mut hasher {
+                    h.update(&piece).await;
+                }
+                received += piece.len() as u64;
+                // Each block is one part: `reblock` cut it to the part's size.
+                in_flight.spawn(upload.put_part(PutPayload::from(piece)));
             }
-            if let Some(h) = &mut hasher {
-                h.update(&piece).await;
+            while let Some(done) = in_flight.join_next().await {
+                part_written(Some(done))?;
             }
-            received += piece.len() as u64;
-            writer.put(piece);
+            upload.complete().await?;
+            Ok(())
         }
-        writer.finish().await?;
+        .await;
+        if let Err(e) = written {
+            in_flight.shutdown().await;
+            let _ = upload.abort().await;
+            return Err(e);
+        }
         let state = match hasher {
             Some(h) => Some(h.finish().await),
             None => None,
@@ -390,5 +397,81 @@ impl Storage {
         }
         self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
         Ok(())
+    }
+}
+
+/// The outcome of one part write, as the upload's error.
+fn part_written(
+    done: Option<Result<object_store::Result<()>, JoinError>>,
+) -> Result<(), UploadError> {
+    match done {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(object_store::Error::Generic {
+            store: "upload",
+            source: Box::new(e),
+        }
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::aligned::PartSizes;
+    use object_store::memory::InMemory;
+    use object_store::ObjectStore;
+    use std::sync::Arc;
+
+    fn storage(parts: PartSizes) -> (Storage, Arc<InMemory>) {
+        let store = Arc::new(InMemory::new());
+        (Storage::new(store.clone(), parts), store)
+    }
+
+    fn body(data: &[u8], piece: usize) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        let pieces: Vec<_> = data
+            .chunks(piece)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(pieces)
+    }
+
+    #[tokio::test]
+    async fn a_blob_written_in_growing_parts_reads_back_whole() {
+        // 8 parts at most: 2 of 4 KiB, 2 of 8 KiB, then 16 KiB ones.
+        let (s, _) = storage(PartSizes::growing(4096, 8));
+        let name: RepoName = "grow/parts".parse().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let id = s.start_upload(&name).await.unwrap();
+        let status = s
+            .append_upload(&name, &id, Some(0), None, body(&data, 3000))
+            .await
+            .unwrap();
+        assert_eq!(status.size, data.len() as u64);
+        let digest = Digest::sha256_of(&data);
+        s.finish_upload(&name, &id, &digest).await.unwrap();
+        let got = s.blob_get(&digest, None).await.unwrap().unwrap();
+        assert_eq!(got.bytes().await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_body_failing_midway_leaves_no_chunk_and_no_record() {
+        let (s, store) = storage(PartSizes::fixed(4096));
+        let name: RepoName = "fail/midway".parse().unwrap();
+        let id = s.start_upload(&name).await.unwrap();
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from(vec![1u8; 20_000])),
+            Err("connection reset".to_owned()),
+        ]);
+        let r = s.append_upload(&name, &id, Some(0), None, failing).await;
+        assert!(matches!(r, Err(UploadError::Body(_))), "{r:?}");
+        let keys: Vec<String> = store
+            .list(Some(&layout::upload_dir(&name, &id.0)))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "only startedat is left: {keys:?}");
+        assert_eq!(s.upload_status(&name, &id).await.unwrap().size, 0);
     }
 }
