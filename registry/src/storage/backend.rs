@@ -25,6 +25,8 @@ const LOCAL_PART_SIZE: usize = 1024 * 1024;
 /// upload goes on so that `chunksize` bounds memory without bounding blob
 /// size.
 const S3_MAX_PARTS: usize = 10_000;
+/// The largest object one CopyObject copies (object_store renames by copy).
+const S3_COPY_LIMIT: u64 = 5 << 30;
 /// How long a pre-signed blob URL stays valid.
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 
@@ -103,7 +105,8 @@ fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {
     } else {
         Arc::new(PrefixStore::new(s3.clone(), prefix))
     };
-    let mut storage = Storage::new(store, PartSizes::growing(config.chunksize, S3_MAX_PARTS));
+    let mut storage = Storage::new(store, PartSizes::growing(config.chunksize, S3_MAX_PARTS))
+        .with_rename_limit(S3_COPY_LIMIT);
     if config.redirect {
         storage = storage.with_redirect(Redirect {
             signer: s3,

@@ -61,6 +61,9 @@ pub struct Storage {
     /// Upload blocks in memory at once, across all uploads.
     upload_blocks: Arc<tokio::sync::Semaphore>,
     manifests: Arc<manifest_cache::ManifestCache>,
+    /// Largest object the backend renames in one request (S3's CopyObject
+    /// takes at most 5 GiB); larger upload chunks are streamed into place.
+    rename_limit: Option<u64>,
 }
 
 /// Memory for upload data in flight, across all uploads (at least four
@@ -79,7 +82,13 @@ impl Storage {
             parts,
             upload_blocks: aligned::upload_budget(parts.base(), UPLOAD_MEMORY_BUDGET),
             manifests: Arc::default(),
+            rename_limit: None,
         }
+    }
+
+    pub fn with_rename_limit(mut self, bytes: u64) -> Storage {
+        self.rename_limit = Some(bytes);
+        self
     }
 
     pub fn with_redirect(mut self, redirect: Redirect) -> Storage {

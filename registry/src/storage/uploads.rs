@@ -330,14 +330,17 @@ impl Storage {
                 [] => {
                     self.store.put(&target, PutPayload::default()).await?;
                 }
-                [only] => {
+                [only] if self.rename_limit.is_none_or(|limit| only.end <= limit) => {
                     self.store
                         .rename(&Path::from(only.chunk.as_str()), &target)
                         .await?;
                 }
-                many => {
+                // Several chunks, or one the backend can't rename (copy) in
+                // one request: streamed into the blob, and the chunks are
+                // removed with the session.
+                chunks => {
                     let pieces =
-                        futures::stream::iter(many.iter().map(|p| Path::from(p.chunk.as_str())))
+                        futures::stream::iter(chunks.iter().map(|p| Path::from(p.chunk.as_str())))
                             .then(|key| {
                                 let store = self.store.clone();
                                 async move { store.get(&key).await.map(|r| r.into_stream()) }
@@ -473,5 +476,29 @@ mod tests {
             .unwrap();
         assert_eq!(keys.len(), 1, "only startedat is left: {keys:?}");
         assert_eq!(s.upload_status(&name, &id).await.unwrap().size, 0);
+    }
+
+    #[tokio::test]
+    async fn chunks_at_and_over_the_rename_limit_both_become_the_blob() {
+        let (s, store) = storage(PartSizes::fixed(4096));
+        let s = s.with_rename_limit(10_000);
+        let name: RepoName = "copy/limit".parse().unwrap();
+        for len in [10_000usize, 10_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+            let id = s.start_upload(&name).await.unwrap();
+            s.append_upload(&name, &id, Some(0), None, body(&data, 4000))
+                .await
+                .unwrap();
+            let digest = Digest::sha256_of(&data);
+            s.finish_upload(&name, &id, &digest).await.unwrap();
+            let got = s.blob_get(&digest, None).await.unwrap().unwrap();
+            assert_eq!(got.bytes().await.unwrap(), data, "{len} bytes");
+            let left: Vec<_> = store
+                .list(Some(&layout::upload_dir(&name, &id.0)))
+                .try_collect()
+                .await
+                .unwrap();
+            assert!(left.is_empty(), "the session is gone: {left:?}");
+        }
     }
 }
