@@ -7,6 +7,7 @@ pub mod gc;
 pub mod metrics;
 pub mod oci;
 pub mod ops;
+pub mod referrers_index;
 pub mod scrub;
 pub mod server;
 pub mod storage;

@@ -34,6 +34,10 @@ enum Command {
     /// Verify every blob's content against its digest and every link; exit 1
     /// when anything is corrupt or dangling.
     Scrub(ConfigArg),
+    /// List in the referrers API the artifacts (manifests with a subject)
+    /// that another registry, such as registry:2, stored; run once after
+    /// moving its storage here. Only adds, safe while the registry serves.
+    IndexReferrers(ConfigArg),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         }
         Command::Healthcheck(arg) => load(&arg).and_then(|c| healthcheck(&c)),
         Command::Gc(args) => load(&args.config).and_then(|c| gc(c, &args)),
+        Command::IndexReferrers(arg) => load(&arg).and_then(index_referrers),
         Command::Scrub(arg) => {
             return match load(&arg).and_then(scrub) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -218,6 +223,20 @@ fn scrub(config: Config) -> Result<bool, String> {
         }
         println!("{report}");
         Ok(report.is_clean())
+    })
+}
+
+fn index_referrers(config: Config) -> Result<(), String> {
+    init_logging(&config);
+    let fail = |e: &dyn std::fmt::Display| format!("registry index-referrers: {e}");
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
+    runtime.block_on(async {
+        let storage = registry::storage::backend::open(&config.storage).map_err(|e| fail(&e))?;
+        let report = registry::referrers_index::run(&storage)
+            .await
+            .map_err(|e| fail(&e))?;
+        println!("{report}");
+        Ok(())
     })
 }
 

@@ -7,6 +7,8 @@
 mod distribution;
 #[path = "support/oci_layout.rs"]
 mod oci_layout;
+#[path = "support/registry_bin.rs"]
+mod registry_bin;
 #[path = "support/skopeo.rs"]
 mod skopeo;
 mod support;
@@ -693,10 +695,9 @@ async fn referrers(c: &Client, repo: &str, digest: &str) -> Vec<String> {
 async fn artifacts_with_a_subject_cross_both_ways() {
     // An artifact (artifactType, empty config, subject) pushed to
     // docker-registry is served by us byte for byte, and ours by it. Our
-    // referrers index is ours alone (`_referrers`, which registry:2 ignores):
-    // an artifact that docker-registry wrote is not listed by our referrers
-    // API (it has no referrers API; clients used the `sha256-<hex>` tag
-    // fallback there), so that is not asserted here.
+    // referrers index is ours alone (`_referrers`, which registry:2 ignores
+    // and does not write): an artifact that docker-registry wrote is listed
+    // by our referrers API once `registry index-referrers` has run.
     let shared = tempfile::tempdir().unwrap();
     let root = shared.path().join("storage");
     let theirs = DockerRegistry::start(&root).await;
@@ -709,9 +710,31 @@ async fn artifacts_with_a_subject_cross_both_ways() {
 
     let ours = TestServer::start_with(|c| c.storage.filesystem.rootdirectory = root.clone()).await;
     assert_serves_everything(&ours.client(), &pushed).await;
+    let theirs_sbom = pushed.last().unwrap().digest.clone();
+    let listed = referrers(&ours.client(), "compat/app", &subject).await;
+    assert!(
+        !listed.contains(&theirs_sbom),
+        "not indexed yet: {listed:?}"
+    );
+    let index = |expect: &str| {
+        let out = registry_bin::run(&root, &ours.config.auth.htpasswd.path, &["index-referrers"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "{stdout}");
+    };
+    index("added 1 referrers entries");
+    let listed = referrers(&ours.client(), "compat/app", &subject).await;
+    assert_eq!(listed, vec![theirs_sbom.clone()]);
+    index("added 0 referrers entries");
+
     let ours_sbom = push_referrer(&ours.client(), "compat/app", &pushed[0], b"our sbom").await;
     let listed = referrers(&ours.client(), "compat/app", &subject).await;
     assert!(listed.contains(&ours_sbom.digest), "referrers: {listed:?}");
+    assert!(listed.contains(&theirs_sbom), "referrers: {listed:?}");
     pushed.push(ours_sbom);
     ours.stop().await;
 

@@ -270,6 +270,17 @@ impl Storage {
         self.read_link(&layout::tag_current_link(name, tag)).await
     }
 
+    /// Lists `referrer` among the referrers of `subject` in `name`.
+    pub async fn index_referrer(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+    ) -> Result<()> {
+        self.write_link(&layout::referrer_link(name, subject, referrer), referrer)
+            .await
+    }
+
     /// Stores a manifest whose content was validated and whose references
     /// were checked, then points `tag` (if any) at it.
     pub async fn put_manifest(
@@ -287,8 +298,7 @@ impl Storage {
         self.link_blob_if_missing(name, d).await?;
         self.write_link(&layout::revision_link(name, d), d).await?;
         if let Some(subject) = subject {
-            self.write_link(&layout::referrer_link(name, subject, d), d)
-                .await?;
+            self.index_referrer(name, subject, d).await?;
         }
         if let Some(tag) = tag {
             self.write_link(&layout::tag_index_link(name, tag, d), d)
