@@ -116,8 +116,12 @@ run_one() {
     many+=("$("$CLIENT" "$base" "$USER_" "$PASS" many "$MANY" 16 "$((10 + i))")")
   done
   "$CLIENT" "$base" "$USER_" "$PASS" image bench/app latest >/dev/null
-  rps=$(wrk -t2 -c32 -d"${WRK_SECONDS}s" -H "$AUTH" -H "$ACCEPT" "$base/v2/bench/app/manifests/latest" \
-        | awk '/Requests\/sec/ {print $2}')
+  local rpss=()
+  for i in $(seq "$REPEAT"); do
+    rpss+=("{\"rps\": $(wrk -t2 -c32 -d"${WRK_SECONDS}s" -H "$AUTH" -H "$ACCEPT" "$base/v2/bench/app/manifests/latest" \
+        | awk '/Requests\/sec/ {print $2}')}")
+  done
+  rps=$(median rps "${rpss[@]}")
   local peak; peak=$(kb "$pid" VmHWM)
   # RSS growth across one huge push and pull: reset the peak, measure again.
   local before; before=$(kb "$pid" VmRSS)
@@ -131,7 +135,7 @@ run_one() {
   R[$who.rps]=$rps
   R[$who.peak]=$((peak / 1024))
   R[$who.growth]=$(( (after - before) / 1024 ))
-  echo "$who: ${big[*]} ${many[*]} manifest_rps=$rps peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
+  echo "$who: ${big[*]} ${many[*]} manifest_rps=$rps (${rpss[*]}) peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
 }
 
 configs=(theirs ours ours_buffered)
@@ -161,8 +165,8 @@ section=$(cat <<MD
 ## Registry vs Debian's docker-registry (registry:2)
 
 Command: \`bench/registry.sh\` (BIG_MIB=$BIG_MIB, HUGE_MIB=$HUGE_MIB, MANY=$MANY,
-REPEAT=$REPEAT, wrk ${WRK_SECONDS}s). Push, pull and many-blob figures are
-the median of REPEAT runs (new blobs each time). Measured $(date -u +%Y-%m-%d) on $(nproc) cores,
+REPEAT=$REPEAT, wrk ${WRK_SECONDS}s). Every throughput figure is the median
+of REPEAT runs (new blobs each time). Measured $(date -u +%Y-%m-%d) on $(nproc) cores,
 $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); the client, wrk and
 (for S3) moto share the two cores with the server under test. Every server
 uses Basic auth against the same bcrypt (cost 5) htpasswd file. On disk, both
