@@ -123,6 +123,9 @@ run_one() {
   done
   rps=$(median rps "${rpss[@]}")
   local peak; peak=$(kb "$pid" VmHWM)
+  # What the memory is now: mapped files (the binary's code, libraries) and
+  # anonymous (heap, stacks).
+  local split; split="$(( $(kb "$pid" RssFile) / 1024 )) + $(( $(kb "$pid" RssAnon) / 1024 ))"
   # RSS growth across one huge push and pull: reset the peak, measure again.
   local before; before=$(kb "$pid" VmRSS)
   echo 5 > "/proc/$pid/clear_refs"
@@ -135,6 +138,7 @@ run_one() {
   R[$who.rps]=$rps
   R[$who.peak]=$((peak / 1024))
   R[$who.growth]=$(( (after - before) / 1024 ))
+  R[$who.split]=$split
   echo "$who: ${big[*]} ${many[*]} manifest_rps=$rps (${rpss[*]}) peak_rss_mib=${R[$who.peak]} huge_growth_mib=${R[$who.growth]} ($huge)" >&2
 }
 
@@ -155,7 +159,7 @@ row() {
   local title=$1 key=$2 line="| $1 |"
   for c in "${configs[@]}"; do
     local v=${R[$c.$key]} b=${R[${BASE[$c]}.$key]}
-    if [ "$c" = "${BASE[$c]}" ] || [ "$key" = growth ]; then line+=" $v |"; else line+=" $v ($(ratio "$v" "$b")) |"; fi
+    if [ "$c" = "${BASE[$c]}" ] || [ "$key" = growth ] || [ "$key" = split ]; then line+=" $v |"; else line+=" $v ($(ratio "$v" "$b")) |"; fi
   done
   echo "$line"
 }
@@ -184,6 +188,7 @@ $(row "pull the same blob, MiB/s" pull)
 $(row "push ${MANY} × 1 MiB blobs at concurrency 16, blobs/s" many)
 $(row "manifest GET by tag, Basic auth, 32 connections, req/s" rps)
 $(row "peak RSS over the runs above, MiB" peak)
+$(row "RSS after them: file-backed + anonymous, MiB" split)
 $(row "RSS growth while pushing and pulling a ${HUGE_MIB} MiB blob, MiB" growth)
 MD
 )

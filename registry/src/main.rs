@@ -182,8 +182,27 @@ fn serve(config: Config) -> Result<(), String> {
     })
 }
 
+/// Runs maintenance command `name` on the configured storage, on a runtime
+/// of its own; errors come back as one line naming the command.
+fn on_storage<T, E, Fut>(
+    config: &Config,
+    name: &str,
+    run: impl FnOnce(registry::storage::Storage) -> Fut,
+) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    init_logging(config);
+    let fail = |e: &dyn std::fmt::Display| format!("registry {name}: {e}");
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
+    runtime.block_on(async {
+        let storage = registry::storage::backend::open(&config.storage).map_err(|e| fail(&e))?;
+        run(storage).await.map_err(|e| fail(&e))
+    })
+}
+
 fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
-    init_logging(&config);
     let purging = &config.storage.maintenance.uploadpurging;
     let options = registry::gc::Options {
         dry_run: args.dry_run,
@@ -191,53 +210,36 @@ fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
         grace: args.grace_period.unwrap_or(config.gc.grace_period),
         upload_max_age: purging.enabled.then_some(purging.age),
     };
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("registry gc: {e}"))?;
-    runtime.block_on(async {
-        let storage = registry::storage::backend::open(&config.storage)
-            .map_err(|e| format!("registry gc: {e}"))?;
-        let report = registry::gc::run(&storage, &options, None)
-            .await
-            .map_err(|e| format!("registry gc: {e}"))?;
-        if !args.quiet {
-            for line in report.details() {
-                println!("{line}");
-            }
+    let report = on_storage(&config, "gc", |storage| async move {
+        registry::gc::run(&storage, &options, None).await
+    })?;
+    if !args.quiet {
+        for line in report.details() {
+            println!("{line}");
         }
-        println!("{report}");
-        Ok(())
-    })
+    }
+    println!("{report}");
+    Ok(())
 }
 
 /// Ok(true) when the store is clean.
 fn scrub(config: Config) -> Result<bool, String> {
-    init_logging(&config);
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("registry scrub: {e}"))?;
-    runtime.block_on(async {
-        let storage = registry::storage::backend::open(&config.storage)
-            .map_err(|e| format!("registry scrub: {e}"))?;
-        let report = registry::scrub::run(&storage)
-            .await
-            .map_err(|e| format!("registry scrub: {e}"))?;
-        for problem in &report.problems {
-            println!("{problem}");
-        }
-        println!("{report}");
-        Ok(report.is_clean())
-    })
+    let report = on_storage(&config, "scrub", |storage| async move {
+        registry::scrub::run(&storage).await
+    })?;
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!("{report}");
+    Ok(report.is_clean())
 }
 
 fn index_referrers(config: Config) -> Result<(), String> {
-    init_logging(&config);
-    let fail = |e: &dyn std::fmt::Display| format!("registry index-referrers: {e}");
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
-    runtime.block_on(async {
-        let storage = registry::storage::backend::open(&config.storage).map_err(|e| fail(&e))?;
-        let report = registry::referrers_index::run(&storage)
-            .await
-            .map_err(|e| fail(&e))?;
-        println!("{report}");
-        Ok(())
-    })
+    let report = on_storage(&config, "index-referrers", |storage| async move {
+        registry::referrers_index::run(&storage).await
+    })?;
+    println!("{report}");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_registry");
@@ -19,14 +20,23 @@ impl Drop for Server {
     }
 }
 
-/// Starts the binary in `dir` on an ephemeral port. Returns the server, the
-/// password line it printed (when `expect_password`) and the address it
-/// logged.
-fn spawn(dir: &std::path::Path, expect_password: bool) -> (Server, Option<String>, String) {
+/// The binary started by `spawn_with`, and its JSON log lines as they come.
+struct Spawned {
+    server: Server,
+    /// The password line it printed, when asked to expect one.
+    printed: Option<String>,
+    addr: String,
+    log: Receiver<serde_json::Value>,
+}
+
+/// Starts the binary in `dir` on an ephemeral port, with `env` on top of the
+/// defaults, and waits for its "listening" line.
+fn spawn_with(dir: &std::path::Path, env: &[(&str, &str)], expect_password: bool) -> Spawned {
     let mut child = Command::new(BIN)
         .current_dir(dir)
         .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
         .env("REGISTRY_LOG_FORMATTER", "json")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -38,22 +48,50 @@ fn spawn(dir: &std::path::Path, expect_password: bool) -> (Server, Option<String
             .unwrap();
         line
     });
-    let mut addr = None;
-    for l in BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
-        if v["fields"]["message"] == "registry listening" {
-            addr = v["fields"]["addr"].as_str().map(str::to_owned);
-            break;
+    let (lines_tx, log) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                if lines_tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let server = Server { child };
+    let started = next_matching(&log, |v| v["fields"]["message"] == "registry listening");
+    let addr = started["fields"]["addr"]
+        .as_str()
+        .expect("listening address logged")
+        .to_owned();
+    Spawned {
+        server,
+        printed,
+        addr,
+        log,
+    }
+}
+
+/// Starts the binary with the embedded defaults; see `spawn_with`.
+fn spawn(dir: &std::path::Path, expect_password: bool) -> (Server, Option<String>, String) {
+    let s = spawn_with(dir, &[], expect_password);
+    (s.server, s.printed, s.addr)
+}
+
+/// The next log line `pred` accepts.
+fn next_matching(
+    log: &Receiver<serde_json::Value>,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let v = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the log line arrives");
+        if pred(&v) {
+            return v;
         }
     }
-    (
-        Server { child },
-        printed,
-        addr.expect("listening address logged"),
-    )
 }
 
 #[test]
@@ -194,37 +232,12 @@ fn bad_configuration_fails_at_start_naming_the_key() {
 fn access_log_counts_chunked_upload_bytes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data/auth")).unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
-        .env("REGISTRY_LOG_FORMATTER", "json")
-        .env("REGISTRY_AUTH", "none")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&l) {
-                if lines_tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    let _server = Server { child };
-    let next_matching = |pred: &dyn Fn(&serde_json::Value) -> bool| loop {
-        let v = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the log line arrives");
-        if pred(&v) {
-            return v;
-        }
-    };
-    let started = next_matching(&|v| v["fields"]["message"] == "registry listening");
-    let addr = started["fields"]["addr"].as_str().unwrap().to_owned();
+    let Spawned {
+        server: _server,
+        addr,
+        log,
+        ..
+    } = spawn_with(dir.path(), &[("REGISTRY_AUTH", "none")], false);
 
     let size = 3 * 65_536 + 17;
     tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -248,6 +261,8 @@ fn access_log_counts_chunked_upload_bytes() {
             .unwrap();
         assert_eq!(r.status(), 202);
     });
-    let line = next_matching(&|v| v["target"] == "access" && v["fields"]["method"] == "PATCH");
+    let line = next_matching(&log, |v| {
+        v["target"] == "access" && v["fields"]["method"] == "PATCH"
+    });
     assert_eq!(line["fields"]["bytes_in"], size, "{line}");
 }

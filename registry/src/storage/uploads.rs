@@ -478,19 +478,29 @@ mod tests {
         assert_eq!(s.upload_status(&name, &id).await.unwrap().size, 0);
     }
 
+    /// On the local filesystem a rename keeps the file (its inode); a
+    /// streamed copy makes a new one, so the inode tells which path ran.
     #[tokio::test]
-    async fn chunks_at_and_over_the_rename_limit_both_become_the_blob() {
-        let (s, store) = storage(PartSizes::fixed(4096));
-        let s = s.with_rename_limit(10_000);
+    async fn chunks_over_the_rename_limit_are_streamed_and_at_it_renamed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let s = Storage::new(store.clone(), PartSizes::fixed(4096)).with_rename_limit(10_000);
         let name: RepoName = "copy/limit".parse().unwrap();
-        for len in [10_000usize, 10_001] {
+        for (len, renamed) in [(10_000usize, true), (10_001, false)] {
             let data: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
             let id = s.start_upload(&name).await.unwrap();
             s.append_upload(&name, &id, Some(0), None, body(&data, 4000))
                 .await
                 .unwrap();
+            let chunk = s.read_part(&name, &id, len as u64).await.unwrap().chunk;
+            let inode = |key: &str| std::fs::metadata(dir.path().join(key)).unwrap().ino();
+            let chunk_inode = inode(&chunk);
             let digest = Digest::sha256_of(&data);
             s.finish_upload(&name, &id, &digest).await.unwrap();
+            let blob_inode = inode(layout::blob_data(&digest).as_ref());
+            assert_eq!(chunk_inode == blob_inode, renamed, "{len} bytes");
             let got = s.blob_get(&digest, None).await.unwrap().unwrap();
             assert_eq!(got.bytes().await.unwrap(), data, "{len} bytes");
             let left: Vec<_> = store
