@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::hash::{Hash, MalformedHash, Scheme};
+use crate::hash::{Hash, MalformedHash, Scheme, WorkArea};
 
 /// Verified against when a user is unknown and the file has no usable entry,
 /// so that such a login costs as much as a real one. Argon2id with the same
@@ -123,10 +123,16 @@ impl Htpasswd {
     /// dummy is the first user's hash, so this holds as long as all users
     /// share one scheme and cost, which is what the CLI writes.
     pub fn verify(&self, user: &str, password: &str) -> bool {
+        self.verify_in(user, password, &mut WorkArea::new())
+    }
+
+    /// [`verify`](Self::verify), with argon2 working in `area` (reused by
+    /// the caller across verifications) instead of in memory of its own.
+    pub fn verify_in(&self, user: &str, password: &str, area: &mut WorkArea) -> bool {
         match self.users.get(user) {
-            Some(hash) => hash.verify(password),
+            Some(hash) => hash.verify_in(password, area),
             None => {
-                std::hint::black_box(self.dummy().verify(password));
+                std::hint::black_box(self.dummy().verify_in(password, area));
                 false
             }
         }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 
 /// Cost `htpasswd -B` uses when `-C` is not given. Apache's default is 5,
 /// which was cheap already in 2012; 10 costs ~50–80 ms per verification here,
@@ -78,16 +78,104 @@ pub(crate) enum Hash {
 }
 
 impl Hash {
+    /// Verifies with a temporary working area (see [`WorkArea`]).
     pub(crate) fn verify(&self, password: &str) -> bool {
+        self.verify_in(password, &mut WorkArea::new())
+    }
+
+    /// Verifies `password`, letting argon2 work in `area` instead of
+    /// allocating its memory (19 MiB by default) for this one call.
+    pub(crate) fn verify_in(&self, password: &str, area: &mut WorkArea) -> bool {
         match self {
-            // The hash's own algorithm, version and parameters are used, not
-            // those of `Argon2::default()`.
-            Hash::Argon2(hash) => Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_ref())
-                .is_ok(),
+            Hash::Argon2(hash) => verify_argon2(hash, password.as_bytes(), area),
             Hash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
         }
     }
+}
+
+/// The memory argon2 fills while it verifies, kept by the caller from one
+/// verification to the next.
+///
+/// `Argon2::verify_password` allocates m KiB (19 MiB by default), 64-byte
+/// aligned, on every call and frees it after. glibc serves such aligned
+/// requests from the heap and, measured on the registry, did not reuse the
+/// freed areas: the heap grew by an area per failed login, so a login storm
+/// bought memory without a password. Here the area is its own anonymous
+/// mapping: reused for as long as the caller keeps it, and handed back to
+/// the kernel, whole, when it is dropped. It grows to the largest m it has
+/// been used for; argon2 overwrites every block before reading it, so
+/// nothing needs clearing between uses.
+#[derive(Default)]
+pub struct WorkArea {
+    map: Option<memmap2::MmapMut>,
+}
+
+impl WorkArea {
+    pub fn new() -> WorkArea {
+        WorkArea::default()
+    }
+
+    /// Bytes held (0 until the first argon2 verification).
+    pub fn bytes(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// `count` blocks, or `None` when the kernel refuses the memory.
+    fn blocks(&mut self, count: usize) -> Option<&mut [Block]> {
+        let bytes = count.checked_mul(Block::SIZE)?;
+        if self.bytes() < bytes {
+            self.map = None;
+            self.map = Some(memmap2::MmapMut::map_anon(bytes).ok()?);
+        }
+        let map = self.map.as_mut()?;
+        // SAFETY: a Block is 128 u64s (any bit pattern is a valid Block);
+        // the mapping is page-aligned, so `align_to_mut` leaves no prefix.
+        let (prefix, blocks, _) = unsafe { map.align_to_mut::<Block>() };
+        if !prefix.is_empty() || blocks.len() < count {
+            return None;
+        }
+        Some(&mut blocks[..count])
+    }
+}
+
+/// The hash's own algorithm, version and parameters are used, not those of
+/// `Argon2::default()`. All were checked when the file was parsed; anything
+/// that still fails to compute does not match.
+fn verify_argon2(hash: &PasswordHash, password: &[u8], area: &mut WorkArea) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Some(blocks) = area.blocks(params.block_count()) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2
+        .hash_password_into_with_memory(password, salt, &mut out, blocks)
+        .is_err()
+    {
+        return false;
+    }
+    constant_time_eq(&out, expected.as_bytes())
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 impl fmt::Debug for Hash {
@@ -210,6 +298,47 @@ mod tests {
         assert!(verify_hash(&hash, "s3cret"));
         assert!(!verify_hash(&hash, "s3cret "));
         assert_ne!(hash, hash_argon2id("s3cret"), "salt must be random");
+    }
+
+    #[test]
+    fn one_work_area_serves_many_verifications_of_any_size() {
+        let mut area = WorkArea::new();
+        assert_eq!(area.bytes(), 0);
+        let Ok(Scheme::Supported(small)) = Scheme::classify(ARGON2ID_REFERENCE) else {
+            panic!("reference vector must parse");
+        };
+        assert!(small.verify_in("password", &mut area));
+        assert_eq!(area.bytes(), 256 * 1024, "m=256 KiB");
+        let Ok(Scheme::Supported(big)) = Scheme::classify(&hash_argon2id("s3cret")) else {
+            panic!("a generated hash must parse");
+        };
+        for _ in 0..3 {
+            assert!(big.verify_in("s3cret", &mut area));
+            assert!(!big.verify_in("s3cret!", &mut area));
+        }
+        assert_eq!(area.bytes(), 19456 * 1024, "grown to the largest m, once");
+        // A smaller hash after a bigger one: the area is used, not replaced,
+        // and what the bigger one left in it does not change the result.
+        assert!(small.verify_in("password", &mut area));
+        assert!(!small.verify_in("Password", &mut area));
+        assert_eq!(area.bytes(), 19456 * 1024);
+        let bcrypt = Hash::Bcrypt(hash_bcrypt("s3cret", 4).unwrap());
+        assert!(bcrypt.verify_in("s3cret", &mut area));
+    }
+
+    #[test]
+    fn argon2_variants_verify_with_their_own_algorithm() {
+        // argon2i and argon2d made by Debian's argon2 (the reference
+        // implementation) for "password", "somesalt", m=256, t=2, p=1, v=19.
+        let cases = [
+            "$argon2i$v=19$m=256,t=2,p=1$c29tZXNhbHQ$iekCn0Y3spW+sCcFanM2xBT63UP2sghkUoHLIUpWRS8",
+            "$argon2d$v=19$m=256,t=2,p=1$c29tZXNhbHQ$JcTui6RIBUtJ78gE5Hi52CO+H5vS6Z9R1uxAB6OhUB8",
+            ARGON2ID_REFERENCE,
+        ];
+        for hash in cases {
+            assert!(verify_hash(hash, "password"), "{hash}");
+            assert!(!verify_hash(hash, "passwore"), "{hash}");
+        }
     }
 
     #[test]

@@ -25,6 +25,6 @@ pub use file::{
     validate_user, Htpasswd, InvalidUser, LoadError, ParseError, ParseErrorKind, UnsupportedEntry,
 };
 pub use hash::{
-    hash_argon2id, hash_bcrypt, verify_hash, HashError, MalformedHash, BCRYPT_COSTS,
+    hash_argon2id, hash_bcrypt, verify_hash, HashError, MalformedHash, WorkArea, BCRYPT_COSTS,
     BCRYPT_MAX_PASSWORD_LEN, DEFAULT_BCRYPT_COST,
 };

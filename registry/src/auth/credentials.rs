@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
-use htpasswd::Htpasswd;
+use htpasswd::{Htpasswd, WorkArea};
 use tokio::sync::Semaphore;
 
 use crate::config::HtpasswdAuth;
@@ -71,7 +72,7 @@ pub struct Credentials {
     /// HMAC(user:password) -> (user, expiry).
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     ttl: Duration,
-    verify_slots: Semaphore,
+    verify_slots: VerifySlots,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     max_failures: u32,
     user_failures: Mutex<HashMap<String, (Instant, u32)>>,
@@ -157,7 +158,7 @@ impl Credentials {
             cache_key,
             cache: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(config.cache_ttl_secs),
-            verify_slots: Semaphore::new(slots),
+            verify_slots: VerifySlots::new(slots),
             failures: Mutex::new(HashMap::new()),
             max_failures: config.max_failures_per_minute,
             user_failures: Mutex::new(HashMap::new()),
@@ -283,14 +284,14 @@ impl Credentials {
         self.check_throttle(client)?;
         self.check_user_throttle(&user, client)?;
 
+        let slot = self.verify_slots.acquire().await;
+        // Requests that arrived together all passed the checks above before
+        // any of them failed; ask again now that this one's turn has come,
+        // so a burst is throttled after the limit, not after the burst.
+        self.check_throttle(client)?;
+        self.check_user_throttle(&user, client)?;
         let file = self.loaded.read().unwrap().file.clone();
-        let ok = {
-            let _slot = self.verify_slots.acquire().await.expect("never closed");
-            let user = user.clone();
-            tokio::task::spawn_blocking(move || file.verify(&user, &password))
-                .await
-                .unwrap_or(false)
-        };
+        let ok = slot.verify(file, user.clone(), password).await;
         if !ok {
             self.record_failure(client, &user);
             return Err(Failure::Invalid);
@@ -393,6 +394,100 @@ impl Credentials {
         if known.len() < MAP_PRUNE_AT * 10 {
             known.insert((user.to_owned(), client), Instant::now());
         }
+    }
+}
+
+/// Password verifications allowed at once, each with the argon2 working
+/// area it reuses: memory for hashing is at most `slots` areas, however
+/// many logins arrive and fail, and none once the logins stop.
+struct VerifySlots {
+    permits: Arc<Semaphore>,
+    pool: Arc<AreaPool>,
+}
+
+struct AreaPool {
+    /// Areas not in use; never more than the number of permits, since only
+    /// a permit holder takes one and it returns it before the permit.
+    idle: Mutex<Vec<WorkArea>>,
+    /// Verifications running or waiting for a permit. When the last one
+    /// ends, the areas are freed: a registry in use verifies a password
+    /// once a minute per client (the cache does the rest), so they are
+    /// worth keeping only while logins queue.
+    wanted: AtomicUsize,
+}
+
+/// Counts one verification in `AreaPool::wanted` while it lives, including
+/// a request dropped while it waits for a permit.
+struct Wanted(Arc<AreaPool>);
+
+impl Drop for Wanted {
+    fn drop(&mut self) {
+        self.0.wanted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The right to run one verification.
+struct VerifySlot {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    wanted: Wanted,
+}
+
+impl VerifySlots {
+    fn new(slots: usize) -> VerifySlots {
+        VerifySlots {
+            permits: Arc::new(Semaphore::new(slots)),
+            pool: Arc::new(AreaPool {
+                idle: Mutex::new(Vec::with_capacity(slots)),
+                wanted: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    async fn acquire(&self) -> VerifySlot {
+        self.pool.wanted.fetch_add(1, Ordering::SeqCst);
+        let wanted = Wanted(self.pool.clone());
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        VerifySlot { permit, wanted }
+    }
+
+    /// Areas allocated now (idle ones; for tests).
+    #[cfg(test)]
+    fn idle_areas(&self) -> usize {
+        self.pool.idle.lock().unwrap().len()
+    }
+}
+
+impl VerifySlot {
+    /// Verifies on the blocking pool. The permit and the area travel with
+    /// the blocking task, so a client that hangs up mid-verification frees
+    /// its slot only when the hash is done: the bound holds under a storm
+    /// of dropped connections too.
+    async fn verify(self, file: Arc<Htpasswd>, user: String, password: String) -> bool {
+        tokio::task::spawn_blocking(move || {
+            let VerifySlot { permit, wanted } = self;
+            let pool = &wanted.0;
+            let mut area = pool.idle.lock().unwrap().pop().unwrap_or_default();
+            let ok = file.verify_in(&user, &password, &mut area);
+            let mut idle = pool.idle.lock().unwrap();
+            if pool.wanted.load(Ordering::SeqCst) > 1 {
+                idle.push(area);
+            } else {
+                // Nobody else waits: free this area and any left idle.
+                idle.clear();
+                drop(area);
+            }
+            drop(idle);
+            drop(wanted);
+            drop(permit);
+            ok
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 
@@ -547,6 +642,46 @@ mod tests {
             c.authenticate(Some(&header("bob", "x")), fresh).await,
             Err(Failure::Invalid)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verification_areas_are_reused_while_logins_queue_and_freed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        // A small argon2id cost: the point is the areas, not the hash.
+        std::fs::write(
+            &path,
+            "alice:$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4\n",
+        )
+        .unwrap();
+        let config = HtpasswdAuth {
+            path,
+            max_failures_per_minute: 1000,
+            max_failures_per_user_per_minute: 1000,
+            ..Default::default()
+        };
+        let (c, _) = Credentials::open(&config).unwrap();
+        let c = Arc::new(c);
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let password = if i % 2 == 0 { "password" } else { "wrong" };
+                    let user = if i % 3 == 0 { "ghost" } else { "alice" };
+                    c.authenticate_password(user, password, CLIENT)
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        // i even and not a multiple of 3 (the cache may answer some).
+        assert_eq!(ok, (0..64).filter(|i| i % 2 == 0 && i % 3 != 0).count());
+        assert_eq!(c.verify_slots.idle_areas(), 0, "freed once nobody waits");
+        assert_eq!(c.verify_slots.pool.wanted.load(Ordering::SeqCst), 0);
     }
 
     #[test]

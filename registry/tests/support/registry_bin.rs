@@ -12,7 +12,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_registry");
 /// `registry <args>` with the configuration given as registry:2-style
 /// environment variables.
 pub fn command(storage_root: &Path, htpasswd: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    command_of(Path::new(BIN), storage_root, htpasswd, args)
+}
+
+/// [`command`] for another build of the binary (the static release one).
+pub fn command_of(bin: &Path, storage_root: &Path, htpasswd: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
     c.args(args)
         .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
         .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", storage_root)
