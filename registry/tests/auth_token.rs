@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -16,6 +16,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use registry::auth::der::{self, PublicKey};
 use registry::config::{AuthMode, Config};
 use serde_json::{json, Value};
+use support::token_issuer::{issuer_cert, openssl, private_der, spki_of_cert};
 use support::{expect_error, sha256_digest, Client, TestServer, OCI_MANIFEST};
 
 const USERS: &[(&str, &str)] = &[
@@ -293,8 +294,8 @@ async fn docker_style_flow_challenge_token_retry() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
     assert_eq!(r.bytes().await.unwrap(), manifest);
-    // Carol (same group) pulls; bob is denied with 403 DENIED and told
-    // the scope was insufficient.
+    // Carol (same group) pulls; bob's token (granted nothing) gets 401 with
+    // error="insufficient_scope", as from registry:2.
     let r = docker_request(
         &s,
         Some("carol"),
@@ -310,11 +311,11 @@ async fn docker_style_flow_challenge_token_retry() {
         "/v2/team-a/app/manifests/v1",
     )
     .await;
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     let c = challenge(&r);
     assert_eq!(c["error"], "insufficient_scope");
     assert_eq!(c["scope"], "repository:team-a/app:pull");
-    assert_eq!(expect_error(r, 403).await, "DENIED");
+    assert_eq!(expect_error(r, 401).await, "UNAUTHORIZED");
     // A token is for this registry's service only.
     let r = reqwest::get(format!("{}/auth/token?service=other", s.base))
         .await
@@ -498,9 +499,9 @@ async fn scope_is_granted_in_part() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     assert_eq!(challenge(&r)["scope"], "repository:team-b/app:pull,push");
-    assert_eq!(expect_error(r, 403).await, "DENIED");
+    assert_eq!(expect_error(r, 401).await, "UNAUTHORIZED");
     // Nothing allowed at all: a token with no access, not an error.
     let t = token(&s, Some("carol"), &["repository:team-b/app:pull"]).await;
     assert_eq!(payload(&t)["access"], json!([]));
@@ -541,12 +542,12 @@ async fn acl_matrix_in_token_mode() {
         }
     };
     assert_eq!(push("alice", "team-a/app").await, 201);
-    assert_eq!(push("alice", "team-b/app").await, 403);
+    assert_eq!(push("alice", "team-b/app").await, 401);
     assert_eq!(push("bob", "team-b/app").await, 201);
-    assert_eq!(push("bob", "team-a/app").await, 403);
+    assert_eq!(push("bob", "team-a/app").await, 401);
     assert_eq!(push("carol", "team-a/app").await, 201);
     assert_eq!(push("root", "anything/else").await, 201);
-    assert_eq!(push("alice", "unlisted/repo").await, 403);
+    assert_eq!(push("alice", "unlisted/repo").await, 401);
     assert_eq!(push("alice", "public/app").await, 201);
 
     // Anonymous: a token without credentials pulls only where a rule allows.
@@ -569,7 +570,7 @@ async fn acl_matrix_in_token_mode() {
     .await;
     assert_eq!(r.status(), 200);
     let r = docker_request(&s, None, reqwest::Method::GET, "/v2/team-a/app/tags/list").await;
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     let r = docker_request(
         &s,
         None,
@@ -577,7 +578,7 @@ async fn acl_matrix_in_token_mode() {
         "/v2/public/app/blobs/uploads/",
     )
     .await;
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
 
     // Delete: alice may in team-a, carol may not.
     let t = token(&s, Some("carol"), &["repository:team-a/app:delete"]).await;
@@ -589,7 +590,7 @@ async fn acl_matrix_in_token_mode() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     let t = token(&s, Some("alice"), &["repository:team-a/app:delete"]).await;
     let r = bearer(&s, &t)
         .delete(&format!(
@@ -609,13 +610,13 @@ async fn catalog_needs_its_scope() {
     bearer(&s, &t).push_image("x/y", "v1", &[b"c"]).await;
     // A token for a repository does not open the catalog.
     let r = bearer(&s, &t).get("/v2/_catalog").send().await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     assert_eq!(challenge(&r)["scope"], "registry:catalog:*");
     // carol may list it; alice asks and is granted nothing.
     let t = token(&s, Some("alice"), &["registry:catalog:*"]).await;
     assert_eq!(payload(&t)["access"], json!([]));
     let r = bearer(&s, &t).get("/v2/_catalog").send().await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     let t = token(&s, Some("carol"), &["registry:catalog:*"]).await;
     assert_eq!(
         payload(&t)["access"],
@@ -877,7 +878,8 @@ async fn forged_tokens_are_refused() {
             assert_eq!(expect_error(r, 401).await, "UNAUTHORIZED", "{what}");
         }
     }
-    // Validly signed, for another repository: 403, and it cannot reach here.
+    // Validly signed, for another repository: insufficient scope (401), and
+    // it cannot reach here.
     let elsewhere = sign(
         Algorithm::ES256,
         Some(&kid),
@@ -885,10 +887,10 @@ async fn forged_tokens_are_refused() {
         &key,
     );
     let r = bearer(&s, &elsewhere).get(get).send().await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     assert_eq!(challenge(&r)["error"], "insufficient_scope");
     let r = bearer(&s, &elsewhere).delete(get).send().await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 401);
     // Everything is still there.
     let r = bearer(&s, &valid)
         .get(get)
@@ -914,54 +916,6 @@ async fn forged_tokens_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "5 s of skew is within the leeway");
-}
-
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A key and self-signed certificate made by openssl, as an external
-/// issuer (docker_auth, GitLab) has them.
-fn issuer_cert(dir: &Path, name: &str, newkey: &[&str]) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.crt"));
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=token-issuer",
-    ];
-    args.extend_from_slice(newkey);
-    args.extend([
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
-    openssl(&args);
-    (key, cert)
-}
-
-fn spki_of_cert(cert: &Path) -> PublicKey {
-    let text = std::fs::read_to_string(cert).unwrap();
-    let block = der::pem_blocks(&text).unwrap().remove(0);
-    PublicKey::from_spki(der::certificate_spki(&block.der).unwrap()).unwrap()
-}
-
-fn private_der(key: &Path) -> Vec<u8> {
-    let text = std::fs::read_to_string(key).unwrap();
-    der::pem_blocks(&text).unwrap().remove(0).der
 }
 
 fn issuer_claims(repo: &str) -> Value {
@@ -1446,7 +1400,7 @@ async fn audit_log_records_logins_denials_pushes_and_deletes() {
             .await
             .unwrap()
             .status(),
-        403
+        401
     );
     let r = bearer(&s, &t)
         .delete(&format!("/v2/team-a/app/manifests/{digest}"))

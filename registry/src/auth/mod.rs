@@ -180,8 +180,15 @@ enum Refusal {
         message: &'static str,
         invalid_token: bool,
     },
-    /// 403 `DENIED`.
+    /// 403 `DENIED`: an authenticated user the ACL refuses (Basic mode).
     Denied,
+    /// 401 with the challenge and `error="insufficient_scope"`: a valid
+    /// token that lacks an action the request needs. registry:2 answers so,
+    /// and clients that learn scopes from challenges (containerd, crane,
+    /// oras, docker reusing a pull token for a push) fetch a wider token on
+    /// it, where a 403 would make them stop. A token the issuer would not
+    /// widen gets the same answer again, as from registry:2.
+    InsufficientScope,
     /// 429 with `Retry-After`.
     Throttled { retry_after: u64, per_user: bool },
 }
@@ -220,7 +227,7 @@ pub async fn require_auth(
     let (user, grant) = match outcome {
         Ok(ok) => ok,
         Err((refusal, user)) => {
-            if let Refusal::Denied = refusal {
+            if matches!(refusal, Refusal::Denied | Refusal::InsufficientScope) {
                 auth.audit.record(&Event {
                     event: "denied",
                     user: &user,
@@ -401,7 +408,7 @@ fn bearer(
     if needed.accesses.iter().all(|a| verified.covers(a)) {
         Ok((user, Grant::Token(verified)))
     } else {
-        Err((Refusal::Denied, user))
+        Err((Refusal::InsufficientScope, user))
     }
 }
 
@@ -460,21 +467,17 @@ fn refuse(
                 e = e.header(header::WWW_AUTHENTICATE, challenge);
             }
             if !needed.accesses.is_empty() {
-                e = e.detail(serde_json::json!(needed
-                    .accesses
-                    .iter()
-                    .map(access_detail)
-                    .collect::<Vec<_>>()));
+                e = e.detail(access_details(needed));
             }
             e
         }
         Refusal::Denied => {
-            let mut e = ApiError::new(Code::Denied, "requested access to the resource is denied")
-                .detail(serde_json::json!(needed
-                    .accesses
-                    .iter()
-                    .map(access_detail)
-                    .collect::<Vec<_>>()));
+            ApiError::new(Code::Denied, "requested access to the resource is denied")
+                .detail(access_details(needed))
+        }
+        Refusal::InsufficientScope => {
+            let mut e = ApiError::new(Code::Unauthorized, "authentication required")
+                .detail(access_details(needed));
             if let Some(challenge) = bearer_challenge(Some("insufficient_scope")) {
                 e = e.header(header::WWW_AUTHENTICATE, challenge);
             }
@@ -488,6 +491,14 @@ fn refuse(
     } else {
         error.into_response()
     }
+}
+
+fn access_details(needed: &Needed) -> serde_json::Value {
+    serde_json::json!(needed
+        .accesses
+        .iter()
+        .map(access_detail)
+        .collect::<Vec<_>>())
 }
 
 /// registry:2's error detail for auth errors: `{Type, Name, Action}`.

@@ -49,6 +49,30 @@ impl DockerRegistry {
 
     /// `storage` is the YAML body of the `storage:` section, minus `delete`.
     pub async fn start_with_storage(storage: &str) -> DockerRegistry {
+        DockerRegistry::start_with_config(storage, "").await
+    }
+
+    /// Token auth against an external issuer (`realm`, `service`, `issuer`,
+    /// its certificate), filesystem storage at `root`. Ready when `GET /v2/`
+    /// answers 401.
+    pub async fn start_token(
+        root: &Path,
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        cert: &Path,
+    ) -> DockerRegistry {
+        let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+        let auth = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+             issuer: {issuer}\n    rootcertbundle: {}\n",
+            cert.display()
+        );
+        DockerRegistry::start_with_config(&storage, &auth).await
+    }
+
+    /// `storage` as above; `extra` is YAML appended at the top level.
+    pub async fn start_with_config(storage: &str, extra: &str) -> DockerRegistry {
         assert!(
             Path::new(DOCKER_REGISTRY).exists(),
             "{DOCKER_REGISTRY} is missing: run scripts/ci-deps.sh (apt package docker-registry)"
@@ -57,7 +81,7 @@ impl DockerRegistry {
         // The port is free when picked; another process may take it before
         // the child binds, so a start that dies early is retried.
         for _ in 0..3 {
-            match DockerRegistry::try_start(storage, free_port()).await {
+            match DockerRegistry::try_start(storage, extra, free_port()).await {
                 Ok(r) => return r,
                 Err(log) => last_log = log,
             }
@@ -65,7 +89,7 @@ impl DockerRegistry {
         panic!("docker-registry did not start:\n{last_log}");
     }
 
-    async fn try_start(storage: &str, port: u16) -> Result<DockerRegistry, String> {
+    async fn try_start(storage: &str, extra: &str, port: u16) -> Result<DockerRegistry, String> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
         std::fs::write(
@@ -74,7 +98,7 @@ impl DockerRegistry {
                 "version: 0.1\n\
                  log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n{storage}  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: layout-compat-test\n",
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: layout-compat-test\n{extra}",
             ),
         )
         .unwrap();
@@ -110,7 +134,8 @@ impl DockerRegistry {
                 return Err(format!("exited with {status}: {}", r.log_text()));
             }
             if let Ok(resp) = http.get(format!("{}/v2/", r.base)).send().await {
-                if resp.status() == 200 {
+                // 401: it is up, and asks for the token auth it was given.
+                if resp.status() == 200 || (!extra.is_empty() && resp.status() == 401) {
                     return Ok(r);
                 }
             }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod token_issuer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
