@@ -19,6 +19,8 @@ WRK_SECONDS=${WRK_SECONDS:-10}
 REPEAT=${REPEAT:-3}
 
 ./scripts/ci-deps.sh >&2
+# moto_server (S3=1) lives in the virtual environment ci-deps.sh makes.
+export PATH="${CI_VENV:-$PWD/.venv}/bin:$PATH"
 cargo build --release --locked -p registry -p htpasswd --bins --example bench_client >&2
 BIN=$PWD/target/release
 CLIENT=$BIN/examples/bench_client

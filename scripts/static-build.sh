@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target "$target" --bins >&2
-echo "$PWD/target/$target/release"
+# Where cargo put them: CARGO_TARGET_DIR (relative to here) or ./target.
+dir=${CARGO_TARGET_DIR:-target}
+case $dir in /*) ;; *) dir=$PWD/$dir ;; esac
+echo "$dir/$target/release"

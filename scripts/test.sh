@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test: installs the system tools the tests drive (skopeo, Debian's
-# docker-registry, redis-server, wrk), builds the static binaries the image
-# tests put into FROM scratch images, then the whole cargo test suite including
-# the tests marked #[ignore] (those need Docker and the static binaries).
+# Runs every test: installs the tools the tests drive (skopeo, Debian's
+# docker-registry, redis-server, wrk; moto, locust, kubernetes-validate),
+# builds the static binaries the image tests put into FROM scratch images,
+# then the whole cargo test suite including the tests marked #[ignore] (those
+# need Docker and the static binaries).
+# The Python tools (moto_server, locust, kubernetes-validate) live in the
+# virtual environment ci-deps.sh makes, $CI_VENV (default .venv here); its
+# bin/ goes first on PATH for everything below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export CI_VENV=${CI_VENV:-$PWD/.venv}
 ./scripts/ci-deps.sh
+export PATH="$CI_VENV/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 STATIC_BIN_DIR=$(./scripts/static-build.sh)

@@ -11,7 +11,7 @@
 # stack deployed by compose/deploy.sh with SINGLE_NODE=1 (DNS round robin,
 # host-mode ports: this kernel has no IPVS, so there is no ingress mesh to
 # balance; wrk and Locust spread their connections over the tasks' ports
-# themselves, as dnsrr clients do). Needs wrk and locust (pip install locust).
+# themselves, as dnsrr clients do). Needs wrk and locust (scripts/ci-deps.sh installs both).
 #
 # Settings: CPU_LIMITS (default "0.50 0": the seed's per-replica limit, then
 # none; "0.10" shows a replica throttled by its limit), WRK_SECONDS (15),
@@ -28,7 +28,9 @@ CLOSED_SECONDS=${CLOSED_SECONDS:-30}
 SEED_PACE=${SEED_PACE:-1}
 bin=${STATIC_BIN_DIR:-$("$root/scripts/static-build.sh")}
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; exit 1; }
-python3 -c 'import locust' 2>/dev/null || { echo "locust is missing (pip install locust)" >&2; exit 1; }
+# locust lives in the virtual environment scripts/ci-deps.sh makes.
+export PATH="${CI_VENV:-$root/.venv}/bin:$PATH"
+python3 -c 'import locust' 2>/dev/null || { echo "locust is missing: run scripts/ci-deps.sh (installs it into ${CI_VENV:-$root/.venv})" >&2; exit 1; }
 [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] ||
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null
 

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::support::docker::{try_docker, Resources};
-use crate::support::{counter_image, free_port, stack_images, unique_name, wait_for};
+use crate::support::{counter_image, free_port, python_with, stack_images, unique_name, wait_for};
 use crate::{compose_dir, docker_lock, greeting, http_get};
 
 fn run(cmd: &mut Command) -> Output {
@@ -138,8 +138,9 @@ fn kubernetes_manifests_are_valid_offline() {
     // network), strict: unknown fields are errors.
     // Two versions: an older LTS-ish cluster (k3s) and the newest the
     // package knows.
+    let python = python_with("kubernetes_validate");
     for version in ["1.30.0", "1.37.0"] {
-        let out = run(Command::new("python3")
+        let out = run(Command::new(&python)
             .args(["-m", "kubernetes_validate"])
             .args(["--strict", "--kubernetes-version", version])
             .args(&manifests));
@@ -155,7 +156,7 @@ fn kubernetes_manifests_are_valid_offline() {
     let bad = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
     let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).unwrap();
     std::fs::write(bad.path(), deployment.replacen("replicas:", "replica:", 1)).unwrap();
-    let out = run(Command::new("python3")
+    let out = run(Command::new(&python)
         .args(["-m", "kubernetes_validate"])
         .args(["--strict", "--kubernetes-version", "1.30.0"])
         .arg(bad.path()));
@@ -210,7 +211,7 @@ fn kubernetes_manifests_are_valid_offline() {
 #[ignore = "needs python3 (scripts/ci-deps.sh installs locust)"]
 fn locustfile_and_deploy_script_are_sound() {
     let locustfile = compose_dir().join("locustfile.py");
-    let out = run(Command::new("python3")
+    let out = run(Command::new(python_with("locust"))
         .args(["-m", "py_compile"])
         .arg(&locustfile));
     assert!(out.status.success(), "{}", text(&out));
@@ -375,7 +376,7 @@ fn locustfile_runs_headless_and_spreads_users_over_targets() {
     let targets = apps.iter().map(|a| a.url("")).collect::<Vec<_>>().join(",");
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("run");
-    let out = run(Command::new("python3")
+    let out = run(Command::new(python_with("locust"))
         .args(["-m", "locust", "-f"])
         .arg(compose_dir().join("locustfile.py"))
         .args([

@@ -81,3 +81,38 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("cannot bind an ephemeral port on 127.0.0.1")
 }
+
+/// A Python interpreter that can import `module` (a tool the tests drive:
+/// `kubernetes_validate`, `locust`): the one in the virtual environment
+/// scripts/ci-deps.sh makes (`$CI_VENV`, default `.venv` at the workspace
+/// root) first, else `python3` on PATH. Panics naming the install command
+/// when neither has it.
+pub fn python_with(module: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let venv = std::env::var_os("CI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("counter-app has a parent")
+                .join(".venv")
+        });
+    let candidates = [venv.join("bin").join("python"), PathBuf::from("python3")];
+    for python in &candidates {
+        let imports = std::process::Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if imports {
+            return python.clone();
+        }
+    }
+    panic!(
+        "no Python with the module {module} (tried {} and python3 on PATH): run \
+         scripts/ci-deps.sh, which installs scripts/ci-requirements.txt into {}",
+        candidates[0].display(),
+        venv.display()
+    );
+}

@@ -1,6 +1,8 @@
 //! A real S3-compatible server for tests: moto's server mode (PyPI `moto`,
-//! installed by scripts/ci-deps.sh), one process per test on a free port.
+//! installed by scripts/ci-deps.sh into its virtual environment), one process
+//! per test on a free port.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,25 @@ impl Drop for Moto {
     }
 }
 
+/// `moto_server` from the virtual environment scripts/ci-deps.sh makes
+/// (`$CI_VENV`, default `.venv` at the workspace root), else from PATH.
+fn moto_server() -> PathBuf {
+    let venv = std::env::var_os("CI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("registry has a parent")
+                .join(".venv")
+        });
+    let bin = venv.join("bin").join("moto_server");
+    if bin.is_file() {
+        bin
+    } else {
+        PathBuf::from("moto_server")
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -29,12 +50,19 @@ fn free_port() -> u16 {
 impl Moto {
     pub async fn start() -> Moto {
         let port = free_port();
-        let child = Command::new("moto_server")
+        let program = moto_server();
+        let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server runs (pip install 'moto[server]'; scripts/ci-deps.sh does)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; run scripts/ci-deps.sh, which installs \
+                     moto[server]==5.2.5 into .venv (or $CI_VENV)",
+                    program.display()
+                )
+            });
         let moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
