@@ -357,8 +357,16 @@ impl Config {
                 "REGISTRY_AUTH" => {
                     self.auth.mode = match value.as_str() {
                         "htpasswd" => AuthMode::Htpasswd,
-                        "none" | "" => AuthMode::None,
+                        "none" => AuthMode::None,
                         "token" => AuthMode::Token,
+                        // An unset variable in a compose file (`${AUTH}`)
+                        // expands to empty: that must not open the registry.
+                        "" => {
+                            return Err(invalid(
+                                k,
+                                "is empty: set htpasswd or token, or none to run without authentication",
+                            ))
+                        }
                         other => {
                             return Err(invalid(
                                 k,
@@ -856,6 +864,11 @@ mod tests {
         assert!(e.to_string().contains("http.addr"), "{e}");
         let e = Config::load(None, env(&[("REGISTRY_HTTP_TLS_KEY", "k.pem")])).unwrap_err();
         assert!(e.to_string().contains("http.tls"), "{e}");
+        let e = Config::load(None, env(&[("REGISTRY_AUTH", "")])).unwrap_err();
+        assert!(e.to_string().contains("REGISTRY_AUTH"), "{e}");
+        assert!(e.to_string().contains("none"), "{e}");
+        let c = Config::load(None, env(&[("REGISTRY_AUTH", "none")])).unwrap();
+        assert_eq!(c.auth.mode, AuthMode::None);
         let c = Config::load(None, env(&[("REGISTRY_AUTH_SILLY", "x")])).unwrap();
         assert_eq!(c.ignored_env, ["REGISTRY_AUTH_SILLY"]);
         let e = Config::from_toml("[http]\nadress = \"x\"").unwrap_err();

@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::credentials::Created;
 use crate::config::Config;
+use crate::linger::LingerAcceptor;
 use crate::{api, storage, App};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => {
             let mut server = axum_server::from_tcp(listener)
                 .map_err(|source| StartError::Bind { addr, source })?
+                .acceptor(LingerAcceptor)
                 .handle(handle);
             server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
             tokio::spawn(async move { server.serve(service).await })
@@ -130,8 +132,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             let rustls = RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
                 .await
                 .map_err(StartError::Tls)?;
-            let mut server = axum_server::from_tcp_rustls(listener, rustls)
+            // Lingering under TLS: the raw bytes a client still sends are
+            // what must be read before the socket closes.
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(StartError::Tls)?
+                .acceptor(RustlsAcceptor::new(rustls).acceptor(LingerAcceptor))
                 .handle(handle);
             server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
             tokio::spawn(async move { server.serve(service).await })

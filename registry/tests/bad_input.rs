@@ -8,8 +8,8 @@ mod support;
 use serde_json::json;
 use support::{
     assert_only_upload_session_changed, assert_storage_unchanged, basic_auth_value, error_body,
-    expect_error, raw_request, sha256_digest, storage_files, upload_id, Client, RawResponse,
-    TestServer, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SPEC_ERROR_CODES,
+    expect_error, raw_request, raw_request_write_first, sha256_digest, storage_files, upload_id,
+    Client, RawResponse, TestServer, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SPEC_ERROR_CODES,
 };
 
 const REPO: &str = "bad/input";
@@ -536,6 +536,165 @@ async fn truncated_monolithic_upload_stores_nothing() {
     assert_eq!(r.status(), 404);
 }
 
+/// Refusals sent before the body is read reach a client that writes its
+/// whole request before reading (lingering close): the spec error, not a
+/// reset. Each case is sent twice, so the connection after it is shown
+/// to be fine too.
+#[tokio::test]
+async fn early_refusals_reach_a_client_that_sends_everything_first() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    populated(&c).await;
+    let root = s.storage_root();
+    let loc = c.start_upload(REPO).await;
+    let r = c.patch(&loc).body(vec![1u8; 100]).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let before = storage_files(&root);
+    let big_manifest = {
+        let mut m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"pad":""#.to_vec();
+        m.resize(5 * MIB, b'x');
+        m.extend_from_slice(br#""}}"#);
+        m
+    };
+    let cases: [(&str, String, Vec<(&str, String)>, Vec<u8>, u16, &str); 3] = [
+        (
+            "5 MiB manifest, length announced",
+            format!("/v2/{REPO}/manifests/big"),
+            vec![
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Content-Length", big_manifest.len().to_string()),
+            ],
+            big_manifest.clone(),
+            413,
+            "MANIFEST_INVALID",
+        ),
+        (
+            "5 MiB manifest, chunked",
+            format!("/v2/{REPO}/manifests/big"),
+            vec![
+                ("Content-Type", OCI_MANIFEST.into()),
+                ("Transfer-Encoding", "chunked".into()),
+            ],
+            {
+                let mut b = format!("{:x}\r\n", big_manifest.len()).into_bytes();
+                b.extend_from_slice(&big_manifest);
+                b.extend_from_slice(b"\r\n0\r\n\r\n");
+                b
+            },
+            413,
+            "MANIFEST_INVALID",
+        ),
+        (
+            "32 MiB PATCH out of order",
+            loc.clone(),
+            vec![
+                ("Content-Type", "application/octet-stream".into()),
+                ("Content-Range", format!("5000-{}", 5000 + 32 * MIB - 1)),
+                ("Content-Length", (32 * MIB).to_string()),
+            ],
+            vec![9u8; 32 * MIB],
+            416,
+            "BLOB_UPLOAD_INVALID",
+        ),
+    ];
+    for (what, path, headers, body, status, code) in &cases {
+        for attempt in 1..=2 {
+            let method = if path.contains("/manifests/") {
+                "PUT"
+            } else {
+                "PATCH"
+            };
+            let r = raw_request_write_first(s.addr, &head(method, path, headers), body)
+                .await
+                .unwrap_or_else(|e| panic!("{what} (attempt {attempt}): {e}"));
+            assert_raw_error(&r, *status, &[code], what);
+        }
+    }
+    assert_storage_unchanged(&root, &before, "early refusals");
+    let r = c.get(&loc).send().await.unwrap();
+    assert_eq!(r.headers()["range"], "0-99");
+}
+
+/// RFC 9112 §3.2: two Host headers are a 400, whichever comes first.
+#[tokio::test]
+async fn two_host_headers_are_refused() {
+    let s = TestServer::start().await;
+    for path in ["/v2/", &format!("/v2/{REPO}/tags/list"), "/livez"] {
+        let h = head("GET", path, &[("Host", "other.test".into())]);
+        let r = raw_request(s.addr, &h, b"", false).await;
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(SPEC_ERROR_CODES.contains(&r.error_code().as_str()), "{r:?}");
+    }
+    let r = raw_request(s.addr, &head("GET", "/v2/", &[]), b"", false).await;
+    assert_eq!(r.status, 200);
+}
+
+/// A manifest whose descriptor sizes are negative or not the stored blobs'
+/// sizes is refused, naming the descriptor; nothing is stored.
+#[tokio::test]
+async fn descriptor_sizes_must_be_the_stored_sizes() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = b"layer bytes";
+    let config_digest = c.push_blob(REPO, config).await;
+    let layer_digest = c.push_blob(REPO, layer).await;
+    let root = s.storage_root();
+    let before = storage_files(&root);
+    let manifest = |config_size: i64, layer_size: i64| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest, "size": layer_size}],
+        })
+    };
+    let (c_len, l_len) = (config.len() as i64, layer.len() as i64);
+    let cases = [
+        ("negative layer size", manifest(c_len, -1), "layers[0]"),
+        ("negative config size", manifest(-5, l_len), "config"),
+        (
+            "layer size too large",
+            manifest(c_len, l_len + 1),
+            "layers[0]",
+        ),
+        (
+            "layer size too small",
+            manifest(c_len, l_len - 1),
+            "layers[0]",
+        ),
+        ("config size wrong", manifest(0, l_len), "config"),
+    ];
+    for (what, body, field) in cases {
+        let r = c
+            .put(&format!("/v2/{REPO}/manifests/sized"))
+            .header("content-type", OCI_MANIFEST)
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        let body = error_body(r).await;
+        assert_eq!(
+            body["errors"][0]["code"], "MANIFEST_INVALID",
+            "{what}: {body}"
+        );
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{what}: {message}");
+    }
+    assert_storage_unchanged(&root, &before, "manifests with wrong sizes");
+    let r = c
+        .put(&format!("/v2/{REPO}/manifests/sized"))
+        .header("content-type", OCI_MANIFEST)
+        .body(serde_json::to_vec(&manifest(c_len, l_len)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the right sizes");
+}
+
 #[tokio::test]
 async fn truncated_patch_records_nothing() {
     let s = TestServer::start().await;
@@ -675,7 +834,17 @@ async fn malformed_content_range_is_refused() {
     let root = s.storage_root();
     let before = storage_files(&root);
     let loc = c.start_upload(REPO).await;
-    for range in ["bytes=0-9", "abc", "9-0", "0-", "-9"] {
+    for range in [
+        "bytes=0-9",
+        "bytes 0-9/10",
+        "0 - 9",
+        "+0-9",
+        "0-+9",
+        "abc",
+        "9-0",
+        "0-",
+        "-9",
+    ] {
         let r = c
             .patch(&loc)
             .header("content-range", range)

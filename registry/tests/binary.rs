@@ -27,6 +27,8 @@ struct Spawned {
     printed: Option<String>,
     addr: String,
     log: Receiver<serde_json::Value>,
+    /// The lines logged before "registry listening".
+    startup: Vec<serde_json::Value>,
 }
 
 /// Starts the binary in `dir` on an ephemeral port, with `env` on top of the
@@ -60,7 +62,11 @@ fn spawn_with(dir: &std::path::Path, env: &[(&str, &str)], expect_password: bool
         }
     });
     let server = Server { child };
-    let started = next_matching(&log, |v| v["fields"]["message"] == "registry listening");
+    let mut startup = Vec::new();
+    let started = next_matching(&log, |v| {
+        startup.push(v.clone());
+        v["fields"]["message"] == "registry listening"
+    });
     let addr = started["fields"]["addr"]
         .as_str()
         .expect("listening address logged")
@@ -70,6 +76,7 @@ fn spawn_with(dir: &std::path::Path, env: &[(&str, &str)], expect_password: bool
         printed,
         addr,
         log,
+        startup,
     }
 }
 
@@ -82,7 +89,7 @@ fn spawn(dir: &std::path::Path, expect_password: bool) -> (Server, Option<String
 /// The next log line `pred` accepts.
 fn next_matching(
     log: &Receiver<serde_json::Value>,
-    pred: impl Fn(&serde_json::Value) -> bool,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     loop {
         let v = log
@@ -195,13 +202,15 @@ fn healthcheck_fails_when_nothing_listens() {
 #[test]
 fn bad_configuration_fails_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (
             &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")],
             "REGISTRY_STORAGE_DELETE_ENABLED",
         ),
         (&[("REGISTRY_HTTP_ADDR", "not-an-address")], "http.addr"),
         (&[("REGISTRY_AUTH", "ldap")], "REGISTRY_AUTH"),
+        // What `REGISTRY_AUTH: ${AUTH}` becomes when AUTH is unset.
+        (&[("REGISTRY_AUTH", "")], "REGISTRY_AUTH"),
     ];
     for (env, key) in cases {
         let out = Command::new(BIN)
@@ -236,8 +245,17 @@ fn access_log_counts_chunked_upload_bytes() {
         server: _server,
         addr,
         log,
+        startup,
         ..
     } = spawn_with(dir.path(), &[("REGISTRY_AUTH", "none")], false);
+    // Running open is said at every start (it was asked for explicitly).
+    assert!(
+        startup.iter().any(|v| v["level"] == "WARN"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("authentication is disabled"))),
+        "{startup:?}"
+    );
 
     let size = 3 * 65_536 + 17;
     tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -229,13 +229,33 @@ pub async fn put(
 /// manifest of an index too; the subject need not exist (the spec lets
 /// referrers be pushed before their subject).
 async fn check_references(state: &AppState, name: &RepoName, m: &Manifest) -> ApiResult<()> {
-    for blob in &m.blobs {
-        if state.storage.repo_blob_size(name, blob).await?.is_none() {
-            return Err(ApiError::new(
-                Code::ManifestBlobUnknown,
-                "manifest references a blob unknown to this repository",
-            )
-            .detail(json!({ "digest": blob.to_string() })));
+    for d in &m.blob_descriptors {
+        match state.storage.repo_blob_size(name, &d.digest).await? {
+            None => {
+                return Err(ApiError::new(
+                    Code::ManifestBlobUnknown,
+                    "manifest references a blob unknown to this repository",
+                )
+                .detail(json!({ "digest": d.digest.to_string(), "descriptor": d.field })))
+            }
+            // A wrong size makes clients fail their pull (they verify it)
+            // after the push was accepted; refuse it now, naming it.
+            Some(stored) if stored != d.size => {
+                return Err(ApiError::new(
+                    Code::ManifestInvalid,
+                    format!(
+                        "descriptor {} says size {} but blob {} is {stored} bytes",
+                        d.field, d.size, d.digest
+                    ),
+                )
+                .detail(json!({
+                    "descriptor": d.field,
+                    "digest": d.digest.to_string(),
+                    "size": d.size,
+                    "stored": stored,
+                })))
+            }
+            Some(_) => {}
         }
     }
     for child in &m.children {

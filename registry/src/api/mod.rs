@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(Code::Unsupported, "no such endpoint").status(StatusCode::NOT_FOUND)
         })
+        .layer(middleware::from_fn(one_host))
         .layer(middleware::map_response(add_api_version))
         .layer(middleware::from_fn(access_log::log))
         .layer(middleware::from_fn_with_state(
@@ -61,6 +62,29 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// RFC 9112 §3.2: a request with more than one `Host` header is answered
+/// 400. Which one a proxy in front used and which one we would use (for
+/// the token realm, for redirects) could differ.
+async fn one_host(request: Request, next: middleware::Next) -> Response {
+    if request
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        let has_body = body::has_body(request.headers());
+        let error = ApiError::new(Code::Unsupported, "more than one Host header")
+            .status(StatusCode::BAD_REQUEST);
+        return if has_body {
+            error.close_connection().into_response()
+        } else {
+            error.into_response()
+        };
+    }
+    next.run(request).await
 }
 
 async fn add_api_version(mut response: Response) -> Response {

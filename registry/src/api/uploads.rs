@@ -143,8 +143,23 @@ async fn try_mount(
     Ok(available)
 }
 
-/// Where a chunk starts and how long it is, from `Content-Range` (registry:2
-/// form `start-end`, or `bytes start-end/total`) and `Content-Length`.
+/// A PATCH `Content-Range` in the spec's one form, `<start>-<end>` (both
+/// inclusive, decimal digits only, `end >= start`), as registry:2 matches it
+/// (`^[0-9]+-[0-9]+$`). Anything else (`bytes 0-9/10`, spaces, signs, an
+/// open end) is refused rather than guessed at: appending a chunk at a
+/// misread offset would corrupt the blob.
+pub fn parse_content_range(text: &str) -> Option<(u64, u64)> {
+    let (a, b) = text.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(a) || !digits(b) {
+        return None;
+    }
+    let (start, end): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    (end >= start).then_some((start, end))
+}
+
+/// Where a chunk starts and how long it is, from `Content-Range` and
+/// `Content-Length`.
 fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
     let length = content_length(&parts.headers);
     let Some(raw) = parts.headers.get(header::CONTENT_RANGE) else {
@@ -157,17 +172,8 @@ fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
         )
         .status(StatusCode::RANGE_NOT_SATISFIABLE)
     };
-    let text = raw.to_str().map_err(|_| invalid())?.trim();
-    let text = text.strip_prefix("bytes ").unwrap_or(text);
-    let text = text.split('/').next().unwrap_or_default();
-    let (a, b) = text.split_once('-').ok_or_else(invalid)?;
-    let (start, end): (u64, u64) = (
-        a.trim().parse().map_err(|_| invalid())?,
-        b.trim().parse().map_err(|_| invalid())?,
-    );
-    if end < start {
-        return Err(invalid());
-    }
+    let text = raw.to_str().map_err(|_| invalid())?;
+    let (start, end) = parse_content_range(text).ok_or_else(invalid)?;
     let range_len = end - start + 1;
     if length.is_some_and(|l| l != range_len) {
         return Err(ApiError::new(
@@ -266,4 +272,39 @@ pub async fn cancel(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResul
     let id = parse_id(raw_id)?;
     state.storage.cancel_upload(name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_range_is_the_spec_form_only() {
+        let cases = [
+            ("0-0", Some((0, 0))),
+            ("0-9", Some((0, 9))),
+            ("100-199", Some((100, 199))),
+            ("007-8", Some((7, 8))),
+            (
+                "18446744073709551615-18446744073709551615",
+                Some((u64::MAX, u64::MAX)),
+            ),
+            ("9-0", None),
+            ("bytes 0-9/10", None),
+            ("bytes=0-9", None),
+            (" 0-9", None),
+            ("0 - 9", None),
+            ("+0-9", None),
+            ("0-+9", None),
+            ("0-", None),
+            ("-9", None),
+            ("0-9-10", None),
+            ("0-18446744073709551616", None),
+            ("", None),
+            ("abc", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_content_range(text), expected, "{text:?}");
+        }
+    }
 }

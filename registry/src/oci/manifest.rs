@@ -32,6 +32,9 @@ pub struct Manifest {
     pub media_type: String,
     /// Blobs (config and layers) that must already be in the repository.
     pub blobs: Vec<Digest>,
+    /// The same blobs as their descriptors say them: where in the manifest
+    /// (`config`, `layers[2]`) and the size, which must be the stored size.
+    pub blob_descriptors: Vec<BlobDescriptor>,
     /// Child manifests (of an index) that must already be in the repository.
     pub children: Vec<Digest>,
     pub subject: Option<Digest>,
@@ -41,8 +44,18 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// A blob descriptor of an image manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDescriptor {
+    pub field: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
+    #[error("descriptor {field}: size must be a non-negative integer, not {size}")]
+    BadDescriptorSize { field: String, size: String },
     #[error("manifest is not a JSON object: {0}")]
     NotJson(String),
     #[error("schema version 1 manifests are not supported; push a schema 2 or OCI manifest")]
@@ -107,6 +120,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
     if !SUPPORTED.contains(&media_type.as_str()) {
         return Err(ManifestError::UnsupportedMediaType(media_type));
     }
+    check_descriptor_sizes(object)?;
     let shape = |e: serde_json::Error| ManifestError::Shape {
         media_type: media_type.clone(),
         reason: e.to_string(),
@@ -126,6 +140,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
             .transpose()?;
         Ok(Manifest {
             blobs: Vec::new(),
+            blob_descriptors: Vec::new(),
             children,
             subject,
             artifact_type: index.artifact_type().as_ref().map(|t| t.to_string()),
@@ -134,15 +149,24 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
         })
     } else {
         let image: ImageManifest = serde_json::from_value(value.clone()).map_err(shape)?;
-        let mut blobs = vec![descriptor_digest(image.config())?];
-        for layer in image.layers() {
+        let mut blob_descriptors = vec![BlobDescriptor {
+            field: "config".into(),
+            digest: descriptor_digest(image.config())?,
+            size: image.config().size(),
+        }];
+        for (i, layer) in image.layers().iter().enumerate() {
             // Foreign (non-distributable) layers live elsewhere, named by URL.
             if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
                 descriptor_digest(layer)?;
                 continue;
             }
-            blobs.push(descriptor_digest(layer)?);
+            blob_descriptors.push(BlobDescriptor {
+                field: format!("layers[{i}]"),
+                digest: descriptor_digest(layer)?,
+                size: layer.size(),
+            });
         }
+        let blobs = blob_descriptors.iter().map(|d| d.digest.clone()).collect();
         let subject = image
             .subject()
             .as_ref()
@@ -155,6 +179,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
             .or_else(|| Some(image.config().media_type().to_string()));
         Ok(Manifest {
             blobs,
+            blob_descriptors,
             children: Vec::new(),
             subject,
             artifact_type,
@@ -162,6 +187,32 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
             media_type,
         })
     }
+}
+
+/// Every descriptor's `size` must be a non-negative integer. Checked on the
+/// JSON before it is typed, so the error names the descriptor (`layers[1]`)
+/// rather than a column of the document.
+fn check_descriptor_sizes(object: &serde_json::Map<String, Value>) -> Result<(), ManifestError> {
+    let check = |field: String, descriptor: &Value| match descriptor.get("size") {
+        Some(size) if size.as_u64().is_none() => Err(ManifestError::BadDescriptorSize {
+            field,
+            size: size.to_string(),
+        }),
+        _ => Ok(()),
+    };
+    for single in ["config", "subject"] {
+        if let Some(d) = object.get(single) {
+            check(single.to_owned(), d)?;
+        }
+    }
+    for list in ["layers", "manifests", "blobs"] {
+        if let Some(items) = object.get(list).and_then(Value::as_array) {
+            for (i, d) in items.iter().enumerate() {
+                check(format!("{list}[{i}]"), d)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn to_btree(map: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
@@ -214,6 +265,30 @@ mod tests {
             parse(body.as_bytes(), Some(DOCKER_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn negative_descriptor_sizes_are_named() {
+        let layer = |size: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{CFG}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{CFG}","size":1}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{CFG}","size":{size}}}]}}"#
+            )
+        };
+        for size in ["-1", "1.5", "\"3\"", "-9223372036854775808"] {
+            match parse(layer(size).as_bytes(), None) {
+                Err(ManifestError::BadDescriptorSize { field, .. }) => {
+                    assert_eq!(field, "layers[1]", "{size}")
+                }
+                other => panic!("{size}: {other:?}"),
+            }
+        }
+        let m = parse(layer("7").as_bytes(), None).unwrap();
+        let fields: Vec<_> = m
+            .blob_descriptors
+            .iter()
+            .map(|d| (d.field.as_str(), d.size))
+            .collect();
+        assert_eq!(fields, [("config", 2), ("layers[0]", 1), ("layers[1]", 7)]);
     }
 
     #[test]

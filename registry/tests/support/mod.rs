@@ -547,6 +547,48 @@ pub async fn raw_request(
         .expect("raw request timed out")
 }
 
+/// Sends `head` and all of `body` before reading a byte, as a simple client
+/// does (curl with a file, many scripts), then reads one response. An error
+/// says what the client saw instead: a reset while writing or reading.
+pub async fn raw_request_write_first(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> Result<RawResponse, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = head
+        .trim_end_matches(['\r', '\n'])
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    request.push_str("\r\n\r\n");
+    let run = async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("writing the head: {e}"))?;
+        stream
+            .write_all(body)
+            .await
+            .map_err(|e| format!("writing the body: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(resp) = parse_raw_response(&buf) {
+                return Ok(resp);
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("reading the response: {e}")),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("raw request timed out")
+}
+
 fn parse_raw_response(buf: &[u8]) -> Option<RawResponse> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
