@@ -743,6 +743,12 @@ pub async fn purge_uploads(
         for (repo, id) in &stale {
             storage.delete_tree(&layout::upload_dir(repo, id)).await?;
         }
+        // Directories without a file (left by older versions and by
+        // crashes) are invisible to the walk above, which sees keys.
+        let empty = storage.prune_empty_upload_dirs(max_age).await?;
+        if empty > 0 {
+            tracing::info!(target: "gc", removed = empty, "empty upload directories removed");
+        }
     }
     Ok(stale)
 }

@@ -536,6 +536,16 @@ async fn truncated_monolithic_upload_stores_nothing() {
     assert_eq!(r.status(), 404);
 }
 
+/// A request refused before its body is read, and what it must get.
+struct Early {
+    what: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+}
+
 /// Refusals sent before the body is read reach a client that writes its
 /// whole request before reading (lingering close): the spec error, not a
 /// reset. Each case is sent twice, so the connection after it is shown
@@ -556,48 +566,58 @@ async fn early_refusals_reach_a_client_that_sends_everything_first() {
         m.extend_from_slice(br#""}}"#);
         m
     };
-    let cases: [(&str, String, Vec<(&str, String)>, Vec<u8>, u16, &str); 3] = [
-        (
-            "5 MiB manifest, length announced",
-            format!("/v2/{REPO}/manifests/big"),
-            vec![
+    let chunked = {
+        let mut b = format!("{:x}\r\n", big_manifest.len()).into_bytes();
+        b.extend_from_slice(&big_manifest);
+        b.extend_from_slice(b"\r\n0\r\n\r\n");
+        b
+    };
+    let manifest_path = format!("/v2/{REPO}/manifests/big");
+    let cases = [
+        Early {
+            what: "5 MiB manifest, length announced",
+            path: manifest_path.clone(),
+            headers: vec![
                 ("Content-Type", OCI_MANIFEST.into()),
                 ("Content-Length", big_manifest.len().to_string()),
             ],
-            big_manifest.clone(),
-            413,
-            "MANIFEST_INVALID",
-        ),
-        (
-            "5 MiB manifest, chunked",
-            format!("/v2/{REPO}/manifests/big"),
-            vec![
+            body: big_manifest,
+            status: 413,
+            code: "MANIFEST_INVALID",
+        },
+        Early {
+            what: "5 MiB manifest, chunked",
+            path: manifest_path,
+            headers: vec![
                 ("Content-Type", OCI_MANIFEST.into()),
                 ("Transfer-Encoding", "chunked".into()),
             ],
-            {
-                let mut b = format!("{:x}\r\n", big_manifest.len()).into_bytes();
-                b.extend_from_slice(&big_manifest);
-                b.extend_from_slice(b"\r\n0\r\n\r\n");
-                b
-            },
-            413,
-            "MANIFEST_INVALID",
-        ),
-        (
-            "32 MiB PATCH out of order",
-            loc.clone(),
-            vec![
+            body: chunked,
+            status: 413,
+            code: "MANIFEST_INVALID",
+        },
+        Early {
+            what: "32 MiB PATCH out of order",
+            path: loc.clone(),
+            headers: vec![
                 ("Content-Type", "application/octet-stream".into()),
                 ("Content-Range", format!("5000-{}", 5000 + 32 * MIB - 1)),
                 ("Content-Length", (32 * MIB).to_string()),
             ],
-            vec![9u8; 32 * MIB],
-            416,
-            "BLOB_UPLOAD_INVALID",
-        ),
+            body: vec![9u8; 32 * MIB],
+            status: 416,
+            code: "BLOB_UPLOAD_INVALID",
+        },
     ];
-    for (what, path, headers, body, status, code) in &cases {
+    for Early {
+        what,
+        path,
+        headers,
+        body,
+        status,
+        code,
+    } in &cases
+    {
         for attempt in 1..=2 {
             let method = if path.contains("/manifests/") {
                 "PUT"

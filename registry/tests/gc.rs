@@ -474,6 +474,107 @@ async fn uploads_in_flight_survive_and_stale_sessions_are_purged() {
     assert_eq!(c.get(&stale).send().await.unwrap().status(), 404);
 }
 
+/// Every directory under the repositories' `_uploads/`.
+fn upload_dirs(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("docker/registry/v2/repositories")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                let path = e.path();
+                if path.components().any(|c| c.as_os_str() == "_uploads") {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Completed and cancelled uploads leave no directory behind (each used to
+/// leave `_uploads/<id>/chunks/`), and purging removes empty upload
+/// directories older than its window, whoever left them.
+#[tokio::test]
+async fn uploads_leave_no_directories_behind() {
+    if support::storage_is_s3() {
+        return; // no directories on S3
+    }
+    let s = TestServer::start().await;
+    let c = s.client();
+    let root = s.storage_root();
+    // Docker's way (POST, PATCH, PUT), several chunks, monolithic, an
+    // empty blob, a cancelled upload, and a whole image.
+    let loc = c.start_upload("dirs/app").await;
+    let r = c.patch(&loc).body(vec![1u8; 1000]).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(&format!("{loc}?digest={}", sha256_digest(&[1u8; 1000])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let loc = c.start_upload("dirs/app").await;
+    for piece in 0..3u8 {
+        let r = c
+            .patch(&loc)
+            .header(
+                "content-range",
+                format!("{}-{}", piece as u32 * 10, piece as u32 * 10 + 9),
+            )
+            .body(vec![piece; 10])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let all: Vec<u8> = (0..3u8).flat_map(|p| vec![p; 10]).collect();
+    let r = c
+        .put(&format!("{loc}?digest={}", sha256_digest(&all)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    c.push_blob("dirs/app", b"monolithic").await;
+    c.push_blob("dirs/app", b"").await;
+    let loc = c.start_upload("dirs/app").await;
+    let r = c.patch(&loc).body(vec![2u8; 100]).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(c.delete(&loc).send().await.unwrap().status(), 204);
+    c.push_image("dirs/app", "v1", &[b"layer one", b"layer two"])
+        .await;
+    assert_eq!(
+        upload_dirs(&root),
+        ["docker/registry/v2/repositories/dirs/app/_uploads"]
+    );
+
+    // What older versions left: empty session directories, one of them old.
+    let uploads = root.join("docker/registry/v2/repositories/dirs/app/_uploads");
+    for id in ["old-empty", "new-empty"] {
+        std::fs::create_dir_all(uploads.join(id).join("chunks")).unwrap();
+    }
+    let week_ago = std::time::SystemTime::now() - Duration::from_secs(7 * 24 * 3600);
+    std::fs::File::open(uploads.join("old-empty"))
+        .unwrap()
+        .set_modified(week_ago)
+        .unwrap();
+    gc::purge_uploads(&open_storage(&s), Duration::from_secs(24 * 3600), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        upload_dirs(&root),
+        [
+            "docker/registry/v2/repositories/dirs/app/_uploads",
+            "docker/registry/v2/repositories/dirs/app/_uploads/new-empty",
+            "docker/registry/v2/repositories/dirs/app/_uploads/new-empty/chunks",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_repository_it_cannot_name_stops_the_run_before_anything_goes() {
     let s = TestServer::start().await;

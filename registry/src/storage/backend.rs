@@ -66,7 +66,8 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         }
         Arc::new(ChunkedStore::new(local, LOCAL_READ_CHUNK))
     };
-    Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE)))
+    let root = std::fs::canonicalize(root).map_err(|e| err(e.to_string()))?;
+    Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE)).with_local_root(root))
 }
 
 fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {

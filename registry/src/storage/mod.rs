@@ -14,6 +14,7 @@ mod direct_io;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
+mod local_dirs;
 mod manifest_cache;
 pub mod metered;
 pub mod uploads;
@@ -64,6 +65,9 @@ pub struct Storage {
     /// Largest object the backend renames in one request (S3's CopyObject
     /// takes at most 5 GiB); larger upload chunks are streamed into place.
     rename_limit: Option<u64>,
+    /// The local-disk backend's root, where keys are files and directories
+    /// can be left empty (`local_dirs`).
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Memory for upload data in flight, across all uploads (at least four
@@ -83,7 +87,47 @@ impl Storage {
             upload_blocks: aligned::upload_budget(parts.base(), UPLOAD_MEMORY_BUDGET),
             manifests: Arc::default(),
             rename_limit: None,
+            local_root: None,
         }
+    }
+
+    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Storage {
+        self.local_root = Some(root);
+        self
+    }
+
+    /// Removes what is left of a directory on local disk once its files
+    /// are gone (see `local_dirs`). A failure here costs an inode, not data:
+    /// logged, never the request's error.
+    async fn remove_empty_dirs(&self, key: &Path) {
+        let Some(root) = &self.local_root else {
+            return;
+        };
+        let dir = root.join(key.as_ref());
+        let result = tokio::task::spawn_blocking(move || local_dirs::remove_empty_tree(&dir)).await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(key = %key, error = %e, "could not remove empty directories");
+        }
+    }
+
+    /// Removes empty upload directories older than `min_age` on local disk
+    /// (none exist on S3). Returns how many.
+    pub async fn prune_empty_upload_dirs(&self, min_age: std::time::Duration) -> Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let repositories = root.join(layout::repositories_root().as_ref());
+        tokio::task::spawn_blocking(move || {
+            local_dirs::prune_empty_upload_dirs(&repositories, min_age)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(object_store::Error::JoinError { source: e }))?
+        .map_err(|e| {
+            StorageError::Backend(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })
+        })
     }
 
     pub fn with_rename_limit(mut self, bytes: u64) -> Storage {

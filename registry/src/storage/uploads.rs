@@ -352,7 +352,9 @@ impl Storage {
             }
         }
         self.link_blob(name, digest).await?;
-        self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
+        let dir = layout::upload_dir(name, &id.0);
+        self.delete_prefix(&dir).await?;
+        self.remove_empty_dirs(&dir).await;
         Ok(size)
     }
 
@@ -398,7 +400,9 @@ impl Storage {
         if !self.upload_exists(name, id).await? {
             return Err(UploadError::Unknown);
         }
-        self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
+        let dir = layout::upload_dir(name, &id.0);
+        self.delete_prefix(&dir).await?;
+        self.remove_empty_dirs(&dir).await;
         Ok(())
     }
 }

@@ -224,7 +224,9 @@ impl Storage {
 
     /// Deletes everything under `prefix`.
     pub async fn delete_tree(&self, prefix: &Path) -> Result<()> {
-        self.delete_prefix(prefix).await
+        self.delete_prefix(prefix).await?;
+        self.remove_empty_dirs(prefix).await;
+        Ok(())
     }
 }
 
