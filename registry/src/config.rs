@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,7 +18,7 @@ pub struct Config {
     pub auth: Auth,
     /// Who may pull, push, delete where (`auth::acl`); absent: every
     /// authenticated user may do everything.
-    pub acl: Option<crate::auth::acl::AclConfig>,
+    pub acl: Option<AclConfig>,
     pub log: Log,
     /// Garbage collection in the server process (`registry gc` reads it too).
     pub gc: Gc,
@@ -146,7 +148,7 @@ pub struct Auth {
     pub mode: AuthMode,
     pub htpasswd: HtpasswdAuth,
     /// `[auth.token]`: token mode and the built-in token endpoint.
-    pub token: crate::auth::token::TokenConfig,
+    pub token: TokenConfig,
     /// Also append audit events (JSON lines) to this file.
     pub audit_log: Option<PathBuf>,
 }
@@ -435,7 +437,13 @@ impl Config {
         if self.auth.mode == AuthMode::Htpasswd && self.auth.htpasswd.path.as_os_str().is_empty() {
             return Err(invalid("auth.htpasswd.path", "must not be empty"));
         }
-        crate::auth::validate_config(self).map_err(|(key, message)| invalid(&key, message))?;
+        if let Some(acl) = &self.acl {
+            acl.validate()
+                .map_err(|(key, message)| invalid(&key, message))?;
+        }
+        if self.auth.mode == AuthMode::Token {
+            self.auth.token.validate()?;
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
@@ -804,6 +812,177 @@ enabled = true
                 .contains("storage.maintenance.uploadpurging.age"),
             "{e}"
         );
+    }
+}
+
+// ----- Types of other modules' sections: plain data, so that `config`
+// depends on nothing and every module reads its settings from here. -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+/// An action an ACL rule grants (`pull`, `push`, `delete`).
+pub enum AclAction {
+    Pull,
+    Push,
+    Delete,
+}
+
+/// `[acl]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Users (or `@group`s) allowed every action everywhere, and the catalog.
+    pub admins: Vec<String>,
+    /// What authenticated users may do on repositories no rule matches.
+    pub default: Vec<AclAction>,
+    /// What anonymous requests may do on repositories no rule matches.
+    pub anonymous: Vec<AclAction>,
+    /// Who may list `/v2/_catalog` besides admins: users, `@group`s, or `*`
+    /// for every authenticated user.
+    pub catalog: Vec<String>,
+    /// Group name → member users.
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One `[[acl.rules]]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    /// Repository glob: `*` matches within one path component, `**` any
+    /// number of components, `?` one character. `team-a/**` matches
+    /// `team-a/app` and `team-a/x/y`, not `team-a`.
+    pub repository: String,
+    /// Who may pull / push / delete: users, `@group`s, `*` (every
+    /// authenticated user).
+    pub pull: Vec<String>,
+    pub push: Vec<String>,
+    pub delete: Vec<String>,
+    /// What anonymous requests may do here.
+    pub anonymous: Vec<AclAction>,
+}
+
+impl AclConfig {
+    /// Every `@group` named must be defined, user names must not be empty,
+    /// and every rule's repository must be a glob of path components; the
+    /// error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let principals = |key: String, list: &[String]| -> Result<(), (String, String)> {
+            for s in list {
+                match s.strip_prefix('@') {
+                    Some(g) if !self.groups.contains_key(g) => {
+                        return Err((key, format!("group {g:?} is not defined in [acl.groups]")))
+                    }
+                    None if s.is_empty() => return Err((key, "empty user name".into())),
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        principals("acl.admins".into(), &self.admins)?;
+        principals("acl.catalog".into(), &self.catalog)?;
+        for (i, r) in self.rules.iter().enumerate() {
+            let key = |field: &str| format!("acl.rules[{i}].{field}");
+            let p = r.repository.as_str();
+            if p.is_empty()
+                || p.starts_with('/')
+                || p.ends_with('/')
+                || p.contains("//")
+                || p.bytes()
+                    .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+            {
+                return Err((
+                    key("repository"),
+                    format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
+                ));
+            }
+            principals(key("pull"), &r.pull)?;
+            principals(key("push"), &r.push)?;
+            principals(key("delete"), &r.delete)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[auth.token]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// URL of the token endpoint, sent in challenges. Unset: this registry's
+    /// own `/auth/token`, on the host and scheme the client used.
+    pub realm: Option<String>,
+    /// The `service` in challenges, and the `aud` tokens must carry.
+    pub service: String,
+    /// The `iss` tokens must carry (and ours do).
+    pub issuer: String,
+    /// PEM certificates (registry:2's `rootcertbundle`) whose keys tokens
+    /// are accepted from: an external issuer's signing certificates.
+    pub rootcertbundle: Option<PathBuf>,
+    /// More PEM files whose keys (certificates, public or private keys) are
+    /// trusted: the previous signing key during a rotation.
+    pub trusted_keys: Vec<PathBuf>,
+    /// The built-in issuer's signing key (PEM: P-256 → ES256, RSA → RS256,
+    /// Ed25519 → EdDSA). Generated (P-256) and persisted if missing.
+    pub signing_key: PathBuf,
+    /// Lifetime of access tokens.
+    pub expiry_secs: u64,
+    /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`).
+    pub refresh_expiry_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Serve the built-in token endpoint at `/auth/token`. Unset: on, unless
+    /// a `rootcertbundle` names an external issuer.
+    pub endpoint: Option<bool>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            realm: None,
+            service: "registry".into(),
+            issuer: "registry-token-issuer".into(),
+            rootcertbundle: None,
+            trusted_keys: Vec::new(),
+            signing_key: PathBuf::from("data/auth/token-signing-key.pem"),
+            expiry_secs: 300,
+            refresh_expiry_secs: 7 * 24 * 3600,
+            leeway_secs: 60,
+            endpoint: None,
+        }
+    }
+}
+
+impl TokenConfig {
+    pub fn endpoint_enabled(&self) -> bool {
+        self.endpoint.unwrap_or(self.rootcertbundle.is_none())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, m: &str| Err(invalid(&format!("auth.token.{key}"), m));
+        if self.service.is_empty() {
+            return bad("service", "must not be empty");
+        }
+        if self.issuer.is_empty() {
+            return bad("issuer", "must not be empty");
+        }
+        if let Some(realm) = &self.realm {
+            if !(realm.starts_with("http://") || realm.starts_with("https://"))
+                || realm.contains('"')
+            {
+                return bad("realm", "must be an http:// or https:// URL");
+            }
+        }
+        if self.expiry_secs == 0 {
+            return bad("expiry_secs", "must be more than 0");
+        }
+        if !self.endpoint_enabled() && self.rootcertbundle.is_none() && self.trusted_keys.is_empty()
+        {
+            return bad(
+                "rootcertbundle",
+                "with the built-in endpoint off, the external issuer's certificates are needed (REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)",
+            );
+        }
+        Ok(())
     }
 }
 

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -751,68 +750,6 @@ pub async fn purge_uploads(
         }
     }
     Ok(stale)
-}
-
-/// Runs a collection every `interval` until `stop` is set. Runs never
-/// overlap (here, and across replicas through the storage lock).
-pub fn spawn_online(
-    storage: Storage,
-    options: Options,
-    interval: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let started = Instant::now();
-            let result = run(&storage, &options, Some(stop.clone())).await;
-            metrics.gc_finished(&result, started.elapsed());
-            match &result {
-                Ok(report) => tracing::info!(target: "gc", "{report}"),
-                Err(GcError::Locked { .. }) => {
-                    tracing::info!(target: "gc", "skipped: {}", result.as_ref().unwrap_err())
-                }
-                Err(GcError::Stopped) => return,
-                Err(e) => tracing::error!(target: "gc", "garbage collection failed: {e}"),
-            }
-        }
-    })
-}
-
-/// Purges old upload sessions every `interval` (first after a random part
-/// of it, so replicas started together do not purge together).
-pub fn spawn_upload_purger(
-    storage: Storage,
-    config: crate::config::UploadPurging,
-    metrics: Arc<crate::metrics::Metrics>,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let jitter = config.interval.mul_f64(rand::random::<f64>());
-        let mut wait = jitter.min(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            wait = config.interval;
-            match purge_uploads(&storage, config.age, config.dryrun).await {
-                Ok(purged) => {
-                    if !config.dryrun {
-                        metrics.uploads_purged(purged.len() as u64);
-                    }
-                    for (repo, id) in &purged {
-                        tracing::info!(target: "gc", repository = %repo, upload = %id, dry_run = config.dryrun, "purged stale upload session");
-                    }
-                }
-                Err(e) => tracing::error!(target: "gc", "upload purging failed: {e}"),
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -63,7 +64,7 @@ pub fn start(
                 grace: config.gc.grace_period,
                 upload_max_age: None,
             };
-            tasks.push(gc::spawn_online(
+            tasks.push(spawn_online(
                 storage.clone(),
                 options,
                 config.gc.interval,
@@ -74,7 +75,7 @@ pub fn start(
     }
     let purging = &config.storage.maintenance.uploadpurging;
     if purging.enabled && !read_only {
-        tasks.push(gc::spawn_upload_purger(
+        tasks.push(spawn_upload_purger(
             storage.clone(),
             purging.clone(),
             metrics.clone(),
@@ -84,5 +85,67 @@ pub fn start(
     Ok(Background {
         metrics_addr,
         tasks,
+    })
+}
+
+/// Runs a collection every `interval` until `stop` is set. Runs never
+/// overlap (here, and across replicas through the storage lock).
+fn spawn_online(
+    storage: Storage,
+    options: gc::Options,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let started = Instant::now();
+            let result = gc::run(&storage, &options, Some(stop.clone())).await;
+            metrics.gc_finished(&result, started.elapsed());
+            match &result {
+                Ok(report) => tracing::info!(target: "gc", "{report}"),
+                Err(gc::GcError::Locked { .. }) => {
+                    tracing::info!(target: "gc", "skipped: {}", result.as_ref().unwrap_err())
+                }
+                Err(gc::GcError::Stopped) => return,
+                Err(e) => tracing::error!(target: "gc", "garbage collection failed: {e}"),
+            }
+        }
+    })
+}
+
+/// Purges old upload sessions every `interval` (first after a random part
+/// of it, so replicas started together do not purge together).
+fn spawn_upload_purger(
+    storage: Storage,
+    config: crate::config::UploadPurging,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let jitter = config.interval.mul_f64(rand::random::<f64>());
+        let mut wait = jitter.min(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            wait = config.interval;
+            match gc::purge_uploads(&storage, config.age, config.dryrun).await {
+                Ok(purged) => {
+                    if !config.dryrun {
+                        metrics.uploads_purged(purged.len() as u64);
+                    }
+                    for (repo, id) in &purged {
+                        tracing::info!(target: "gc", repository = %repo, upload = %id, dry_run = config.dryrun, "purged stale upload session");
+                    }
+                }
+                Err(e) => tracing::error!(target: "gc", "upload purging failed: {e}"),
+            }
+        }
     })
 }

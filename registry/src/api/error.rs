@@ -5,7 +5,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::storage::{StorageError, UploadError};
+use crate::storage::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -149,32 +149,6 @@ impl From<StorageError> for ApiError {
                 ApiError::new(Code::Unavailable, format!("storage is unavailable: {e}"))
             }
             other => ApiError::new(Code::Unknown, other.to_string()),
-        }
-    }
-}
-
-impl From<UploadError> for ApiError {
-    fn from(e: UploadError) -> Self {
-        match e {
-            UploadError::Unknown => {
-                ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
-            }
-            UploadError::OutOfOrder { size } => ApiError::new(
-                Code::BlobUploadInvalid,
-                format!("chunk must start at offset {size}, the upload's current size"),
-            )
-            .status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .header(header::RANGE, crate::api::uploads::range_value(size)),
-            e @ UploadError::Body(_) => ApiError::new(Code::BlobUploadInvalid, e.to_string()),
-            e @ UploadError::LengthMismatch { .. } => {
-                ApiError::new(Code::SizeInvalid, e.to_string())
-            }
-            UploadError::DigestMismatch { computed } => ApiError::new(
-                Code::DigestInvalid,
-                "provided digest did not match uploaded content",
-            )
-            .detail(json!({ "computed": computed.to_string() })),
-            UploadError::Storage(e) => e.into(),
         }
     }
 }

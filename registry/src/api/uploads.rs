@@ -12,6 +12,7 @@ use super::error::{ApiError, ApiResult, Code};
 use super::{query, refuse_unread};
 use crate::oci::{Digest, RepoName};
 use crate::storage::uploads::UploadId;
+use crate::storage::UploadError;
 use crate::AppState;
 
 /// The `Range` header value for an upload holding `size` bytes. Like
@@ -272,6 +273,34 @@ pub async fn cancel(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResul
     let id = parse_id(raw_id)?;
     state.storage.cancel_upload(name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+/// The upload errors in the spec's terms (here, not in `error`, so that
+/// `error` depends on no handler).
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Unknown => {
+                ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
+            }
+            UploadError::OutOfOrder { size } => ApiError::new(
+                Code::BlobUploadInvalid,
+                format!("chunk must start at offset {size}, the upload's current size"),
+            )
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::RANGE, range_value(size)),
+            e @ UploadError::Body(_) => ApiError::new(Code::BlobUploadInvalid, e.to_string()),
+            e @ UploadError::LengthMismatch { .. } => {
+                ApiError::new(Code::SizeInvalid, e.to_string())
+            }
+            UploadError::DigestMismatch { computed } => ApiError::new(
+                Code::DigestInvalid,
+                "provided digest did not match uploaded content",
+            )
+            .detail(serde_json::json!({ "computed": computed.to_string() })),
+            UploadError::Storage(e) => e.into(),
+        }
+    }
 }
 
 #[cfg(test)]

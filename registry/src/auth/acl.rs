@@ -9,17 +9,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Deserialize;
-
 use super::access::Actions;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Pull,
-    Push,
-    Delete,
-}
+pub use crate::config::{AclAction as Action, AclConfig, RuleConfig};
 
 impl Action {
     fn actions(self) -> Actions {
@@ -35,41 +26,6 @@ fn fold(list: &[Action]) -> Actions {
     list.iter()
         .map(|a| a.actions())
         .fold(Actions::NONE, Actions::union)
-}
-
-/// `[acl]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AclConfig {
-    /// Users (or `@group`s) allowed every action everywhere, and the catalog.
-    pub admins: Vec<String>,
-    /// What authenticated users may do on repositories no rule matches.
-    pub default: Vec<Action>,
-    /// What anonymous requests may do on repositories no rule matches.
-    pub anonymous: Vec<Action>,
-    /// Who may list `/v2/_catalog` besides admins: users, `@group`s, or `*`
-    /// for every authenticated user.
-    pub catalog: Vec<String>,
-    /// Group name → member users.
-    pub groups: BTreeMap<String, Vec<String>>,
-    pub rules: Vec<RuleConfig>,
-}
-
-/// One `[[acl.rules]]` entry.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuleConfig {
-    /// Repository glob: `*` matches within one path component, `**` any
-    /// number of components, `?` one character. `team-a/**` matches
-    /// `team-a/app` and `team-a/x/y`, not `team-a`.
-    pub repository: String,
-    /// Who may pull / push / delete: users, `@group`s, `*` (every
-    /// authenticated user).
-    pub pull: Vec<String>,
-    pub push: Vec<String>,
-    pub delete: Vec<String>,
-    /// What anonymous requests may do here.
-    pub anonymous: Vec<Action>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,71 +83,44 @@ impl Acl {
         }
     }
 
-    /// Builds the ACL, checking that every `@group` it names exists and
-    /// every pattern is well formed; errors name the key.
+    /// Builds the ACL from a configuration that `AclConfig::validate`
+    /// accepts (checked again here, so a caller cannot skip it); errors
+    /// name the key.
     pub fn from_config(config: Option<&AclConfig>) -> Result<Acl, (String, String)> {
         let Some(config) = config else {
             return Ok(Acl::open_to_users());
         };
-        let groups: BTreeMap<String, HashSet<String>> = config
-            .groups
+        config.validate()?;
+        let principals = |list: &[String]| list.iter().map(|s| Principal::parse(s)).collect();
+        let rules = config
+            .rules
             .iter()
-            .map(|(g, users)| (g.clone(), users.iter().cloned().collect()))
+            .map(|r| {
+                let p = r.repository.as_str();
+                let literal = p.bytes().filter(|b| !matches!(b, b'*' | b'?')).count();
+                Rule {
+                    pattern: p.to_owned(),
+                    specificity: (literal == p.len(), literal),
+                    grants: vec![
+                        (Actions::PULL, principals(&r.pull)),
+                        (Actions::PUSH, principals(&r.push)),
+                        (Actions::DELETE, principals(&r.delete)),
+                    ],
+                    anonymous: fold(&r.anonymous),
+                }
+            })
             .collect();
-        let principals =
-            |key: String, list: &[String]| -> Result<Vec<Principal>, (String, String)> {
-                list.iter()
-                    .map(|s| {
-                        let p = Principal::parse(s);
-                        match &p {
-                            Principal::Group(g) if !groups.contains_key(g) => Err((
-                                key.clone(),
-                                format!("group {g:?} is not defined in [acl.groups]"),
-                            )),
-                            Principal::User(u) if u.is_empty() => {
-                                Err((key.clone(), "empty user name".into()))
-                            }
-                            _ => Ok(p),
-                        }
-                    })
-                    .collect()
-            };
-        let mut rules = Vec::new();
-        for (i, r) in config.rules.iter().enumerate() {
-            let key = |field: &str| format!("acl.rules[{i}].{field}");
-            let p = r.repository.as_str();
-            if p.is_empty()
-                || p.starts_with('/')
-                || p.ends_with('/')
-                || p.contains("//")
-                || p.bytes()
-                    .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
-            {
-                return Err((
-                    key("repository"),
-                    format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
-                ));
-            }
-            let literal = p.bytes().filter(|b| !matches!(b, b'*' | b'?')).count();
-            let exact = literal == p.len();
-            rules.push(Rule {
-                pattern: p.to_owned(),
-                specificity: (exact, literal),
-                grants: vec![
-                    (Actions::PULL, principals(key("pull"), &r.pull)?),
-                    (Actions::PUSH, principals(key("push"), &r.push)?),
-                    (Actions::DELETE, principals(key("delete"), &r.delete)?),
-                ],
-                anonymous: fold(&r.anonymous),
-            });
-        }
         Ok(Acl {
             configured: true,
-            admins: principals("acl.admins".into(), &config.admins)?,
+            admins: principals(&config.admins),
             default: fold(&config.default),
             anonymous: fold(&config.anonymous),
-            catalog: principals("acl.catalog".into(), &config.catalog)?,
-            groups,
+            catalog: principals(&config.catalog),
+            groups: config
+                .groups
+                .iter()
+                .map(|(g, users)| (g.clone(), users.iter().cloned().collect()))
+                .collect(),
             rules,
         })
     }

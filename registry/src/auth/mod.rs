@@ -98,39 +98,6 @@ impl Authenticator {
     }
 }
 
-/// Checks the parts of the config that only `auth` understands, so a bad
-/// value fails at start with its key.
-pub fn validate_config(config: &Config) -> Result<(), (String, String)> {
-    Acl::from_config(config.acl.as_ref())?;
-    if config.auth.mode == AuthMode::Token {
-        let t = &config.auth.token;
-        let bad = |key: &str, m: &str| Err((format!("auth.token.{key}"), m.to_owned()));
-        if t.service.is_empty() {
-            return bad("service", "must not be empty");
-        }
-        if t.issuer.is_empty() {
-            return bad("issuer", "must not be empty");
-        }
-        if let Some(realm) = &t.realm {
-            if !(realm.starts_with("http://") || realm.starts_with("https://"))
-                || realm.contains('"')
-            {
-                return bad("realm", "must be an http:// or https:// URL");
-            }
-        }
-        if t.expiry_secs == 0 {
-            return bad("expiry_secs", "must be more than 0");
-        }
-        if !t.endpoint_enabled() && t.rootcertbundle.is_none() && t.trusted_keys.is_empty() {
-            return bad(
-                "rootcertbundle",
-                "with the built-in endpoint off, the external issuer's certificates are needed (REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)",
-            );
-        }
-    }
-    Ok(())
-}
-
 /// What an allowed request may do, for the checks a handler makes beyond
 /// the route's own access (the source of a cross-repository mount).
 #[derive(Clone)]

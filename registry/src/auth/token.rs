@@ -30,59 +30,7 @@ use sha2::Digest as _;
 use super::access::{Access, Actions, Resource};
 use super::der::{self, PrivateKey, PublicKey};
 
-/// `[auth.token]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokenConfig {
-    /// URL of the token endpoint, sent in challenges. Unset: this registry's
-    /// own `/auth/token`, on the host and scheme the client used.
-    pub realm: Option<String>,
-    /// The `service` in challenges, and the `aud` tokens must carry.
-    pub service: String,
-    /// The `iss` tokens must carry (and ours do).
-    pub issuer: String,
-    /// PEM certificates (registry:2's `rootcertbundle`) whose keys tokens
-    /// are accepted from: an external issuer's signing certificates.
-    pub rootcertbundle: Option<PathBuf>,
-    /// More PEM files whose keys (certificates, public or private keys) are
-    /// trusted: the previous signing key during a rotation.
-    pub trusted_keys: Vec<PathBuf>,
-    /// The built-in issuer's signing key (PEM: P-256 → ES256, RSA → RS256,
-    /// Ed25519 → EdDSA). Generated (P-256) and persisted if missing.
-    pub signing_key: PathBuf,
-    /// Lifetime of access tokens.
-    pub expiry_secs: u64,
-    /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`).
-    pub refresh_expiry_secs: u64,
-    /// Clock skew allowed on `exp` and `nbf`.
-    pub leeway_secs: u64,
-    /// Serve the built-in token endpoint at `/auth/token`. Unset: on, unless
-    /// a `rootcertbundle` names an external issuer.
-    pub endpoint: Option<bool>,
-}
-
-impl Default for TokenConfig {
-    fn default() -> Self {
-        TokenConfig {
-            realm: None,
-            service: "registry".into(),
-            issuer: "registry-token-issuer".into(),
-            rootcertbundle: None,
-            trusted_keys: Vec::new(),
-            signing_key: PathBuf::from("data/auth/token-signing-key.pem"),
-            expiry_secs: 300,
-            refresh_expiry_secs: 7 * 24 * 3600,
-            leeway_secs: 60,
-            endpoint: None,
-        }
-    }
-}
-
-impl TokenConfig {
-    pub fn endpoint_enabled(&self) -> bool {
-        self.endpoint.unwrap_or(self.rootcertbundle.is_none())
-    }
-}
+pub use crate::config::TokenConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
