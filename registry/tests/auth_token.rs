@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use registry::auth::der::{self, PublicKey};
 use registry::config::{AuthMode, Config};
 use serde_json::{json, Value};
-use support::token_issuer::{issuer_cert, openssl, private_der, spki_of_cert};
+use support::token_issuer::{issuer_cert, openssl, parse_challenge, private_der, spki_of_cert};
 use support::{expect_error, sha256_digest, Client, TestServer, OCI_MANIFEST};
 
 const USERS: &[(&str, &str)] = &[
@@ -132,24 +132,8 @@ fn challenge(r: &reqwest::Response) -> HashMap<String, String> {
         .unwrap_or_else(|| panic!("{}: no WWW-Authenticate", r.status()))
         .to_str()
         .unwrap();
-    let rest = h
-        .strip_prefix("Bearer ")
-        .unwrap_or_else(|| panic!("not a Bearer challenge: {h}"));
-    let mut out = HashMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'), "{h}");
-        let value: String = chars.by_ref().take_while(|c| *c != '"').collect();
-        out.insert(key.trim_start_matches(',').to_owned(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    out
+    assert!(h.starts_with("Bearer "), "not a Bearer challenge: {h}");
+    parse_challenge(h)
 }
 
 /// An `application/x-www-form-urlencoded` body, as OAuth2 clients send.

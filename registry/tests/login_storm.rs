@@ -79,6 +79,16 @@ async fn storm(
     tally
 }
 
+async fn alice_logs_in(base: &str) {
+    let ok = reqwest::Client::new()
+        .get(format!("{base}/v2/"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs STATIC_BIN_DIR, the release binary (run scripts/test.sh)"]
 async fn login_storms_leave_memory_where_it_was_and_are_throttled() {
@@ -101,13 +111,7 @@ async fn login_storms_leave_memory_where_it_was_and_are_throttled() {
 
     // Where it starts: after one successful login, the state of a registry
     // in use.
-    let ok = reqwest::Client::new()
-        .get(format!("{base}/v2/"))
-        .basic_auth("alice", Some("secret"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    alice_logs_in(&base).await;
     let (start, _) = memory_mib(pid);
 
     let localhost: IpAddr = "127.0.0.1".parse().unwrap();
@@ -156,11 +160,5 @@ async fn login_storms_leave_memory_where_it_was_and_are_throttled() {
     );
 
     // The real user still gets in (from an address it used before).
-    let ok = reqwest::Client::new()
-        .get(format!("{base}/v2/"))
-        .basic_auth("alice", Some("secret"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    alice_logs_in(&base).await;
 }

@@ -10,11 +10,9 @@
 mod distribution;
 mod support;
 
-use std::collections::HashMap;
-
 use distribution::DockerRegistry;
 use registry::config::{AuthMode, Config};
-use support::token_issuer::{Policy, TokenIssuer};
+use support::token_issuer::{parse_challenge, Policy, TokenIssuer};
 use support::{sha256_digest, TestServer};
 
 const REPO: &str = "team/app";
@@ -29,26 +27,6 @@ struct Seen {
     /// The challenge's `error` and `scope`, when it has them.
     error: Option<String>,
     scope: Option<String>,
-}
-
-/// `Bearer k="v",...` → its parameters.
-fn challenge(value: &str) -> HashMap<String, String> {
-    let rest = value.strip_prefix("Bearer ").unwrap_or("");
-    let mut out = HashMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'), "{value}");
-        let v: String = chars.by_ref().take_while(|c| *c != '"').collect();
-        out.insert(key.trim_start_matches(',').to_owned(), v);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    out
 }
 
 /// `repository:x:push,pull` → `repository:x:pull,push`: registry:2 keeps
@@ -136,7 +114,7 @@ impl Agent {
                 .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_owned));
             let c = headers
                 .get("www-authenticate")
-                .map(|v| challenge(v.to_str().unwrap()))
+                .map(|v| parse_challenge(v.to_str().unwrap()))
                 .unwrap_or_default();
             seen.push(Seen {
                 status,
@@ -177,7 +155,34 @@ impl Agent {
     }
 }
 
-/// Pull (nothing there), push a blob by a session and one monolithically,
+/// POST a session, PUT the blob into it: the two steps named `steps`.
+async fn push_blob(a: &mut Agent, steps: (&'static str, &'static str), data: &[u8]) -> String {
+    let digest = sha256_digest(data);
+    let (headers, _) = a
+        .step(
+            steps.0,
+            Request {
+                method: reqwest::Method::POST,
+                url: a.url(&format!("/v2/{REPO}/blobs/uploads/")),
+                body: None,
+            },
+        )
+        .await;
+    let location = headers["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    a.step(
+        steps.1,
+        Request {
+            method: reqwest::Method::PUT,
+            url: a.url(&format!("{location}{sep}digest={digest}")),
+            body: Some((data.to_vec(), "application/octet-stream")),
+        },
+    )
+    .await;
+    digest
+}
+
+/// Pull (nothing there), push two blobs by sessions,
 /// push the manifest, pull it, delete it (not allowed), list tags.
 async fn walk(base: &str) -> Vec<(&'static str, Vec<Seen>)> {
     let mut a = Agent::new(base);
@@ -186,55 +191,13 @@ async fn walk(base: &str) -> Vec<(&'static str, Vec<Seen>)> {
         a.get(&format!("/v2/{REPO}/manifests/v1")),
     )
     .await;
-    let (headers, _) = a
-        .step(
-            "start an upload",
-            Request {
-                method: reqwest::Method::POST,
-                url: a.url(&format!("/v2/{REPO}/blobs/uploads/")),
-                body: None,
-            },
-        )
-        .await;
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = sha256_digest(config);
-    let location = headers["location"].to_str().unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    a.step(
-        "finish the upload",
-        Request {
-            method: reqwest::Method::PUT,
-            url: a.url(&format!("{location}{sep}digest={config_digest}")),
-            body: Some((config.to_vec(), "application/octet-stream")),
-        },
-    )
-    .await;
+    let config_digest = push_blob(&mut a, ("start an upload", "finish the upload"), config).await;
     // registry:2 (2.8) has no monolithic POST: a second session, as docker
     // pushes each layer.
     let layer = b"a layer";
-    let layer_digest = sha256_digest(layer);
-    let (headers, _) = a
-        .step(
-            "start another upload",
-            Request {
-                method: reqwest::Method::POST,
-                url: a.url(&format!("/v2/{REPO}/blobs/uploads/")),
-                body: None,
-            },
-        )
-        .await;
-    let location = headers["location"].to_str().unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    a.step(
-        "finish it",
-        Request {
-            method: reqwest::Method::PUT,
-            url: a.url(&format!("{location}{sep}digest={layer_digest}")),
-            body: Some((layer.to_vec(), "application/octet-stream")),
-        },
-    )
-    .await;
+    let layer_digest = push_blob(&mut a, ("start another upload", "finish it"), layer).await;
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -191,3 +191,26 @@ fn rand_jti() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// `Bearer realm="...",service="...",scope="..."` → its parameters (empty
+/// for anything that is not a Bearer challenge).
+pub fn parse_challenge(value: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Some(rest) = value.strip_prefix("Bearer ") else {
+        return out;
+    };
+    let mut chars = rest.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'), "{value}");
+        let v: String = chars.by_ref().take_while(|c| *c != '"').collect();
+        out.insert(key.trim_start_matches(',').to_owned(), v);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
