@@ -420,22 +420,8 @@ async fn chunk_that_skips_ahead_is_416_and_the_upload_continues() {
     let data = blob(30, 6);
     let digest = sha256_digest(&data);
     let loc = c.start_upload(REPO).await;
-    let r = c
-        .patch(&loc)
-        .header("content-range", "0-9")
-        .body(data[..10].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let r = c
-        .patch(&loc)
-        .header("content-range", "20-29")
-        .body(data[20..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 416);
+    assert_eq!(patch_chunk(&c, &loc, 0, &data[..10]).await, 202);
+    assert_eq!(patch_chunk(&c, &loc, 20, &data[20..]).await, 416);
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(
@@ -443,17 +429,26 @@ async fn chunk_that_skips_ahead_is_416_and_the_upload_continues() {
         "0-9",
         "the refused chunk left no trace"
     );
-    let r = c
-        .patch(&loc)
-        .header("content-range", "10-29")
-        .body(data[10..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(patch_chunk(&c, &loc, 10, &data[10..]).await, 202);
     let r = c.put(&with_digest(&loc, &digest)).send().await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(get_blob(&c, REPO, &digest).await, (200, Bytes::from(data)));
+}
+
+/// PATCHes `chunk` as the bytes from `start` on (`Content-Range`
+/// `start-end`); the status.
+async fn patch_chunk(c: &Client, loc: &str, start: usize, chunk: &[u8]) -> u16 {
+    c.patch(loc)
+        .header(
+            "content-range",
+            format!("{start}-{}", start + chunk.len() - 1),
+        )
+        .body(chunk.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -478,29 +473,14 @@ async fn upload_session_survives_a_restart() {
     let data = blob(5000, 8);
     let digest = sha256_digest(&data);
     let loc = s.client().start_upload(REPO).await;
-    let r = s
-        .client()
-        .patch(&loc)
-        .header("content-range", "0-2999")
-        .body(data[..3000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(patch_chunk(&s.client(), &loc, 0, &data[..3000]).await, 202);
 
     let s = s.restart().await;
     let c = s.client();
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["range"], "0-2999");
-    let r = c
-        .patch(&loc)
-        .header("content-range", "3000-4999")
-        .body(data[3000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(patch_chunk(&c, &loc, 3000, &data[3000..]).await, 202);
     let r = c.put(&with_digest(&loc, &digest)).send().await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(get_blob(&c, REPO, &digest).await, (200, Bytes::from(data)));
