@@ -39,6 +39,8 @@
 # bind mount, see `env`), which builds, pushes and deploys under the one name
 # every node pulls: $CLUSTER-registry:5000/<repo>:<tag>.
 set -euo pipefail
+# Every plain `docker` below is this machine's engine; nodes are reached by -H.
+unset DOCKER_HOST DOCKER_CONTEXT
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -194,6 +196,7 @@ start_registry() {
   # 5000: the registry (TLS); 5001: Prometheus metrics, without auth, on
   # the cluster network and 127.0.0.1 only.
   docker run -d --name "$REG" --hostname "$REG" --label "$LABEL" --network "$NET" \
+    --ip "$(cat "$STATE/prefix").250" \
     -p 127.0.0.1::5000 -p 127.0.0.1::5001 \
     -v "$REG-data:/var/lib/registry" \
     -v "$STATE/registry-tls:/tls:ro" -v "$STATE/auth:/auth:ro" \
@@ -224,6 +227,7 @@ start_node() { # $1 = node number, $2 = image
   for c in "${CAPS[@]}"; do caps+=(--cap-add "$c"); done
   docker volume create --label "$LABEL" "$name-docker" >/dev/null
   docker run -d --name "$name" --hostname "$name" --label "$LABEL" --network "$NET" \
+    --ip "$(cat "$STATE/prefix").$((10 + n))" \
     "${caps[@]}" --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --tmpfs /run --tmpfs /tmp -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
     -v "$name-docker:/var/lib/docker" -v "$STATE/node$n:/ext" \
@@ -243,7 +247,14 @@ cmd_up() {
   chmod 700 "$STATE"
   echo "$NODES $MANAGERS" >"$STATE/shape"
   make_certs
+  # Fixed addresses (a restarted node keeps the address it advertised to the
+  # swarm): the subnet Docker picks as free, then recreated as a configured one.
   docker network create --label "$LABEL" "$NET" >/dev/null
+  local subnet
+  subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$NET")
+  docker network rm "$NET" >/dev/null
+  docker network create --label "$LABEL" --subnet "$subnet" "$NET" >/dev/null
+  echo "${subnet%.*/*}" >"$STATE/prefix"
   if [ "${REGISTRY:-1}" = 1 ]; then
     say "starting the registry $REG:$REG_PORT (TLS)"
     start_registry
