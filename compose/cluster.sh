@@ -106,7 +106,7 @@ build_node_image() {
   local files hash tag
   files=$(node_files | sort -u)
   hash=$(for f in $files; do readlink -f "$f"; done | sort -u | xargs sha256sum |
-    cat - <(declare -f node_entrypoint) | sha256sum | cut -c1-16)
+    cat - <(declare -f node_entrypoint build_node_image) | sha256sum | cut -c1-16)
   tag=$NODE_REPO:$hash
   if docker image inspect "$tag" >/dev/null 2>&1; then
     say "node image $tag (cached)"
@@ -130,7 +130,10 @@ build_node_image() {
   done
   ln -sf /usr/bin/busybox "$rootfs/bin/sh"
   ln -sf /usr/bin/ip "$rootfs/sbin/ip"
-  for d in lib lib64; do [ -e "$rootfs/$d" ] || true; done
+  # /var/run on the tmpfs /run: pid files of a killed node (containerd.pid)
+  # must not survive into its restart, where the pid means another process.
+  mkdir -p "$rootfs/var"
+  ln -sfn /run "$rootfs/var/run"
   mkdir -p "$rootfs/etc/docker/certs.d" "$rootfs/var/lib/docker" "$rootfs/run" \
     "$rootfs/tmp" "$rootfs/ext" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
   node_entrypoint >"$rootfs/usr/local/bin/node-entrypoint"

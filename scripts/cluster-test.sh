@@ -161,9 +161,9 @@ start_load() { # $1 container name
     done
     echo "RESULT $ok $fail"' >/dev/null
 }
-load_progress() { docker exec "$1" cat /progress 2>/dev/null || echo "0 0"; }
+load_progress() { docker exec "$1" busybox cat /progress 2>/dev/null || echo "0 0"; }
 stop_load() { # $1 name; prints "ok fail"
-  docker exec "$1" touch /stop
+  docker exec "$1" busybox touch /stop
   docker wait "$1" >/dev/null
   docker logs "$1" 2>&1 | grep '^FAIL' | head -n 20 >&2 || true
   docker logs "$1" 2>&1 | sed -n 's/^RESULT //p'
@@ -333,7 +333,7 @@ log "update --force: $drained -> $forced"
 # --- rolling update under load --------------------------------------------------------------
 phase update
 start_load load1
-poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load1 cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
+poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load1 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
 deploy TAG=v2 VERSION=2.0.0 | sed 's/^/    /'
 read -r ok failed < <(stop_load load1)
 log "v1 -> v2 under load: $ok requests answered, $failed failed"
@@ -354,7 +354,7 @@ cp /usr/bin/busybox "$work/v3/counter-app"
 printf 'FROM scratch\nCOPY counter-app-real /counter-app-real\nCOPY counter-app /counter-app\nUSER 65532:65532\nENTRYPOINT ["/counter-app-real"]\nCMD ["serve"]\n' >"$work/v3/Dockerfile"
 docker build -q -t "$DOCKER_REGISTRY/counter-app:v3" "$work/v3" >/dev/null
 start_load load2
-poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load2 cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
+poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load2 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
 if out=$(deploy TAG=v3 BUILD=none 2>&1); then
   echo "$out"
   fail "deploy of v3 (failing healthcheck) succeeded"
@@ -384,7 +384,7 @@ lost=$(on_node_count $victim)
 [ "$lost" -ge 1 ] || fail "node $victim holds no task to lose ($(placement))"
 c0=$(count_of "$(client_get app)")
 start_load load3
-poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load3 cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
+poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load3 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
 t_kill=$SECONDS
 host_docker kill "$CLUSTER-node$victim" >/dev/null
 log "killed node $victim (held $lost task(s)); placement was $(placement)"
@@ -395,7 +395,7 @@ rescheduled() { replicas_are 4 && [[ "$(placement)" == *"node$victim=0"* ]]; }
 poll "4 replicas on the remaining nodes" 120 rescheduled
 t_resched=$((SECONDS - t_kill))
 read -r ok1 _ < <(load_progress load3)
-poll "the count keeps rising" 30 bash -c "[ \"\$(docker exec load3 cat /progress | cut -d' ' -f1)\" -gt $ok1 ]"
+poll "the count keeps rising" 30 bash -c "[ \"\$(docker exec load3 busybox cat /progress | cut -d' ' -f1)\" -gt $ok1 ]"
 log "node $victim down after ${t_down}s, 4/4 running elsewhere after ${t_resched}s: $(placement)"
 host_docker start "$CLUSTER-node$victim" >/dev/null
 node_ready() { [ "$(docker node inspect -f '{{.Status.State}}' "$CLUSTER-node$victim")" = ready ]; }
