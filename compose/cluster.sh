@@ -59,6 +59,9 @@ REG_PORT=5000
 NODE_REPO=counter-cluster-node
 
 say() { echo "cluster: $*" >&2; }
+# docker build, its stderr (the legacy builder's deprecation notice) shown
+# only when the build fails.
+build() { local err; err=$(docker build "$@" 2>&1 >/dev/null) || { echo "$err" >&2; return 1; }; }
 die() { echo "cluster: error: $*" >&2; exit 1; }
 
 node_sock() { echo "$STATE/node$1/docker.sock"; }
@@ -188,12 +191,12 @@ start_registry() {
   ctx=$(mktemp -d)
   cp "$bin/registry" "$ctx/"
   mkdir "$ctx/data" "$ctx/auth"
-  docker build -q -f "$root/registry/Dockerfile" --label "$LABEL" -t "$REG:local" "$ctx" >/dev/null
+  build -q -f "$root/registry/Dockerfile" --label "$LABEL" -t "$REG:local" "$ctx" >/dev/null
   rm -rf "$ctx"
   head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE/registry-password"
   chmod 600 "$STATE/registry-password"
   mkdir -p "$STATE/auth"
-  "$bin/htpasswd" -B -i -c "$STATE/auth/htpasswd" "$REGISTRY_USER" <"$STATE/registry-password" >/dev/null
+  "$bin/htpasswd" -B -i -c "$STATE/auth/htpasswd" "$REGISTRY_USER" <"$STATE/registry-password" >/dev/null 2>&1
   chown -R 65532:65532 "$STATE/auth"
   docker volume create --label "$LABEL" "$REG-data" >/dev/null
   # 5000: the registry (TLS); 5001: Prometheus metrics, without auth, on

@@ -91,6 +91,9 @@ poll() { # $1 what, $2 timeout, rest command
 }
 
 host_docker() { env -u DOCKER_HOST docker "$@"; } # this machine's engine
+# docker build, its stderr (the legacy builder's deprecation notice) shown
+# only when the build fails.
+build() { local err; err=$(docker build "$@" 2>&1 >/dev/null) || { echo "$err" >&2; return 1; }; }
 node_no() { echo "${1##*-node}"; } # counter name -> number
 on_node() { local n=$1; shift; docker -H "unix://$CLUSTER_STATE/node$n/docker.sock" "$@"; }
 
@@ -187,7 +190,7 @@ phase images
 mkdir -p "$work/client"
 cp /usr/bin/busybox "$work/client/"
 printf 'FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT ["/bin/busybox"]\n' >"$work/client/Dockerfile"
-docker build -q -t cluster-client "$work/client" >/dev/null
+build -q -t cluster-client "$work/client"
 # Redis from the host's redis-server and redis-cli and their libraries, as
 # bench/swarm/run.sh builds it; pushed to our registry like every stack image.
 ctx=$work/redis
@@ -207,7 +210,7 @@ WORKDIR /data
 USER 65532:65532
 CMD ["redis-server", "--protected-mode", "no"]
 EOF
-docker build -q -t "$DOCKER_REGISTRY/redis:7-host" "$ctx" >/dev/null
+build -q -t "$DOCKER_REGISTRY/redis:7-host" "$ctx"
 docker login -u "$REGISTRY_USER" --password-stdin "$DOCKER_REGISTRY" <"$REGISTRY_PASSWORD_FILE" >/dev/null
 docker push -q "$DOCKER_REGISTRY/redis:7-host" >/dev/null
 log "pushed $DOCKER_REGISTRY/redis:7-host from the manager's engine (TLS, CA in certs.d)"
@@ -352,7 +355,7 @@ mkdir -p "$work/v3"
 cp "$STATIC_BIN_DIR/counter-app" "$work/v3/counter-app-real"
 cp /usr/bin/busybox "$work/v3/counter-app"
 printf 'FROM scratch\nCOPY counter-app-real /counter-app-real\nCOPY counter-app /counter-app\nUSER 65532:65532\nENTRYPOINT ["/counter-app-real"]\nCMD ["serve"]\n' >"$work/v3/Dockerfile"
-docker build -q -t "$DOCKER_REGISTRY/counter-app:v3" "$work/v3" >/dev/null
+build -q -t "$DOCKER_REGISTRY/counter-app:v3" "$work/v3"
 start_load load2
 poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load2 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
 if out=$(deploy TAG=v3 BUILD=none 2>&1); then
