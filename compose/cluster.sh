@@ -16,6 +16,7 @@
 #   CLUSTER_STATE   host directory for sockets, CA, password (/tmp/$CLUSTER)
 #   REGISTRY_USER   registry user created in the htpasswd file (deployer)
 #   REGISTRY        0: no registry container (nodes and swarm only)
+#   REGISTRY_LOG_LEVEL, REGISTRY_LOG_FORMATTER  the registry's log (info, text)
 #
 # What `up` creates, all labelled io.counter.cluster=$CLUSTER (`down` removes
 # exactly that, plus the state directory):
@@ -210,6 +211,7 @@ start_registry() {
     -e REGISTRY_HTTP_TLS_KEY=/tls/registry.key \
     -e REGISTRY_METRICS_ADDR=0.0.0.0:5001 \
     -e REGISTRY_LOG_LEVEL="${REGISTRY_LOG_LEVEL:-info}" \
+    -e REGISTRY_LOG_FORMATTER="${REGISTRY_LOG_FORMATTER:-text}" \
     "$REG:local" >/dev/null
   local port
   port=$(docker port "$REG" 5000/tcp | head -n1 | sed 's/.*://')
