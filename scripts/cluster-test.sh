@@ -388,9 +388,10 @@ lost=$(on_node_count $victim)
 c0=$(count_of "$(client_get app)")
 start_load load3
 poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load3 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
+before_kill=$(placement)
 t_kill=$SECONDS
 host_docker kill "$CLUSTER-node$victim" >/dev/null
-log "killed node $victim (held $lost task(s)); placement was $(placement)"
+log "killed node $victim (held $lost task(s)); placement was $before_kill"
 node_down() { [ "$(docker node inspect -f '{{.Status.State}}' "$CLUSTER-node$victim")" = down ]; }
 poll "node $victim reported down" 120 node_down
 t_down=$((SECONDS - t_kill))
