@@ -58,6 +58,7 @@ NET=$CLUSTER-net
 REG=$CLUSTER-registry
 REG_PORT=5000
 NODE_REPO=counter-cluster-node
+UP_DONE=0
 
 say() { echo "cluster: $*" >&2; }
 # docker build, its stderr (the legacy builder's deprecation notice) shown
@@ -249,6 +250,8 @@ cmd_up() {
   if docker ps -aq --filter "label=$LABEL" | grep -q .; then
     die "cluster $CLUSTER exists already ('$0 down' first, or another CLUSTER=)"
   fi
+  # A failed `up` removes what it had made, so a re-run starts clean.
+  trap '[ "$UP_DONE" = 1 ] || { say "up failed: removing what it made"; cmd_down; }' EXIT
   local t0=$SECONDS image
   image=$(build_node_image)
   mkdir -p "$STATE"
@@ -285,6 +288,7 @@ cmd_up() {
     on_node "$n" swarm join --advertise-addr "$(node_ip "$n")" --token "$token" "$ip1:2377" >/dev/null
   done
   wait_until "$NODES nodes Ready" 60 all_ready
+  UP_DONE=1
   say "up in $((SECONDS - t0))s"
   cmd_status
   echo
