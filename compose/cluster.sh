@@ -87,14 +87,16 @@ wait_until() { # $1 = what, $2 = timeout seconds, rest = command
 
 # --- the node image ----------------------------------------------------------
 node_files() {
-  local bins=(/usr/sbin/dockerd /usr/bin/containerd /usr/bin/containerd-shim-runc-v2
-    /usr/sbin/runc /usr/sbin/docker-proxy /usr/sbin/xtables-nft-multi /usr/bin/ip
-    /usr/bin/busybox)
-  local f
-  for f in "${bins[@]}"; do
-    [ -x "$f" ] || die "$f is missing (the node image is built from the host's engine)"
+  # Found on PATH (Debian's docker.io has them in /usr/sbin and /usr/bin,
+  # docker-ce in /usr/bin): each goes to the same path in the image.
+  local bins=() name f
+  for name in dockerd containerd containerd-shim-runc-v2 runc docker-proxy \
+    xtables-nft-multi ip busybox docker-init; do
+    f=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$name") ||
+      die "$name is missing (the node image is built from the host's engine; busybox: busybox-static)"
+    bins+=("$f")
   done
-  printf '%s\n' "${bins[@]}" "$(readlink -f /usr/bin/docker-init)"
+  printf '%s\n' "${bins[@]}" "$(readlink -f "${bins[8]}")"
   # The docker CLI: the host's (static when /usr/local/bin/docker).
   readlink -f "$(command -v docker)"
   # iptables extensions are dlopen()ed: ldd does not list them.
@@ -127,14 +129,16 @@ build_node_image() {
     cp -L "$f" "$rootfs$f"
   done
   # Names the engine and the loader look for.
-  cp -L /usr/bin/docker-init "$rootfs/usr/bin/docker-init"
+  cp -L "$(command -v docker-init)" "$rootfs/usr/bin/docker-init"
   mkdir -p "$rootfs/usr/bin" "$rootfs/bin" "$rootfs/sbin" "$rootfs/usr/local/bin"
   cp -L "$(command -v docker)" "$rootfs/usr/bin/docker"
+  local xt
+  xt=$(command -v xtables-nft-multi)
   for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
-    ln -sf xtables-nft-multi "$rootfs/usr/sbin/$t"
+    ln -sf "$xt" "$rootfs/usr/sbin/$t"
   done
-  ln -sf /usr/bin/busybox "$rootfs/bin/sh"
-  ln -sf /usr/bin/ip "$rootfs/sbin/ip"
+  ln -sf "$(command -v busybox)" "$rootfs/bin/sh"
+  [ -e "$rootfs/sbin/ip" ] || ln -sf "$(command -v ip)" "$rootfs/sbin/ip"
   # /var/run on the tmpfs /run: pid files of a killed node (containerd.pid)
   # must not survive into its restart, where the pid means another process.
   mkdir -p "$rootfs/var"

@@ -79,6 +79,7 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
+trap 'echo "cluster-test: FAIL: line $LINENO: $BASH_COMMAND exited non-zero" >&2' ERR
 
 # Polls until "$@" succeeds; fails after $2 seconds.
 poll() { # $1 what, $2 timeout, rest command
@@ -160,7 +161,7 @@ start_load() { # $1 container name
         *" 200 "*) ok=$((ok + 1)) ;;
         *) fail=$((fail + 1)); echo "FAIL $(date +%T) [$r]" ;;
       esac
-      echo "$ok $fail" >/progress
+      echo "$ok $fail" >/progress.new && mv /progress.new /progress
     done
     echo "RESULT $ok $fail"' >/dev/null
 }
@@ -398,7 +399,7 @@ t_down=$((SECONDS - t_kill))
 rescheduled() { replicas_are 4 && [[ "$(placement)" == *"node$victim=0"* ]]; }
 poll "4 replicas on the remaining nodes" 120 rescheduled
 t_resched=$((SECONDS - t_kill))
-read -r ok1 _ < <(load_progress load3)
+read -r ok1 _ < <(load_progress load3) || true
 poll "the count keeps rising" 30 bash -c "[ \"\$(docker exec load3 busybox cat /progress | cut -d' ' -f1)\" -gt $ok1 ]"
 log "node $victim down after ${t_down}s, 4/4 running elsewhere after ${t_resched}s: $(placement)"
 host_docker start "$CLUSTER-node$victim" >/dev/null
