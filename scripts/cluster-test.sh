@@ -20,6 +20,8 @@
 #   rollback  v3 with a failing healthcheck: Swarm rolls back to v2 by itself
 #   nodeloss  kill a worker: tasks rescheduled in bounded time, count keeps
 #             rising, nothing lost in Redis; node back, rebalance
+#   quorum    a second cluster with MANAGERS=3: kill the leader, the other two
+#             elect a new one and keep serving
 #   down      compose/cluster.sh down: nothing of the test left behind
 #
 # Fails (non-zero, "cluster-test: FAIL: ...") on the first broken assertion.
@@ -71,9 +73,16 @@ cleanup() {
     exit $rc
   fi
   "$root/compose/cluster.sh" down >/dev/null 2>&1
+  [ "${qcleanup:-0}" = 1 ] && env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" \
+    "$root/compose/cluster.sh" down >/dev/null 2>&1
   rm -rf "$work"
   local left
-  left=$(host_docker ps -aq --filter "label=io.counter.cluster=$CLUSTER"; host_docker network ls -q --filter "label=io.counter.cluster=$CLUSTER"; host_docker volume ls -q --filter "label=io.counter.cluster=$CLUSTER")
+  local c
+  left=$(for c in "$CLUSTER" "${CLUSTER}q"; do
+    host_docker ps -aq --filter "label=io.counter.cluster=$c"
+    host_docker network ls -q --filter "label=io.counter.cluster=$c"
+    host_docker volume ls -q --filter "label=io.counter.cluster=$c"
+  done)
   [ -z "$left" ] || { echo "cluster-test: FAIL: left behind: $left" >&2; rc=1; }
   summary
   exit $rc
@@ -414,4 +423,30 @@ read -r ok failed < <(stop_load load3)
 c1=$(count_of "$(client_get app)")
 log "rebalanced: $rebalanced; load: $ok answered, $failed failed (requests to the lost tasks' addresses until Swarm saw the node down); count $c0 -> $c1"
 [ $((c1 - c0)) -ge $((ok + 1)) ] || fail "Redis lost counts: $c0 + $ok answered + 1 > $c1"
+
+# --- raft quorum: MANAGERS=3 --------------------------------------------------------------------
+phase quorum
+# A second, registry-less cluster of 3 managers: losing the leader leaves a
+# quorum of 2, which elects a new leader and keeps serving the API.
+qdocker() { # $1 node number, rest docker args
+  local n=$1; shift
+  docker -H "unix://$QSTATE/node$n/docker.sock" "$@"
+}
+QCLUSTER=${CLUSTER}q QSTATE=$CLUSTER_STATE-q
+env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" NODES=3 MANAGERS=3 REGISTRY=0 \
+  "$root/compose/cluster.sh" up >/dev/null 2>&1 || fail "cluster.sh up with MANAGERS=3 failed"
+qcleanup=1
+managers=$(qdocker 1 node ls --format '{{.Hostname}} {{.ManagerStatus}}')
+[ "$(grep -c ' Leader$' <<<"$managers")" = 1 ] && [ "$(grep -c ' Reachable$' <<<"$managers")" = 2 ] ||
+  fail "MANAGERS=3: want 1 Leader and 2 Reachable managers: $managers"
+host_docker kill "$QCLUSTER-node1" >/dev/null
+t_q=$SECONDS
+new_leader() {
+  qdocker 2 node ls --format '{{.Hostname}} {{.ManagerStatus}}' 2>/dev/null |
+    grep -q "^$QCLUSTER-node[23] Leader$"
+}
+poll "a new leader among the 2 remaining managers" 60 new_leader
+log "MANAGERS=3: leader node 1 killed, $(qdocker 2 node ls --format '{{.Hostname}} {{.ManagerStatus}}' | grep Leader | cut -d' ' -f1) leads after $((SECONDS - t_q))s; the quorum of 2 still serves the API"
+env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" "$root/compose/cluster.sh" down >/dev/null 2>&1
+qcleanup=0
 log "all assertions passed"

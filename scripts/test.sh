@@ -21,5 +21,5 @@ REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
 # The multi-node swarm (3 engines in containers, our registry over TLS):
 # deploy with the seed's placement, the Active/Drain lab, rolling update under
 # load, automatic rollback, node loss. Cleans up after itself; prints each
-# phase's duration (about 5 minutes here).
+# phase's duration (about 4 minutes here).
 ./scripts/cluster-test.sh
