@@ -238,6 +238,12 @@ log "anonymous pull from node 2 refused: $(tail -n1 <<<"$out")"
 phase deploy
 deploy TAG=v1 VERSION=1.0.0 | sed 's/^/    /'
 poll "4 replicas running" 60 replicas_are 4
+# The seed's production settings, as Swarm holds them (only the endpoint
+# and publish modes differ: no IPVS here).
+spec=$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}} {{.Spec.TaskTemplate.Placement.MaxReplicas}} {{range .Spec.TaskTemplate.Placement.Preferences}}{{.Spread.SpreadDescriptor}}{{end}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}} {{.Spec.TaskTemplate.Resources.Reservations.NanoCPUs}} {{.Spec.TaskTemplate.Resources.Reservations.MemoryBytes}} {{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.FailureAction}} {{.Spec.UpdateConfig.Parallelism}} {{.Spec.EndpointSpec.Mode}} {{if .Spec.TaskTemplate.ContainerSpec.Healthcheck}}health{{end}}' "$APP")
+want="4 2 node.id 500000000 536870912 250000000 268435456 start-first rollback 2 dnsrr health"
+[ "$spec" = "$want" ] || fail "service spec: got '$spec', want '$want'"
+log "spec: replicas 4, max 2 per node, spread node.id, limits 0.5 CPU/512M, reservations 0.25/256M, start-first, failure_action rollback, parallelism 2, dnsrr, healthcheck"
 p=$(placement)
 log "placement after deploy: $p"
 held=0
