@@ -15,6 +15,15 @@
 #                       round robin, host-mode ports, no per-node limit), for a
 #                       one-node swarm or a kernel without IPVS; PUBLISHED_PORT
 #                       then defaults to 0 and MAX_REPLICAS_PER_NODE to 0
+#   MULTI_NODE_DNSRR    1: the same override for several nodes without IPVS,
+#                       keeping MAX_REPLICAS_PER_NODE (2); PUBLISHED_PORT 0
+#   PREFLIGHT           0 skips the checks before the build (swarm manager;
+#                       enough Ready+Active nodes for REPLICAS under
+#                       MAX_REPLICAS_PER_NODE, plus 2 for an update; IPVS in
+#                       the kernel for vip/ingress, looked at when the engine
+#                       is local, IPVS_CHECK=1/0 forces it on/off)
+#   SMOKE               0 skips the smoke test (when the published ports are
+#                       not reachable from here, as on compose/cluster.sh nodes)
 #   BUILD               static (default): static binary built on the host
 #                       (STATIC_BIN_DIR if set, else scripts/static-build.sh) in
 #                       counter-app/Dockerfile, works offline;
@@ -50,6 +59,12 @@ if [ "${SINGLE_NODE:-0}" = 1 ]; then
   files+=(-c "$here/docker-compose.swarm.single-node.yml")
   export PUBLISHED_PORT=${PUBLISHED_PORT:-0}
   export MAX_REPLICAS_PER_NODE=${MAX_REPLICAS_PER_NODE:-0}
+elif [ "${MULTI_NODE_DNSRR:-0}" = 1 ]; then
+  # Several nodes without IPVS: DNS round robin and host-mode ports like a
+  # single node, but the seed's placement (MAX_REPLICAS_PER_NODE=2) kept.
+  files+=(-c "$here/docker-compose.swarm.single-node.yml")
+  export PUBLISHED_PORT=${PUBLISHED_PORT:-0}
+  SINGLE_NODE=1 # for the pre-flight checks: dnsrr + host mode
 fi
 export DOCKER_REGISTRY TAG PUBLISHED_PORT=${PUBLISHED_PORT:-80}
 image="$DOCKER_REGISTRY/counter-app:$TAG"
@@ -70,8 +85,50 @@ fi
 unset REGISTRY_PASSWORD
 
 command -v docker >/dev/null || die "docker is not installed"
-[ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] ||
-  die "this engine is not in a swarm: run 'docker swarm init' (see docs/deploy.md)"
+
+# 0. Pre-flight: what would otherwise only show as replicas never healthy
+# after DEPLOY_TIMEOUT. Each check stops within seconds and names the fix.
+state=$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}' 2>/dev/null) ||
+  die "cannot reach the Docker engine${DOCKER_HOST:+ at DOCKER_HOST=$DOCKER_HOST}"
+case "$state" in
+  "active true") ;;
+  "active false") die "this engine is a swarm worker: point DOCKER_HOST at a manager" ;;
+  *) die "this engine is not in a swarm: run 'docker swarm init' (see docs/deploy.md), or compose/cluster.sh up for a local multi-node one" ;;
+esac
+if [ "${PREFLIGHT:-1}" = 1 ]; then
+  replicas=${REPLICAS:-4}
+  max_per_node=${MAX_REPLICAS_PER_NODE:-2}
+  if [ "${SINGLE_NODE:-0}" = 1 ]; then
+    endpoint_mode=dnsrr publish_mode=host
+  else
+    endpoint_mode=${ENDPOINT_MODE:-vip} publish_mode=${PUBLISH_MODE:-ingress}
+  fi
+  nodes=$(docker node ls --format '{{.Status}} {{.Availability}}' | grep -c '^Ready Active$' || true)
+  if [ "$max_per_node" -gt 0 ]; then
+    slots=$((nodes * max_per_node))
+    if [ "$slots" -lt "$replicas" ]; then
+      die "REPLICAS=$replicas with MAX_REPLICAS_PER_NODE=$max_per_node needs $(((replicas + max_per_node - 1) / max_per_node)) Ready+Active nodes, the swarm has $nodes: the other tasks would stay Pending for ever. Fix: add nodes (compose/cluster.sh up), or set SINGLE_NODE=1 (one node) or MAX_REPLICAS_PER_NODE=0 (no limit) or REPLICAS=$slots"
+    fi
+    # An update starts 2 new tasks (parallelism 2, start-first) before it
+    # stops old ones: they need a free slot too, or the update hangs.
+    if docker service inspect "$service" >/dev/null 2>&1 && [ "$slots" -lt $((replicas + 2)) ]; then
+      die "updating $service (start-first, parallelism 2) needs $((replicas + 2)) task slots, $nodes node(s) x MAX_REPLICAS_PER_NODE=$max_per_node give $slots: the update would hang. Fix: add nodes, or set MAX_REPLICAS_PER_NODE=0 or $(((replicas + 2 + nodes - 1) / nodes)), or SINGLE_NODE=1"
+    fi
+  fi
+  if [ "$endpoint_mode" = vip ] || [ "$publish_mode" = ingress ]; then
+    # The swarm's virtual IPs and ingress mesh are IPVS in the nodes' kernel.
+    # A local engine (unix socket: this machine, or nodes in containers on it
+    # as with compose/cluster.sh) runs on this kernel; a remote one cannot be
+    # looked at from here (IPVS_CHECK=0 skips the check).
+    case "${DOCKER_HOST:-unix://}" in
+      unix://*) local_engine=1 ;;
+      *) local_engine=0 ;;
+    esac
+    if [ "${IPVS_CHECK:-$local_engine}" = 1 ] && [ ! -e /proc/net/ip_vs ]; then
+      die "ENDPOINT_MODE=$endpoint_mode PUBLISH_MODE=$publish_mode need IPVS in the nodes' kernel, and this kernel has none (/proc/net/ip_vs is missing; modprobe ip_vs): virtual IPs would not route and the ingress port would refuse connections. Fix: SINGLE_NODE=1 (one node), or ENDPOINT_MODE=dnsrr PUBLISH_MODE=host PUBLISHED_PORT=0 with the override file docker-compose.swarm.single-node.yml (MULTI_NODE_DNSRR=1 sets both and keeps MAX_REPLICAS_PER_NODE)"
+    fi
+  fi
+fi
 
 # 1. Build ------------------------------------------------------------------
 revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
@@ -161,6 +218,11 @@ redis_replicas=$(docker service ls --filter "name=${STACK}_redis" --format '{{.R
 echo "    redis: $redis_replicas"
 
 # 6. Smoke test --------------------------------------------------------------
+if [ "${SMOKE:-1}" = 0 ]; then
+  step "smoke test skipped (SMOKE=0)"
+  echo "deployed $image ($digest) as stack $STACK: $desired replicas healthy"
+  exit 0
+fi
 # Through the published port; in host mode with PUBLISHED_PORT=0 every task
 # has its own port, and each is tested.
 step "smoke test GET / on $SMOKE_HOST"

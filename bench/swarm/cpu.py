@@ -4,6 +4,8 @@ machine's cores were busy with during the run.
   cpu.py snap FILE                 save the CPU ticks of every process and the machine's
   cpu.py run FILE -- CMD ARGS...   run CMD, save its (and its children's) CPU seconds
   cpu.py diff BEFORE AFTER LOADGEN_FILE SECONDS
+                                   (LOADGEN_FILE "-": the wrk/locust processes seen in
+                                   both snapshots, for a load generator in a container)
                                    one line: machine busy %, core-seconds of the load
                                    generator, counter-app, redis, docker-proxy, the
                                    docker daemons, and everything else (other builds...)
@@ -73,8 +75,14 @@ def diff(before, after, loadgen_file, seconds):
     a, atotal, aidle = load(after)
     ticks = max(1, atotal - btotal)  # all cores, in ticks
     busy_core_s = (ticks - (aidle - bidle)) / TICK
-    with open(loadgen_file) as f:
-        loadgen = float(f.read())
+    if loadgen_file == "-":
+        # The load generator runs in a container (bench/cluster/load.sh):
+        # its processes, by name, in both snapshots.
+        loadgen = sum(max(0, t - b.get(pid, (name, 0))[1]) / TICK
+                      for pid, (name, t) in a.items() if name in ("wrk", "locust"))
+    else:
+        with open(loadgen_file) as f:
+            loadgen = float(f.read())
     groups = {"counter-app": 0.0, "redis": 0.0, "docker-proxy": 0.0, "dockerd+containerd": 0.0}
     others = {}
     for pid, (name, t) in a.items():

@@ -433,3 +433,162 @@ fn locustfile_runs_headless_and_spreads_users_over_targets() {
         "TARGETS not spread: {served:?}"
     );
 }
+
+/// A stand-in `docker` for the pre-flight checks of deploy.sh: answers
+/// `info` and `node ls` as a swarm of `FAKE_NODES` nodes would, and fails
+/// loudly on anything else (so a run that passes the checks ends at the
+/// build, saying "fake docker: unexpected").
+const FAKE_DOCKER: &str = r#"#!/bin/sh
+case "$1 $2" in
+  "info --format") echo "$FAKE_SWARM"; exit 0 ;;
+  "node ls") i=0; while [ $i -lt "$FAKE_NODES" ]; do echo "Ready Active"; i=$((i + 1)); done; exit 0 ;;
+  "service inspect") [ "${FAKE_SERVICE:-0}" = 1 ]; exit $? ;;
+esac
+echo "fake docker: unexpected: $*" >&2
+exit 99
+"#;
+
+/// deploy.sh (issue 12, 7b) refuses within seconds, naming the variables that
+/// fix it, what would otherwise leave replicas Pending or unroutable until
+/// its 300 s wait ran out: no swarm, a worker, too few nodes for REPLICAS
+/// under MAX_REPLICAS_PER_NODE (and for a start-first update), vip/ingress
+/// without IPVS in the kernel. Runs everywhere: a fake `docker` on PATH.
+#[test]
+fn deploy_script_preflight_refuses_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("docker");
+    std::fs::write(&fake, FAKE_DOCKER).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = compose_dir().join("deploy.sh");
+    let deploy = |env: &[(&str, &str)]| -> (bool, String) {
+        let t0 = std::time::Instant::now();
+        let mut cmd = Command::new(&script);
+        cmd.env("PATH", &path)
+            .env("DOCKER_REGISTRY", "reg.example:5000")
+            .env("REGISTRY_USER", "u")
+            .env("REGISTRY_PASSWORD", "p")
+            .env("BUILD", "none")
+            .env("FAKE_SWARM", "active true")
+            .env("FAKE_NODES", "3");
+        for var in [
+            "DOCKER_HOST",
+            "SINGLE_NODE",
+            "MULTI_NODE_DNSRR",
+            "REPLICAS",
+            "MAX_REPLICAS_PER_NODE",
+            "ENDPOINT_MODE",
+            "PUBLISH_MODE",
+            "IPVS_CHECK",
+            "PREFLIGHT",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = run(cmd.envs(env.iter().copied()).stdin(Stdio::null()));
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "deploy.sh took {took:?} with {env:?}"
+        );
+        (out.status.success(), text(&out))
+    };
+    let refused = |env: &[(&str, &str)], wants: &[&str]| {
+        let (ok, out) = deploy(env);
+        assert!(!ok, "deploy.sh with {env:?} should refuse: {out}");
+        assert!(
+            !out.contains("fake docker: unexpected"),
+            "{env:?} got past the checks: {out}"
+        );
+        for w in wants {
+            assert!(
+                out.contains(w),
+                "{env:?}: the message should name {w:?}: {out}"
+            );
+        }
+    };
+    let passes = |env: &[(&str, &str)]| {
+        let (_, out) = deploy(env);
+        assert!(
+            out.contains("fake docker: unexpected") || out.contains("no local image"),
+            "{env:?} should pass the checks and reach the build: {out}"
+        );
+    };
+    let dnsrr = [("MULTI_NODE_DNSRR", "1")];
+
+    refused(&[("FAKE_SWARM", "inactive false")], &["not in a swarm"]);
+    refused(
+        &[("FAKE_SWARM", "active false")],
+        &["worker", "DOCKER_HOST"],
+    );
+    // The seed's 4 replicas, 2 per node, on 1 node: 2 would stay Pending.
+    refused(
+        &[("FAKE_NODES", "1"), ("MULTI_NODE_DNSRR", "1")],
+        &[
+            "needs 2 Ready+Active nodes",
+            "has 1",
+            "SINGLE_NODE=1",
+            "MAX_REPLICAS_PER_NODE=0",
+        ],
+    );
+    refused(
+        &[
+            ("FAKE_NODES", "2"),
+            ("REPLICAS", "6"),
+            ("MULTI_NODE_DNSRR", "1"),
+        ],
+        &["REPLICAS=6", "needs 3"],
+    );
+    // Enough for the first deploy, not for a start-first update of it.
+    refused(
+        &[
+            ("FAKE_NODES", "2"),
+            ("FAKE_SERVICE", "1"),
+            ("MULTI_NODE_DNSRR", "1"),
+        ],
+        &["update would hang", "needs 6 task slots"],
+    );
+    passes(&[
+        ("FAKE_NODES", "3"),
+        ("FAKE_SERVICE", "1"),
+        ("MULTI_NODE_DNSRR", "1"),
+    ]);
+    passes(&[("FAKE_NODES", "1"), ("SINGLE_NODE", "1")]);
+    passes(&dnsrr);
+    // vip + ingress (the defaults) need IPVS in the kernel the local engine
+    // runs on; this machine has none.
+    let vip: [(&str, &str); 0] = [];
+    if Path::new("/proc/net/ip_vs").exists() {
+        passes(&vip);
+    } else {
+        refused(
+            &vip,
+            &[
+                "IPVS",
+                "/proc/net/ip_vs",
+                "SINGLE_NODE=1",
+                "MULTI_NODE_DNSRR=1",
+            ],
+        );
+        refused(
+            &[("ENDPOINT_MODE", "dnsrr")],
+            &["PUBLISH_MODE=ingress", "IPVS"],
+        );
+        passes(&[("ENDPOINT_MODE", "dnsrr"), ("PUBLISH_MODE", "host")]);
+        // A remote engine's kernel is not this one: not judged from here,
+        // unless asked to.
+        passes(&[("DOCKER_HOST", "tcp://node.example:2376")]);
+        refused(
+            &[
+                ("DOCKER_HOST", "tcp://node.example:2376"),
+                ("IPVS_CHECK", "1"),
+            ],
+            &["IPVS"],
+        );
+        passes(&[("PREFLIGHT", "0")]);
+    }
+}
