@@ -145,7 +145,7 @@ async fn try_mount(
 
 /// Where a chunk starts and how long it is, from `Content-Range` (registry:2
 /// form `start-end`, or `bytes start-end/total`) and `Content-Length`.
-fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
+pub fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
     let length = content_length(&parts.headers);
     let Some(raw) = parts.headers.get(header::CONTENT_RANGE) else {
         return Ok((None, length));
