@@ -168,7 +168,8 @@ pub fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiErro
     if end < start {
         return Err(invalid());
     }
-    let range_len = end - start + 1;
+    // `0-18446744073709551615` is 2^64 bytes: no u64 holds that length.
+    let range_len = (end - start).checked_add(1).ok_or_else(invalid)?;
     if length.is_some_and(|l| l != range_len) {
         return Err(ApiError::new(
             Code::SizeInvalid,
@@ -266,4 +267,31 @@ pub async fn cancel(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResul
     let id = parse_id(raw_id)?;
     state.storage.cancel_upload(name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::chunk_bounds;
+    use axum::http::{header, Request};
+
+    fn bounds(range: &str, length: Option<&str>) -> Option<(Option<u64>, Option<u64>)> {
+        let mut request = Request::builder().header(header::CONTENT_RANGE, range);
+        if let Some(length) = length {
+            request = request.header(header::CONTENT_LENGTH, length);
+        }
+        chunk_bounds(&request.body(()).unwrap().into_parts().0).ok()
+    }
+
+    /// fuzz/fuzz_targets/content_range.rs: `end - start + 1` overflowed
+    /// (a panic with overflow checks, a chunk of length 0 without).
+    #[test]
+    fn a_range_of_2_pow_64_bytes_is_refused() {
+        assert_eq!(bounds("0-18446744073709551615", None), None);
+        assert_eq!(bounds("0-18446744073709551615", Some("0")), None);
+        assert_eq!(
+            bounds("1-18446744073709551615", None),
+            Some((Some(1), Some(u64::MAX)))
+        );
+        assert_eq!(bounds("0-9", Some("10")), Some((Some(0), Some(10))));
+    }
 }
