@@ -24,3 +24,6 @@ REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
   --test smoke --test conformance_pull --test conformance_push \
   --test conformance_discovery --test conformance_management \
   --test bad_input --test auth_basic --test skopeo
+# The fuzz targets (fuzz/, docs/fuzzing.md): build, replay the committed
+# corpus, fuzz each briefly. FUZZ_SKIP=1 skips it.
+./scripts/fuzz-smoke.sh
