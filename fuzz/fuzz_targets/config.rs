@@ -45,6 +45,11 @@ fuzz_target!(|data: &[u8]| {
             };
             (k, v.to_owned())
         })
+        // Known slow, and not client bytes: one fuzzed REGISTRY_LOG_LEVEL
+        // (a `target[span{field=...` filter) took over 10 s, most likely in
+        // tracing-subscriber, which compiles span field values as regexes
+        // (docs/fuzzing.md). Such values are left out here.
+        .filter(|(k, v)| !(k == "REGISTRY_LOG_LEVEL" && v.contains('{')))
         .collect();
     if let Ok(text) = std::str::from_utf8(toml) {
         let _ = Config::from_toml(text);
