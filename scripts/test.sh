@@ -29,3 +29,6 @@ REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
 # load, automatic rollback, node loss. Cleans up after itself; prints each
 # phase's duration (about 4 minutes here).
 ./scripts/cluster-test.sh
+# The fuzz targets (fuzz/, docs/fuzzing.md): build, replay the committed
+# corpus, fuzz each briefly. FUZZ_SKIP=1 skips it.
+./scripts/fuzz-smoke.sh

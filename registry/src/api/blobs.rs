@@ -20,13 +20,13 @@ pub fn parse_digest(raw: &str) -> Result<Digest, ApiError> {
 /// the blob's size. Multi-range requests are answered with the whole blob,
 /// which RFC 9110 allows.
 #[derive(Debug, PartialEq, Eq)]
-enum ByteRange {
+pub enum ByteRange {
     Whole,
     Part { start: u64, end: u64 },
     Unsatisfiable,
 }
 
-fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
+pub fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return ByteRange::Whole;
     };

@@ -161,7 +161,7 @@ pub fn parse_content_range(text: &str) -> Option<(u64, u64)> {
 
 /// Where a chunk starts and how long it is, from `Content-Range` and
 /// `Content-Length`.
-fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
+pub fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
     let length = content_length(&parts.headers);
     let Some(raw) = parts.headers.get(header::CONTENT_RANGE) else {
         return Ok((None, length));
@@ -175,7 +175,8 @@ fn chunk_bounds(parts: &Parts) -> Result<(Option<u64>, Option<u64>), ApiError> {
     };
     let text = raw.to_str().map_err(|_| invalid())?;
     let (start, end) = parse_content_range(text).ok_or_else(invalid)?;
-    let range_len = end - start + 1;
+    // `0-18446744073709551615` is 2^64 bytes: no u64 holds that length.
+    let range_len = (end - start).checked_add(1).ok_or_else(invalid)?;
     if length.is_some_and(|l| l != range_len) {
         return Err(ApiError::new(
             Code::SizeInvalid,
@@ -335,5 +336,32 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_content_range(text), expected, "{text:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::chunk_bounds;
+    use axum::http::{header, Request};
+
+    fn bounds(range: &str, length: Option<&str>) -> Option<(Option<u64>, Option<u64>)> {
+        let mut request = Request::builder().header(header::CONTENT_RANGE, range);
+        if let Some(length) = length {
+            request = request.header(header::CONTENT_LENGTH, length);
+        }
+        chunk_bounds(&request.body(()).unwrap().into_parts().0).ok()
+    }
+
+    /// fuzz/fuzz_targets/content_range.rs: `end - start + 1` overflowed
+    /// (a panic with overflow checks, a chunk of length 0 without).
+    #[test]
+    fn a_range_of_2_pow_64_bytes_is_refused() {
+        assert_eq!(bounds("0-18446744073709551615", None), None);
+        assert_eq!(bounds("0-18446744073709551615", Some("0")), None);
+        assert_eq!(
+            bounds("1-18446744073709551615", None),
+            Some((Some(1), Some(u64::MAX)))
+        );
+        assert_eq!(bounds("0-9", Some("10")), Some((Some(0), Some(10))));
     }
 }

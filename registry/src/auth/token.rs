@@ -557,14 +557,14 @@ impl TokenAuth {
         let t = now();
         let leeway = self.config.leeway_secs as i64;
         if let Some(v) = self.cache.lock().unwrap().get(&digest) {
-            if t <= v.expires + leeway {
+            if t <= v.expires.saturating_add(leeway) {
                 return Ok(v.clone());
             }
         }
         let verified = Arc::new(self.verify_uncached(token)?);
         let mut cache = self.cache.lock().unwrap();
         if cache.len() >= CACHE_MAX {
-            cache.retain(|_, v| t <= v.expires + leeway);
+            cache.retain(|_, v| t <= v.expires.saturating_add(leeway));
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
@@ -603,10 +603,12 @@ impl TokenAuth {
         if !claims.aud.contains(&self.config.service) {
             return Err(TokenError::WrongAudience);
         }
-        if claims.exp + leeway < t {
+        // Saturating: an issuer's exp near i64::MAX or negative nbf (the
+        // library ignores an nbf that is not a u64) must not overflow.
+        if claims.exp.saturating_add(leeway) < t {
             return Err(TokenError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf - leeway > t) {
+        if claims.nbf.is_some_and(|nbf| nbf.saturating_sub(leeway) > t) {
             return Err(TokenError::NotYetValid);
         }
         Ok(Verified::new(&claims))
@@ -635,6 +637,34 @@ mod tests {
             name: name.into(),
             actions: actions.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// fuzz/fuzz_targets/jwt.rs: `exp + leeway` and `nbf - leeway`
+    /// overflowed (a panic with overflow checks, a wrapped comparison
+    /// without) on a validly signed token with exp near i64::MAX or a
+    /// negative nbf, which jsonwebtoken leaves to us.
+    #[test]
+    fn extreme_exp_and_nbf_do_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = TokenAuth::open(&config(dir.path())).unwrap();
+        let claims = |exp: i64, nbf: Option<i64>| AccessClaims {
+            iss: auth.config.issuer.clone(),
+            sub: "alice".into(),
+            aud: Audience::One(auth.config.service.clone()),
+            exp,
+            nbf,
+            iat: None,
+            jti: None,
+            access: vec![repo("a", &["pull"])],
+        };
+        let forever = auth.sign(&claims(i64::MAX, None)).unwrap();
+        assert_eq!(auth.verify(&forever).unwrap().expires, i64::MAX);
+        // Again, from the cache.
+        assert_eq!(auth.verify(&forever).unwrap().expires, i64::MAX);
+        let early = auth.sign(&claims(now() + 300, Some(i64::MIN))).unwrap();
+        assert!(auth.verify(&early).is_ok());
+        let late = auth.sign(&claims(i64::MAX, Some(i64::MAX))).unwrap();
+        assert_eq!(auth.verify(&late).unwrap_err(), TokenError::NotYetValid);
     }
 
     #[test]
