@@ -444,6 +444,12 @@ impl Config {
         if self.auth.mode == AuthMode::Token {
             self.auth.token.validate()?;
         }
+        // tracing-subscriber 0.3 slices a filter by char index, so a
+        // non-ASCII character before a `]` or `{` panics rather than failing
+        // (found by fuzz/fuzz_targets/config.rs).
+        if !self.log.level.is_ascii() {
+            return Err(invalid("log.level", "must be ASCII"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
@@ -1029,6 +1035,15 @@ mod tests {
             c.storage.filesystem.rootdirectory,
             PathBuf::from("/var/lib/registry")
         );
+    }
+
+    /// fuzz/fuzz_targets/config.rs: tracing-subscriber panicked on these.
+    #[test]
+    fn non_ascii_log_level_is_refused_not_a_panic() {
+        for level in ["x[a\u{1ca}]", "x[\u{e9}{f=1}]=info", "\u{e9}"] {
+            let e = Config::load(None, env(&[("REGISTRY_LOG_LEVEL", level)])).unwrap_err();
+            assert!(e.to_string().contains("log.level"), "{e}");
+        }
     }
 
     #[test]
