@@ -496,11 +496,11 @@ fn upload_dirs(root: &Path) -> Vec<String> {
     out
 }
 
-/// Completed and cancelled uploads leave no directory behind (each used to
-/// leave `_uploads/<id>/chunks/`), and purging removes empty upload
-/// directories older than its window, whoever left them.
+/// Upload purging removes the empty directories completed and cancelled
+/// sessions leave (`_uploads/<id>/chunks/`, which piled up for ever), and
+/// empty upload directories older than its window, whoever left them.
 #[tokio::test]
-async fn uploads_leave_no_directories_behind() {
+async fn upload_purging_removes_empty_upload_directories() {
     if support::storage_is_s3() {
         return; // no directories on S3
     }
@@ -547,10 +547,20 @@ async fn uploads_leave_no_directories_behind() {
     assert_eq!(c.delete(&loc).send().await.unwrap().status(), 204);
     c.push_image("dirs/app", "v1", &[b"layer one", b"layer two"])
         .await;
+    // Completed and cancelled sessions leave empty directories (a renamed
+    // chunk's `chunks/`) until upload purging: purging with no window
+    // removes them all, and nothing else.
+    let before_purge = upload_dirs(&root);
+    assert!(before_purge.len() > 1, "{before_purge:?}");
+    let blobs_before = storage_files(&root);
+    gc::purge_uploads(&open_storage(&s), Duration::ZERO, false)
+        .await
+        .unwrap();
     assert_eq!(
         upload_dirs(&root),
         ["docker/registry/v2/repositories/dirs/app/_uploads"]
     );
+    assert_eq!(storage_files(&root), blobs_before, "only directories went");
 
     // What older versions left: empty session directories, one of them old.
     let uploads = root.join("docker/registry/v2/repositories/dirs/app/_uploads");

@@ -97,9 +97,9 @@ impl Storage {
     }
 
     /// Removes what is left of a directory on local disk once its files
-    /// are gone (see `local_dirs`). A failure here costs an inode, not data:
-    /// logged, never the request's error.
-    async fn remove_empty_dirs(&self, key: &Path) {
+    /// are gone (see `local_dirs`); used by upload purging. A failure costs
+    /// an inode, not data: logged.
+    pub(crate) async fn remove_empty_dirs(&self, key: &Path) {
         let Some(root) = &self.local_root else {
             return;
         };
