@@ -97,8 +97,9 @@ impl Storage {
     }
 
     /// Removes what is left of a directory on local disk once its files
-    /// are gone (see `local_dirs`); used by upload purging. A failure costs
-    /// an inode, not data: logged.
+    /// are gone (see `local_dirs`): a finished, cancelled or purged upload
+    /// session's. A failure costs an inode, not data: logged, never the
+    /// request's error.
     pub(crate) async fn remove_empty_dirs(&self, key: &Path) {
         let Some(root) = &self.local_root else {
             return;

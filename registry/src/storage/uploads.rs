@@ -352,12 +352,9 @@ impl Storage {
             }
         }
         self.link_blob(name, digest).await?;
-        // The session's empty directories (`chunks/` after a rename) are
-        // left to upload purging: removing them here made concurrent pushes
-        // lose freshly linked blobs to online GC in
-        // `gc_under_concurrent_push_and_pull_keeps_every_acknowledged_image`
-        // (1 run in 2), for a reason not yet found.
-        self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
+        let dir = layout::upload_dir(name, &id.0);
+        self.delete_prefix(&dir).await?;
+        self.remove_empty_dirs(&dir).await;
         Ok(size)
     }
 
@@ -403,7 +400,9 @@ impl Storage {
         if !self.upload_exists(name, id).await? {
             return Err(UploadError::Unknown);
         }
-        self.delete_prefix(&layout::upload_dir(name, &id.0)).await?;
+        let dir = layout::upload_dir(name, &id.0);
+        self.delete_prefix(&dir).await?;
+        self.remove_empty_dirs(&dir).await;
         Ok(())
     }
 }

@@ -114,11 +114,25 @@ pub fn classify_blob_key(relative: &[&str]) -> Option<Digest> {
 }
 
 impl Storage {
+    /// A whole listing. A key that vanishes while the listing runs (an
+    /// upload finishing, a tag being deleted) can surface as "not found"
+    /// from the middle of the stream; that listing is incomplete and is
+    /// taken again rather than read as empty (a collector trusting it would
+    /// see no repository at all). Not found every time: the prefix is not
+    /// there, and the listing is empty.
     async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        match self.store.list(Some(prefix)).try_collect().await {
-            Ok(m) => Ok(m),
-            Err(e) if is_not_found(&e) => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
+        let mut attempts = 0;
+        loop {
+            match self.store.list(Some(prefix)).try_collect().await {
+                Ok(m) => return Ok(m),
+                Err(e) if is_not_found(&e) && attempts < 5 => {
+                    attempts += 1;
+                    tracing::warn!(prefix = %prefix, error = %e, attempts, "listing changed while it ran; listing again");
+                }
+                // Still not found: the prefix itself is not there.
+                Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
