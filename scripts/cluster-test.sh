@@ -204,22 +204,7 @@ build -q -t cluster-client "$work/client"
 # Redis from the host's redis-server and redis-cli and their libraries, as
 # bench/swarm/run.sh builds it; pushed to our registry like every stack image.
 ctx=$work/redis
-mkdir -p "$ctx/rootfs" "$ctx/data"
-for b in /usr/bin/redis-server /usr/bin/redis-cli; do
-  for f in "$b" $(ldd "$b" | grep -o '/[^ ]*'); do
-    mkdir -p "$ctx/rootfs$(dirname "$f")"
-    cp -L "$f" "$ctx/rootfs$f"
-  done
-done
-cat >"$ctx/Dockerfile" <<'EOF'
-FROM scratch
-COPY rootfs/ /
-COPY --chown=65532:65532 data/ /data/
-ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib:/usr/lib
-WORKDIR /data
-USER 65532:65532
-CMD ["redis-server", "--protected-mode", "no"]
-EOF
+"$root/scripts/host-image-context.sh" "$ctx" --redis
 build -q -t "$DOCKER_REGISTRY/redis:7-host" "$ctx"
 docker login -u "$REGISTRY_USER" --password-stdin "$DOCKER_REGISTRY" <"$REGISTRY_PASSWORD_FILE" >/dev/null
 docker push -q "$DOCKER_REGISTRY/redis:7-host" >/dev/null

@@ -37,29 +37,9 @@ eval "$(env -u DOCKER_HOST "$root/compose/cluster.sh" env)"
 export DOCKER_HOST DOCKER_CONFIG=$work/docker-config
 
 # Images on the manager: Redis (pushed: the stack pulls it) and wrk (local).
-for ctx_name in redis wrk; do mkdir -p "$work/$ctx_name/rootfs"; done
-copy_with_libs() { # $1 context, binaries...
-  local ctx=$1 b f; shift
-  for b in "$@"; do
-    for f in "$b" $(ldd "$b" | grep -o '/[^ ]*'); do
-      mkdir -p "$ctx/rootfs$(dirname "$f")"
-      cp -L "$f" "$ctx/rootfs$f"
-    done
-  done
-}
-copy_with_libs "$work/redis" /usr/bin/redis-server /usr/bin/redis-cli
-mkdir -p "$work/redis/data"
-cat >"$work/redis/Dockerfile" <<'EOF'
-FROM scratch
-COPY rootfs/ /
-COPY --chown=65532:65532 data/ /data/
-ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib:/usr/lib
-WORKDIR /data
-USER 65532:65532
-CMD ["redis-server", "--protected-mode", "no"]
-EOF
+"$root/scripts/host-image-context.sh" "$work/redis" --redis
 build -q -t "$DOCKER_REGISTRY/redis:7-host" "$work/redis"
-copy_with_libs "$work/wrk" /usr/bin/wrk
+"$root/scripts/host-image-context.sh" "$work/wrk" /usr/bin/wrk
 cp "$here/multi.lua" "$work/wrk/rootfs/multi.lua"
 printf 'FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu\nENTRYPOINT ["/usr/bin/wrk"]\n' >"$work/wrk/Dockerfile"
 build -q -t cluster-wrk "$work/wrk"

@@ -72,22 +72,7 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/livez" >/dev/null && br
 
 # Redis image: Debian's redis-server and redis-cli with their libraries.
 ctx=$work/redis
-mkdir -p "$ctx/rootfs" "$ctx/data"
-for b in /usr/bin/redis-server /usr/bin/redis-cli; do
-  for f in "$b" $(ldd "$b" | grep -o '/[^ ]*'); do
-    mkdir -p "$ctx/rootfs$(dirname "$f")"
-    cp -L "$f" "$ctx/rootfs$f"
-  done
-done
-cat >"$ctx/Dockerfile" <<'EOF'
-FROM scratch
-COPY rootfs/ /
-COPY --chown=65532:65532 data/ /data/
-ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib:/usr/lib
-WORKDIR /data
-USER 65532:65532
-CMD ["redis-server", "--protected-mode", "no"]
-EOF
+"$root/scripts/host-image-context.sh" "$ctx" --redis
 docker build -q -t "$redis_image" "$ctx" >/dev/null
 
 deploy() { # $1 = APP_CPU_LIMIT
