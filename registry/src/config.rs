@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+/// registry:2 / registry:3 YAML files (`version: 0.1`), mapped onto [`Config`].
+pub mod distribution;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -28,6 +31,10 @@ pub struct Config {
     /// start (registry:2 deployments carry many we do not need).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// Keys of a registry:2 YAML file that are read but not implemented,
+    /// each saying what happens instead (`config::distribution`).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +50,9 @@ pub struct Http {
     /// the process exits anyway (registry:2's `http.draintimeout`).
     #[serde(deserialize_with = "de_duration")]
     pub drain_timeout: Duration,
+    /// Headers added to every response (registry:2's `http.headers`: name →
+    /// values), e.g. `X-Content-Type-Options = ["nosniff"]`.
+    pub headers: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +198,7 @@ impl Default for Http {
             secret: None,
             tls: None,
             drain_timeout: Duration::from_secs(30),
+            headers: BTreeMap::new(),
         }
     }
 }
@@ -274,6 +285,9 @@ impl Config {
                     path: path.into(),
                     source,
                 })?;
+                if distribution::is_distribution_file(path, &text) {
+                    return Ok(distribution::load(path, &text, env)?.config);
+                }
                 Config::from_toml(&text).map_err(|message| ConfigError::Parse {
                     path: path.into(),
                     message,
@@ -939,6 +953,14 @@ pub struct TokenConfig {
     /// Serve the built-in token endpoint at `/auth/token`. Unset: on, unless
     /// a `rootcertbundle` names an external issuer.
     pub endpoint: Option<bool>,
+    /// A JWKS (registry:3's `jwks`): a file path, or an `http(s)://` URL
+    /// fetched at start, cached, and fetched again when a token names a key
+    /// ID it does not hold (at most once per 10 s).
+    pub jwks: Option<String>,
+    /// JWS algorithms tokens may be signed with (registry:3's
+    /// `signingalgorithms`, e.g. `["RS256", "ES256"]`); empty: any that
+    /// fits the key.
+    pub signingalgorithms: Vec<String>,
 }
 
 impl Default for TokenConfig {
@@ -954,13 +976,16 @@ impl Default for TokenConfig {
             refresh_expiry_secs: 7 * 24 * 3600,
             leeway_secs: 60,
             endpoint: None,
+            jwks: None,
+            signingalgorithms: Vec::new(),
         }
     }
 }
 
 impl TokenConfig {
     pub fn endpoint_enabled(&self) -> bool {
-        self.endpoint.unwrap_or(self.rootcertbundle.is_none())
+        self.endpoint
+            .unwrap_or(self.rootcertbundle.is_none() && self.jwks.is_none())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -981,7 +1006,10 @@ impl TokenConfig {
         if self.expiry_secs == 0 {
             return bad("expiry_secs", "must be more than 0");
         }
-        if !self.endpoint_enabled() && self.rootcertbundle.is_none() && self.trusted_keys.is_empty()
+        if !self.endpoint_enabled()
+            && self.rootcertbundle.is_none()
+            && self.trusted_keys.is_empty()
+            && self.jwks.is_none()
         {
             return bad(
                 "rootcertbundle",

@@ -61,14 +61,96 @@ struct GcArgs {
 
 #[derive(clap::Args, Default)]
 struct ConfigArg {
-    /// TOML configuration file; REGISTRY_* environment variables override it.
+    /// Configuration file, as registry:2's `registry serve <file>`: its YAML
+    /// (`version: 0.1`) or our TOML.
+    file: Option<PathBuf>,
+    /// The same, as an option; REGISTRY_* environment variables override it.
     #[arg(long, short, env = "REGISTRY_CONFIG_FILE")]
     config: Option<PathBuf>,
 }
 
+/// Set in the image (`registry/Dockerfile`): look for registry:3's and
+/// registry:2's mounted files, and default to the image's paths otherwise.
+/// Not done on a host, where Debian's docker-registry package keeps its own
+/// file at /etc/docker/registry/config.yml.
+const IMAGE_DEFAULTS: &str = "REGISTRY_DEFAULTS";
+
+/// The image's defaults (what registry:2's image has), beneath the
+/// environment.
+const IMAGE_ENV: [(&str, &str); 3] = [
+    ("REGISTRY_HTTP_ADDR", ":5000"),
+    (
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+        "/var/lib/registry",
+    ),
+    ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+];
+
+/// The file to read: the argument, `--config`, `REGISTRY_CONFIGURATION_PATH`
+/// (registry:2's image variable), then in the image the default paths.
+fn config_file(arg: &ConfigArg, image: bool) -> Option<PathBuf> {
+    arg.file
+        .clone()
+        .or_else(|| arg.config.clone())
+        .or_else(|| {
+            std::env::var_os("REGISTRY_CONFIGURATION_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            image.then(|| {
+                registry::config::distribution::DEFAULT_PATHS
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+            })?
+        })
+}
+
+fn environment(file: Option<&PathBuf>, image: bool) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if image && file.is_none() {
+        env.extend(
+            IMAGE_ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+    }
+    env.extend(std::env::vars().filter(|(k, _)| k != IMAGE_DEFAULTS));
+    env
+}
+
 fn load(arg: &ConfigArg) -> Result<Config, String> {
-    Config::load(arg.config.as_deref(), std::env::vars())
+    let image = std::env::var(IMAGE_DEFAULTS).is_ok_and(|v| v == "image");
+    let file = config_file(arg, image);
+    Config::load(file.as_deref(), environment(file.as_ref(), image))
         .map_err(|e| format!("registry: configuration: {e}"))
+}
+
+/// `registry check-config`: every key's effective value and where it came
+/// from, secrets masked, then the warnings.
+fn check_config(arg: &ConfigArg) -> Result<(), String> {
+    let image = std::env::var(IMAGE_DEFAULTS).is_ok_and(|v| v == "image");
+    let file = config_file(arg, image);
+    let env = environment(file.as_ref(), image);
+    let (config, rows) = registry::config::distribution::check(file.as_deref(), env)
+        .map_err(|e| format!("registry: configuration: {e}"))?;
+    match &file {
+        Some(f) => println!("# configuration file {}", f.display()),
+        None => println!("# no configuration file: defaults and REGISTRY_* variables"),
+    }
+    let width = rows.iter().map(|r| r.key.len()).max().unwrap_or(0);
+    for row in &rows {
+        println!("{:width$}  {:40}  # {}", row.key, row.value, row.source);
+    }
+    for key in &config.ignored_env {
+        println!("# warning: {key}: names no setting of this registry; ignored");
+    }
+    for warning in &config.warnings {
+        println!("# warning: {warning}");
+    }
+    println!("configuration ok (listening on {})", config.http.addr);
+    Ok(())
 }
 
 /// glibc gives each thread that allocates its own arena (up to 8 per core),
@@ -97,9 +179,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve(ConfigArg::default()));
     let result = match command {
         Command::Serve(arg) => load(&arg).and_then(serve),
-        Command::CheckConfig(arg) => {
-            load(&arg).map(|c| println!("configuration ok (listening on {})", c.http.addr))
-        }
+        Command::CheckConfig(arg) => check_config(&arg),
         Command::Healthcheck(arg) => load(&arg).and_then(|c| healthcheck(&c)),
         Command::Gc(args) => load(&args.config).and_then(|c| gc(c, &args)),
         Command::IndexReferrers(arg) => load(&arg).and_then(index_referrers),

@@ -28,6 +28,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Metrics(#[from] crate::ops::MetricsBindError),
+    #[error(transparent)]
+    Headers(#[from] api::headers::HeaderError),
     #[error("http.tls: {0}")]
     Tls(std::io::Error),
 }
@@ -85,6 +87,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     for key in &config.ignored_env {
         tracing::warn!(variable = %key, "environment variable names no setting of this registry; ignored");
     }
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration key not implemented");
+    }
     let app = Arc::new(App {
         storage,
         auth,
@@ -93,7 +98,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
     });
     let storage_for_ops = app.storage.clone();
-    let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let headers = api::headers::parse(&config.http.headers)?;
+    let service = api::headers::add(api::router(app), headers)
+        .into_make_service_with_connect_info::<SocketAddr>();
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod blobs;
 pub mod body;
 pub mod error;
+pub mod headers;
 pub mod manifests;
 pub mod readonly;
 pub mod referrers;
