@@ -1006,6 +1006,19 @@ impl TokenConfig {
         if self.expiry_secs == 0 {
             return bad("expiry_secs", "must be more than 0");
         }
+        const ALGORITHMS: [&str; 8] = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA",
+        ];
+        if let Some(a) = self
+            .signingalgorithms
+            .iter()
+            .find(|a| !ALGORITHMS.contains(&a.as_str()))
+        {
+            return Err(invalid(
+                "auth.token.signingalgorithms",
+                format!("{a:?} is not one of {}", ALGORITHMS.join(", ")),
+            ));
+        }
         if !self.endpoint_enabled()
             && self.rootcertbundle.is_none()
             && self.trusted_keys.is_empty()

@@ -15,7 +15,9 @@ pub mod acl;
 pub mod audit;
 pub mod credentials;
 pub mod der;
+pub mod jwk;
 pub mod token;
+pub mod x5c;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -189,7 +191,12 @@ pub async fn require_auth(
         Mode::Basic { credentials, .. } => {
             basic(auth, credentials, authorization.as_deref(), client, &needed).await
         }
-        Mode::Token { token, .. } => bearer(auth, token, authorization.as_deref(), &needed),
+        Mode::Token { token, .. } => {
+            token
+                .refresh_for(authorization.as_deref().and_then(bearer_token))
+                .await;
+            bearer(auth, token, authorization.as_deref(), &needed)
+        }
     };
     let (user, grant) = match outcome {
         Ok(ok) => ok,

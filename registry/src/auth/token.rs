@@ -18,10 +18,9 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::KeyPair as _;
 use serde::{Deserialize, Serialize};
@@ -46,7 +45,10 @@ pub enum KeyError {
 
 /// A key tokens are accepted from.
 struct TrustedKey {
-    kid: String,
+    /// The IDs a token may name it by: libtrust's (registry:2 and its
+    /// issuers), the RFC 7638 thumbprint (go-jose, registry:3), and a
+    /// JWKS entry's own `kid` (Keycloak's random IDs).
+    kids: Vec<String>,
     /// DER of the certificate it came from, for `x5c` matching.
     cert: Option<Vec<u8>>,
     decoding: DecodingKey,
@@ -56,7 +58,14 @@ struct TrustedKey {
 fn algorithms_for(key: &PublicKey) -> Vec<Algorithm> {
     match key {
         PublicKey::P256(_) => vec![Algorithm::ES256],
-        PublicKey::Rsa(_) => vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        PublicKey::Rsa(_) => vec![
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
         PublicKey::Ed25519(_) => vec![Algorithm::EdDSA],
     }
 }
@@ -69,11 +78,114 @@ impl TrustedKey {
             PublicKey::Ed25519(raw) => DecodingKey::from_ed_der(raw),
         };
         TrustedKey {
-            kid: key.libtrust_kid(),
+            kids: vec![key.libtrust_kid(), super::jwk::thumbprint(&key)],
             cert,
             algorithms: algorithms_for(&key),
             decoding,
         }
+    }
+
+    /// A JWKS entry: also known by its own `kid`, and limited to its `alg`.
+    fn from_jwk(jwk: super::jwk::Jwk) -> TrustedKey {
+        let mut key = TrustedKey::new(jwk.key, jwk.cert);
+        if let Some(kid) = jwk.kid {
+            key.kids.insert(0, kid);
+        }
+        if let Some(alg) = jwk.alg.as_deref().and_then(|a| a.parse::<Algorithm>().ok()) {
+            key.algorithms.retain(|a| *a == alg);
+        }
+        key
+    }
+
+    fn known_as(&self, kid: &str) -> bool {
+        self.kids.iter().any(|k| k == kid)
+    }
+}
+
+/// Where a JWKS comes from, and when it was last read (it is read again
+/// when a token names a key it does not hold, at most once a second).
+struct Jwks {
+    source: String,
+    keys: RwLock<Vec<Arc<TrustedKey>>>,
+    last_read: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// Largest JWKS document read.
+const JWKS_MAX_BYTES: usize = 1 << 20;
+const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Jwks {
+    fn is_url(&self) -> bool {
+        self.source.starts_with("http://") || self.source.starts_with("https://")
+    }
+
+    async fn read(&self) -> Result<Vec<u8>, String> {
+        if !self.is_url() {
+            return tokio::fs::read(&self.source)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut response = client
+            .get(&self.source)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.to_string())?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > JWKS_MAX_BYTES {
+                return Err(format!("larger than {JWKS_MAX_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn install(&self, body: &[u8]) -> Result<usize, String> {
+        let (keys, skipped) = super::jwk::parse_set(body)?;
+        for why in skipped {
+            tracing::warn!(jwks = %self.source, key = %why, "JWKS key skipped");
+        }
+        let keys: Vec<Arc<TrustedKey>> = keys
+            .into_iter()
+            .map(|k| Arc::new(TrustedKey::from_jwk(k)))
+            .collect();
+        let n = keys.len();
+        *self.keys.write().unwrap() = keys;
+        Ok(n)
+    }
+
+    /// Reads the set again unless that was done less than a second ago.
+    async fn refresh(&self) {
+        let mut last = self.last_read.lock().await;
+        if last.is_some_and(|t| t.elapsed() < JWKS_MIN_INTERVAL) {
+            return;
+        }
+        let outcome = match self.read().await {
+            Ok(body) => self.install(&body),
+            Err(e) => Err(e),
+        };
+        *last = Some(Instant::now());
+        match outcome {
+            Ok(n) => tracing::info!(jwks = %self.source, keys = n, "JWKS read"),
+            // The keys held stay: a JWKS server down does not lock out
+            // tokens of keys already known.
+            Err(e) => tracing::warn!(jwks = %self.source, error = %e, "JWKS could not be read"),
+        }
+    }
+
+    fn find(&self, kid: &str) -> Option<Arc<TrustedKey>> {
+        self.keys
+            .read()
+            .unwrap()
+            .iter()
+            .find(|k| k.known_as(kid))
+            .cloned()
     }
 }
 
@@ -302,6 +414,8 @@ pub enum TokenError {
     UnknownKey,
     #[error("bad signature or algorithm")]
     BadSignature,
+    #[error("algorithm not in signingalgorithms")]
+    AlgorithmNotAllowed,
     #[error("token expired")]
     Expired,
     #[error("token not yet valid")]
@@ -387,7 +501,13 @@ const CACHE_MAX: usize = 10_000;
 pub struct TokenAuth {
     pub config: TokenConfig,
     signing: Option<SigningKey>,
-    trusted: Vec<TrustedKey>,
+    trusted: Vec<Arc<TrustedKey>>,
+    /// DER of the rootcertbundle's certificates: the roots `x5c` chains
+    /// must lead to.
+    roots: Vec<Vec<u8>>,
+    jwks: Option<Jwks>,
+    /// `signingalgorithms`; empty: every algorithm that fits the key.
+    allowed: Vec<Algorithm>,
     cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
 }
 
@@ -425,10 +545,40 @@ impl TokenAuth {
         if let Some(bundle) = &config.rootcertbundle {
             trusted.extend(keys_in(bundle, "auth.token.rootcertbundle")?);
         }
+        let roots = trusted.iter().filter_map(|k| k.cert.clone()).collect();
         for path in &config.trusted_keys {
             trusted.extend(keys_in(path, "auth.token.trusted_keys")?);
         }
-        if trusted.is_empty() {
+        let mut allowed = Vec::new();
+        for name in &config.signingalgorithms {
+            match name.parse::<Algorithm>() {
+                Ok(a) if !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => {
+                    allowed.push(a)
+                }
+                _ => {
+                    return Err(KeyError::Config(format!(
+                        "signingalgorithms: {name:?} is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, EdDSA"
+                    )))
+                }
+            }
+        }
+        let jwks = config.jwks.as_ref().map(|source| Jwks {
+            source: source.clone(),
+            keys: RwLock::new(Vec::new()),
+            last_read: tokio::sync::Mutex::new(None),
+        });
+        if let Some(j) = jwks.as_ref().filter(|j| !j.is_url()) {
+            // A file is read now, so a wrong path fails the start.
+            let err = |message: String| KeyError::File {
+                key: "auth.token.jwks",
+                path: PathBuf::from(&j.source),
+                message,
+            };
+            let body = std::fs::read(&j.source).map_err(|e| err(e.to_string()))?;
+            j.install(&body).map_err(err)?;
+        }
+        let trusted: Vec<Arc<TrustedKey>> = trusted.into_iter().map(Arc::new).collect();
+        if trusted.is_empty() && jwks.is_none() {
             return Err(KeyError::Config(
                 "no key to verify tokens with: set rootcertbundle (an external issuer) or enable the built-in endpoint"
                     .into(),
@@ -439,6 +589,9 @@ impl TokenAuth {
                 config: config.clone(),
                 signing,
                 trusted,
+                roots,
+                jwks,
+                allowed,
                 cache: Mutex::new(HashMap::new()),
             },
             generated,
@@ -451,7 +604,55 @@ impl TokenAuth {
 
     /// The key IDs tokens are accepted from (for the start-up log).
     pub fn trusted_kids(&self) -> Vec<&str> {
-        self.trusted.iter().map(|k| k.kid.as_str()).collect()
+        self.trusted.iter().map(|k| k.kids[0].as_str()).collect()
+    }
+
+    /// Before verifying `token`: when it names a key ID no key has and a
+    /// JWKS is configured, read the JWKS again (a rotation at the issuer).
+    pub async fn refresh_for(&self, token: Option<&str>) {
+        let (Some(jwks), Some(token)) = (&self.jwks, token) else {
+            return;
+        };
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return;
+        };
+        let Some(kid) = header.kid.filter(|_| header.x5c.is_none()) else {
+            return;
+        };
+        let never_read = jwks.last_read.lock().await.is_none();
+        if never_read
+            || (jwks.find(&kid).is_none() && !self.trusted.iter().any(|k| k.known_as(&kid)))
+        {
+            jwks.refresh().await;
+        }
+    }
+
+    /// The key a token's header names: by `x5c` (a certificate of the
+    /// bundle, or a chain up to one), else by `kid`.
+    fn key_for(&self, header: &Header) -> Result<Arc<TrustedKey>, TokenError> {
+        if let Some(chain) = header.x5c.as_ref().filter(|c| !c.is_empty()) {
+            let chain = super::x5c::decode(chain).ok_or(TokenError::Malformed)?;
+            if let Some(k) = self
+                .trusted
+                .iter()
+                .find(|k| k.cert.as_deref() == Some(&chain[0][..]))
+            {
+                return Ok(k.clone());
+            }
+            if !super::x5c::verify(&chain, &self.roots) {
+                return Err(TokenError::UnknownKey);
+            }
+            let spki = der::certificate_spki(&chain[0]).ok_or(TokenError::Malformed)?;
+            let key = PublicKey::from_spki(spki).map_err(|_| TokenError::UnknownKey)?;
+            return Ok(Arc::new(TrustedKey::new(key, Some(chain[0].clone()))));
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        self.trusted
+            .iter()
+            .find(|k| k.known_as(kid))
+            .cloned()
+            .or_else(|| self.jwks.as_ref().and_then(|j| j.find(kid)))
+            .ok_or(TokenError::UnknownKey)
     }
 
     fn refresh_audience(&self) -> String {
@@ -519,7 +720,7 @@ impl TokenAuth {
         let trusted = self
             .trusted
             .iter()
-            .find(|k| k.kid == kid)
+            .find(|k| k.known_as(kid))
             .ok_or(TokenError::UnknownKey)?;
         let claims: RefreshClaims =
             self.decode(token, trusted, &self.refresh_audience(), header.alg)?;
@@ -538,6 +739,9 @@ impl TokenAuth {
     ) -> Result<T, TokenError> {
         if !key.algorithms.contains(&alg) {
             return Err(TokenError::BadSignature);
+        }
+        if !self.allowed.is_empty() && !self.allowed.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
         }
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
@@ -579,20 +783,8 @@ impl TokenAuth {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::BadSignature,
             _ => TokenError::Malformed,
         })?;
-        let key = if let Some(chain) = header.x5c.as_ref().filter(|c| !c.is_empty()) {
-            let leaf = base64::engine::general_purpose::STANDARD
-                .decode(&chain[0])
-                .map_err(|_| TokenError::Malformed)?;
-            self.trusted
-                .iter()
-                .find(|k| k.cert.as_deref() == Some(&leaf[..]))
-        } else if let Some(kid) = &header.kid {
-            self.trusted.iter().find(|k| &k.kid == kid)
-        } else {
-            None
-        }
-        .ok_or(TokenError::UnknownKey)?;
-        let claims: AccessClaims = self.decode(token, key, &self.config.service, header.alg)?;
+        let key = self.key_for(&header)?;
+        let claims: AccessClaims = self.decode(token, &key, &self.config.service, header.alg)?;
         // Belt and braces over the library's checks, on the strictly typed
         // claims.
         let t = now();
