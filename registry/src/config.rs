@@ -399,6 +399,21 @@ impl Config {
                 "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE" => {
                     self.auth.token.rootcertbundle = Some(value.into())
                 }
+                "REGISTRY_AUTH_TOKEN_JWKS" => {
+                    self.auth.token.jwks = Some(value).filter(|v| !v.is_empty())
+                }
+                // A YAML list as registry:3 takes it (`[RS256, ES256]`), or
+                // names separated by commas.
+                "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS" => {
+                    self.auth.token.signingalgorithms = value
+                        .trim()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .split(',')
+                        .map(|a| a.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
+                        .filter(|a| !a.is_empty())
+                        .collect()
+                }
                 "REGISTRY_LOG_LEVEL" => self.log.level = value,
                 "REGISTRY_LOG_FORMATTER" | "REGISTRY_LOG_FORMAT" => {
                     self.log.format = match value.as_str() {
@@ -1042,6 +1057,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn registry3_token_variables_apply() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_AUTH", "token"),
+                (
+                    "REGISTRY_AUTH_TOKEN_REALM",
+                    "https://auth.example.com/token",
+                ),
+                ("REGISTRY_AUTH_TOKEN_JWKS", "https://auth.example.com/jwks"),
+                (
+                    "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS",
+                    "[RS256, \"ES256\"]",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.token.signingalgorithms, ["RS256", "ES256"]);
+        assert!(
+            !c.auth.token.endpoint_enabled(),
+            "a JWKS names an external issuer"
+        );
+        let e = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_AUTH", "token"),
+                ("REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS", "HS256"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("signingalgorithms"), "{e}");
     }
 
     #[test]
