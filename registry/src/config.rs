@@ -27,6 +27,9 @@ pub struct Config {
     pub gc: Gc,
     /// Prometheus metrics on their own listener.
     pub metrics: Metrics,
+    /// Events sent to webhooks (registry:2's `notifications`), queued in
+    /// storage until delivered (`notify`).
+    pub notifications: Notifications,
     /// `REGISTRY_*` variables that name no setting we have, for a warning at
     /// start (registry:2 deployments carry many we do not need).
     #[serde(skip)]
@@ -435,6 +438,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.validate_ops()?;
+        self.notifications.validate()?;
         if let Some(tls) = &self.http.tls {
             if tls.certificate.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
                 return Err(invalid(
@@ -1159,5 +1163,124 @@ mod tests {
         assert!(e.contains("adress"), "{e}");
         let e = Config::from_toml("[storage]\ndelete_enabled = \"yes\"").unwrap_err();
         assert!(e.contains("delete_enabled"), "{e}");
+    }
+}
+
+// ----- notifications -----
+
+/// `[notifications]` (registry:2's `notifications` section).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notifications {
+    pub endpoints: Vec<NotifyEndpoint>,
+}
+
+/// `ignore` of an endpoint: events not sent there.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyIgnore {
+    pub mediatypes: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+/// One `[[notifications.endpoints]]`: registry:2's keys, then ours.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyEndpoint {
+    pub name: String,
+    pub url: String,
+    /// Sent with every request (name → values), e.g. `Authorization`.
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Per delivery attempt.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Failures in a row after which attempts wait `backoff` between them.
+    pub threshold: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff: Duration,
+    pub ignoredmediatypes: Vec<String>,
+    pub ignore: NotifyIgnore,
+    pub disabled: bool,
+    /// (ours) `distribution` (registry:2's envelope) or `cloudevents`
+    /// (CloudEvents 1.0, structured JSON, one event per request).
+    pub format: String,
+    /// (ours) HMAC-SHA256 key: each request carries
+    /// `X-Registry-Signature-256: sha256=<hex of the body's HMAC>`.
+    pub secret: Option<String>,
+    /// (ours) Only events of repositories matching one of these globs
+    /// (the ACL's syntax); empty: all.
+    pub repositories: Vec<String>,
+    /// (ours) Only these actions (push, pull, delete, mount); empty: all.
+    pub actions: Vec<String>,
+    /// (ours) Events kept for this endpoint at most; past it the oldest is
+    /// dropped, with a log line and `registry_notifications_dropped_total`.
+    pub maxpending: usize,
+}
+
+impl Default for NotifyEndpoint {
+    fn default() -> Self {
+        NotifyEndpoint {
+            name: String::new(),
+            url: String::new(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(1),
+            threshold: 10,
+            backoff: Duration::from_secs(1),
+            ignoredmediatypes: Vec::new(),
+            ignore: NotifyIgnore::default(),
+            disabled: false,
+            format: "distribution".into(),
+            secret: None,
+            repositories: Vec::new(),
+            actions: Vec::new(),
+            maxpending: 10_000,
+        }
+    }
+}
+
+impl Notifications {
+    /// Names unique and usable as a storage key, URLs http(s), known
+    /// formats and actions.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
+            if e.name.is_empty()
+                || !e
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || !names.insert(e.name.as_str())
+            {
+                return Err(invalid(
+                    &key("name"),
+                    format!(
+                        "{:?} must be unique, of letters, digits, -, _ and .",
+                        e.name
+                    ),
+                ));
+            }
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                return Err(invalid(&key("url"), "must be an http:// or https:// URL"));
+            }
+            if !matches!(e.format.as_str(), "distribution" | "cloudevents") {
+                return Err(invalid(
+                    &key("format"),
+                    "must be distribution or cloudevents",
+                ));
+            }
+            for a in e.actions.iter().chain(&e.ignore.actions) {
+                if !matches!(a.as_str(), "push" | "pull" | "delete" | "mount") {
+                    return Err(invalid(
+                        &key("actions"),
+                        format!("{a:?} is not push, pull, delete or mount"),
+                    ));
+                }
+            }
+            if e.maxpending == 0 {
+                return Err(invalid(&key("maxpending"), "must be more than 0"));
+            }
+        }
+        Ok(())
     }
 }

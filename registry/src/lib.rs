@@ -6,6 +6,7 @@ pub mod config;
 pub mod gc;
 pub mod linger;
 pub mod metrics;
+pub mod notify;
 pub mod oci;
 pub mod ops;
 pub mod referrers_index;

@@ -18,6 +18,9 @@
 //!   `registry_gc_duration_seconds`, `registry_gc_last_success_timestamp_seconds`,
 //!   `registry_uploads_purged_total` (online GC and upload purging)
 //! * `registry_read_only`: 1 in read-only mode
+//! * `registry_notifications_pending{endpoint}`, `registry_notifications_sent_total{endpoint}`,
+//!   `registry_notifications_failed_total{endpoint}` (delivery attempts that failed),
+//!   `registry_notifications_dropped_total{endpoint}` (oldest events dropped from a full queue)
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -84,8 +87,23 @@ struct ResultLabel {
 
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+/// Per notification endpoint (`notify`).
+#[derive(Clone, Default)]
+pub struct NotifyMetrics {
+    pub pending: Family<EndpointLabel, Gauge>,
+    pub sent: Family<EndpointLabel, Counter>,
+    pub failed: Family<EndpointLabel, Counter>,
+    pub dropped: Family<EndpointLabel, Counter>,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub notify: NotifyMetrics,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<MethodRoute>,
     bytes_in: Family<RouteLabel, Counter>,
@@ -199,8 +217,30 @@ impl Metrics {
             "1 while the registry refuses pushes and deletes (maintenance)",
             read_only_gauge.clone(),
         );
+        let notify = NotifyMetrics::default();
+        registry.register(
+            "registry_notifications_pending",
+            "Events queued in storage for an endpoint",
+            notify.pending.clone(),
+        );
+        registry.register(
+            "registry_notifications_sent",
+            "Events an endpoint acknowledged",
+            notify.sent.clone(),
+        );
+        registry.register(
+            "registry_notifications_failed",
+            "Delivery attempts that failed",
+            notify.failed.clone(),
+        );
+        registry.register(
+            "registry_notifications_dropped",
+            "Oldest events dropped because an endpoint's queue was full",
+            notify.dropped.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            notify,
             requests,
             duration,
             bytes_in,

@@ -99,8 +99,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     });
     let storage_for_ops = app.storage.clone();
     let headers = api::headers::parse(&config.http.headers)?;
-    let service = api::headers::add(api::router(app), headers)
-        .into_make_service_with_connect_info::<SocketAddr>();
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -111,7 +109,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let (shutdown, mut stop) = watch::channel(false);
-    let background = crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    let mut background =
+        crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    let notifier = crate::notify::Notifier::new(config, &storage_for_ops, &metrics, addr.port());
+    if let Some(n) = &notifier {
+        background.tasks.extend(n.spawn(shutdown.subscribe()));
+    }
+    let router = crate::notify::middleware::add(api::router(app), notifier);
+    let service =
+        api::headers::add(router, headers).into_make_service_with_connect_info::<SocketAddr>();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

@@ -610,7 +610,7 @@ const WARNINGS: &[(&str, &str)] = &[
     ("middleware", "no middleware: blobs are served by the registry (or by S3 redirects)"),
     ("compatibility", "schema1 manifests are refused"),
     ("catalog.maxentries", "the catalog paginates with n (at most 10000 per page)"),
-    ("notifications", "events are not sent in this build (no notification delivery yet)"),
+    ("notifications.events", "events carry no references list"),
     ("proxy", "this build has no pull-through cache: it serves as a plain registry"),
 ];
 
@@ -735,6 +735,9 @@ fn map(r: &mut Reader<'_>, c: &mut Config) -> Result<Option<ProxySection>, Confi
         c.metrics = metrics;
     }
     c.acl = r.native("acl")?;
+    if let Some(endpoints) = r.native("notifications.endpoints")? {
+        c.notifications.endpoints = endpoints;
+    }
     let proxy = match r.str("proxy.remoteurl")? {
         None => None,
         Some(remoteurl) => {
@@ -1276,6 +1279,18 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ]),
         AuthMode::None => {}
     }
+    rows.push((
+        "notifications.endpoints",
+        c.notifications
+            .endpoints
+            .iter()
+            .map(|e| {
+                let off = if e.disabled { " (disabled)" } else { "" };
+                format!("{} -> {}{off}", e.name, e.url)
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    ));
     rows.extend([
         ("gc.interval", d(c.gc.interval)),
         ("gc.grace_period", d(c.gc.grace_period)),

@@ -11,6 +11,7 @@
 mod aligned;
 pub mod backend;
 mod direct_io;
+mod event_queue;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;

@@ -1,0 +1,160 @@
+//! One endpoint's delivery loop: oldest events first, removed once
+//! answered 2xx; after `threshold` failures in a row, `backoff` between
+//! attempts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use tokio::sync::watch;
+
+use super::event::{cloudevent, envelope, CLOUDEVENTS_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE};
+use super::{Endpoint, Notifier};
+
+/// Events in one registry:2 envelope at most.
+const BATCH: usize = 32;
+/// A queue that looked empty is looked at again this often (events queued
+/// by another replica, or before a restart).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Wait between attempts before `threshold` failures.
+const QUICK_RETRY: Duration = Duration::from_millis(100);
+
+pub const SIGNATURE_HEADER: &str = "x-registry-signature-256";
+
+pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch::Receiver<bool>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder().timeout(e.config.timeout).build() {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::error!(endpoint = %e.config.name, error = %err, "notification client");
+            return;
+        }
+    };
+    let name = e.config.name.as_str();
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let names = match n.storage.queue_list(name).await {
+            Ok(names) => names,
+            Err(err) => {
+                tracing::warn!(endpoint = name, error = %err, "notification queue unreadable");
+                if pause(&mut shutdown, e.config.backoff).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        n.metrics
+            .pending
+            .get_or_create(&e.label)
+            .set(names.len() as i64);
+        if names.is_empty() {
+            tokio::select! {
+                _ = e.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        let take = if e.config.format == "cloudevents" {
+            1
+        } else {
+            BATCH
+        };
+        let mut batch = Vec::new();
+        let mut events = Vec::new();
+        for event_name in names.iter().take(take) {
+            match n.storage.queue_read(name, event_name).await {
+                Ok(Some(bytes)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Ok(v) => {
+                        batch.push(event_name.clone());
+                        events.push(v);
+                    }
+                    Err(_) => {
+                        // Never sendable: drop it rather than block the queue.
+                        tracing::warn!(endpoint = name, event = %event_name, "unreadable queued event dropped");
+                        let _ = n.storage.queue_remove(name, event_name).await;
+                        n.metrics.dropped.get_or_create(&e.label).inc();
+                    }
+                },
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let (body, content_type) = if e.config.format == "cloudevents" {
+            (cloudevent(&events[0]), CLOUDEVENTS_MEDIA_TYPE)
+        } else {
+            (envelope(&events), ENVELOPE_MEDIA_TYPE)
+        };
+        match send(&client, &e, body, content_type).await {
+            Ok(()) => {
+                failures = 0;
+                for event_name in &batch {
+                    if let Err(err) = n.storage.queue_remove(name, event_name).await {
+                        tracing::warn!(endpoint = name, error = %err, "delivered event not removed; it will be sent again");
+                    }
+                }
+                n.metrics
+                    .sent
+                    .get_or_create(&e.label)
+                    .inc_by(batch.len() as u64);
+            }
+            Err(why) => {
+                failures = failures.saturating_add(1);
+                n.metrics.failed.get_or_create(&e.label).inc();
+                let wait = if failures >= e.config.threshold.max(1) {
+                    e.config.backoff
+                } else {
+                    QUICK_RETRY.min(e.config.backoff)
+                };
+                tracing::warn!(endpoint = name, failures, error = %why, retry_in = ?wait, "notification delivery failed");
+                if pause(&mut shutdown, wait).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; true when shutting down.
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    e: &Endpoint,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<(), String> {
+    let mut request = client
+        .post(&e.config.url)
+        .header("content-type", content_type);
+    for (header, values) in &e.config.headers {
+        for v in values {
+            request = request.header(header.as_str(), v.as_str());
+        }
+    }
+    if let Some(secret) = &e.config.secret {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(&body);
+        let signature = hex::encode(mac.finalize().into_bytes());
+        request = request.header(SIGNATURE_HEADER, format!("sha256={signature}"));
+    }
+    let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("endpoint answered {status}"))
+    }
+}

@@ -1,0 +1,256 @@
+//! The one place events are made: from a `/v2` request and its successful
+//! response, after the handler ran and before the response leaves (so the
+//! event is stored before the client hears of success). What registry:2
+//! emits: manifest push (PUT 201), pull (GET 200), delete (DELETE 202);
+//! blob push (upload completed, 201), pull (GET 200 or a 307 redirect),
+//! delete; a cross-repository mount (POST 201 with `mount`). HEADs emit
+//! nothing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use http_body_util::BodyExt;
+
+use super::event::{Actor, Event, RequestInfo, SourceInfo, Target};
+use super::Notifier;
+use crate::api::route::{self, Route};
+use crate::auth::User;
+use crate::oci::Digest;
+
+/// Wraps `router` so events are made (no-op without endpoints).
+pub fn add(router: Router, notifier: Option<Arc<Notifier>>) -> Router {
+    let Some(n) = notifier else {
+        return router;
+    };
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let n = n.clone();
+            async move { track(n, req, next).await }
+        },
+    ))
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let Some(rest) = request.uri().path().strip_prefix("/v2/") else {
+        return next.run(request).await;
+    };
+    let Ok(route) = route::parse(rest) else {
+        return next.run(request).await;
+    };
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
+    ) {
+        return next.run(request).await;
+    }
+    // Deleting a manifest untags it everywhere: registry:2 sends a delete
+    // event per tag as well, so the tags are read before they go.
+    let untagged = match (&method, &route) {
+        (&Method::DELETE, Route::Manifest(name, reference)) => tags_of(&n, name, reference).await,
+        _ => Vec::new(),
+    };
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let headers = request.headers().clone();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    // A manifest's size is the bytes of the PUT body.
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let request = request.map(|body| {
+        Body::new(body.inspect_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }))
+    });
+    let response = next.run(request).await;
+    let status = response.status();
+    let rh = response.headers();
+    let digest_header = header_str(rh, header::HeaderName::from_static("docker-content-digest"));
+    let length = |h: &HeaderMap| {
+        h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let is_digest = |r: &str| r.parse::<Digest>().is_ok();
+    let mut target = Target::default();
+    let action = match (&method, &route, status) {
+        (&Method::PUT, Route::Manifest(name, reference), StatusCode::CREATED) => {
+            target.repository = name.to_string();
+            target.digest = digest_header.clone();
+            target.media_type = header_str(&headers, header::CONTENT_TYPE);
+            target.size = received.load(Ordering::Relaxed);
+            if !is_digest(reference) {
+                target.tag = reference.clone();
+            }
+            "push"
+        }
+        (&Method::GET | &Method::HEAD, Route::Manifest(name, reference), StatusCode::OK) => {
+            target.repository = name.to_string();
+            target.digest = digest_header.clone();
+            target.media_type = header_str(rh, header::CONTENT_TYPE);
+            target.size = length(rh);
+            if !is_digest(reference) {
+                target.tag = reference.clone();
+            }
+            "pull"
+        }
+        (&Method::DELETE, Route::Manifest(name, reference), StatusCode::ACCEPTED) => {
+            target.repository = name.to_string();
+            if is_digest(reference) {
+                target.digest = reference.clone();
+            } else {
+                target.tag = reference.clone();
+            }
+            "delete"
+        }
+        (
+            &Method::GET,
+            Route::Blob(name, digest),
+            StatusCode::OK | StatusCode::TEMPORARY_REDIRECT,
+        ) => {
+            target.repository = name.to_string();
+            target.digest = digest.clone();
+            target.media_type = "application/octet-stream".into();
+            target.size = length(rh);
+            "pull"
+        }
+        (&Method::DELETE, Route::Blob(name, digest), StatusCode::ACCEPTED) => {
+            target.repository = name.to_string();
+            target.digest = digest.clone();
+            "delete"
+        }
+        (&Method::POST, Route::UploadStart(name), StatusCode::CREATED)
+            if query_param(&query, "mount").is_some() =>
+        {
+            target.repository = name.to_string();
+            target.digest = query_param(&query, "mount").unwrap_or_default();
+            target.from_repository = query_param(&query, "from").unwrap_or_default();
+            target.media_type = "application/octet-stream".into();
+            "mount"
+        }
+        (&Method::PUT, Route::Upload(name, _), StatusCode::CREATED)
+        | (&Method::POST, Route::UploadStart(name), StatusCode::CREATED) => {
+            target.repository = name.to_string();
+            target.digest = digest_header.clone();
+            target.media_type = "application/octet-stream".into();
+            "push"
+        }
+        _ => return response,
+    };
+    if matches!(target.media_type.as_str(), "application/octet-stream") && target.size == 0 {
+        if let Ok(d) = target.digest.parse::<Digest>() {
+            target.size = n.storage.blob_size(&d).await.ok().flatten().unwrap_or(0);
+        }
+    }
+    target.length = target.size;
+    let host = header_str(&headers, header::HOST);
+    if !target.digest.is_empty() && action != "delete" {
+        let kind = if target.media_type == "application/octet-stream" {
+            "blobs"
+        } else {
+            "manifests"
+        };
+        target.url = format!(
+            "{}://{host}/v2/{}/{kind}/{}",
+            n.scheme, target.repository, target.digest
+        );
+    }
+    let actor = response
+        .extensions()
+        .get::<User>()
+        .map(|u| u.0.clone())
+        .filter(|u| u != crate::auth::ANONYMOUS)
+        .unwrap_or_default();
+    let request_info = RequestInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        addr: peer,
+        host,
+        method: method.to_string(),
+        useragent: header_str(&headers, header::USER_AGENT),
+    };
+    let mut targets = vec![target.clone()];
+    if action == "delete" {
+        targets.extend(untagged.into_iter().map(|tag| Target {
+            repository: target.repository.clone(),
+            tag,
+            ..Default::default()
+        }));
+    }
+    for target in targets {
+        n.emit(Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            action: action.into(),
+            target,
+            request: request_info.clone(),
+            actor: Actor {
+                name: actor.clone(),
+            },
+            source: SourceInfo {
+                addr: n.source_addr.clone(),
+                instance_id: n.instance_id.clone(),
+            },
+        })
+        .await;
+    }
+    response
+}
+
+/// The tags of `name` that point at `reference` (a digest).
+async fn tags_of(n: &Notifier, name: &crate::oci::RepoName, reference: &str) -> Vec<String> {
+    let Ok(digest) = reference.parse::<Digest>() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for tag in n
+        .storage
+        .tags(name)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    {
+        let Ok(t) = tag.parse::<crate::oci::Tag>() else {
+            continue;
+        };
+        if n.storage
+            .resolve_tag(name, &t)
+            .await
+            .ok()
+            .flatten()
+            .as_ref()
+            == Some(&digest)
+        {
+            out.push(tag);
+        }
+    }
+    out
+}

@@ -1,0 +1,523 @@
+//! Notifications: the events registry:2 (Debian's docker-registry 2.8)
+//! sends for the same pushes, pulls, mount and delete, field by field; and
+//! what registry:2 lacks: events stored before the answer, so an endpoint
+//! down, a full queue, a restart or a kill -9 loses nothing (or drops the
+//! oldest, counted); HMAC signatures, CloudEvents, filters, metrics. Every
+//! receiver is a real HTTP server started by the test.
+
+#[path = "support/distribution.rs"]
+mod distribution;
+#[path = "support/registry_bin.rs"]
+mod registry_bin;
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use distribution::DockerRegistry;
+use hmac::{KeyInit, Mac};
+use registry::config::{AuthMode, NotifyEndpoint};
+use serde_json::Value;
+use support::{sha256_digest, Client, TestServer};
+
+type Received = Arc<Mutex<Vec<(BTreeMap<String, String>, Vec<u8>)>>>;
+
+/// A webhook receiver: every request's headers and body, answering
+/// `status` after `delay_ms`; `started` counts requests that arrived.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    got: Received,
+    delay_ms: Arc<AtomicU64>,
+    started: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Receiver::on(listener).await
+    }
+
+    async fn on(listener: std::net::TcpListener) -> Receiver {
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Received = Arc::new(Mutex::new(Vec::new()));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let (g, dl, sn) = (got.clone(), delay_ms.clone(), started.clone());
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (g, dl, sn) = (g.clone(), dl.clone(), sn.clone());
+                    async move {
+                        sn.fetch_add(1, Ordering::SeqCst);
+                        let delay = dl.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let h = headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        g.lock().unwrap().push((h, body.to_vec()));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url: format!("http://{addr}/events"),
+            got,
+            delay_ms,
+            started,
+        }
+    }
+
+    /// Every event received so far, in order (envelopes unpacked).
+    fn events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (headers, body) in self.got.lock().unwrap().iter() {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            if headers.get("content-type").map(String::as_str)
+                == Some("application/cloudevents+json")
+            {
+                out.push(v["data"].clone());
+            } else {
+                out.extend(v["events"].as_array().unwrap().iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// Waits until `n` distinct event ids arrived.
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let events = dedupe(self.events());
+            if events.len() >= n {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} events within {within:?}: {events:#?}",
+                events.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// At-least-once delivery: the receiver keeps the first of each id.
+fn dedupe(events: Vec<Value>) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    events
+        .into_iter()
+        .filter(|e| seen.insert(e["id"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+fn endpoint(url: &str) -> NotifyEndpoint {
+    NotifyEndpoint {
+        name: "hook".into(),
+        url: url.into(),
+        backoff: Duration::from_millis(100),
+        threshold: 2,
+        ..Default::default()
+    }
+}
+
+/// POST then PUT (registry:2 has no monolithic POST).
+async fn push_blob(c: &Client, repo: &str, data: &[u8]) -> String {
+    let r = c
+        .post(&format!("/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let digest = sha256_digest(data);
+    let r = c
+        .put(&format!("{location}{sep}digest={digest}"))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    digest
+}
+
+async fn push_image(c: &Client, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let config_digest = push_blob(c, repo, config).await;
+    let layer_digest = push_blob(c, repo, layer).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = c
+        .put(&format!("/v2/{repo}/manifests/{tag}"))
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let digest = r.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (digest, layer_digest)
+}
+
+/// The same requests on either registry: push, pull, HEAD, mount, delete.
+async fn scenario(c: &Client) {
+    let (manifest, layer) = push_image(c, "a/app", "v1", b"layer bytes of the comparison").await;
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let r = c
+        .get("/v2/a/app/manifests/v1")
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(&format!("/v2/a/app/blobs/{layer}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let r = c
+        .head("/v2/a/app/manifests/v1")
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(&format!(
+            "/v2/b/app/blobs/uploads/?mount={layer}&from=a/app"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .delete(&format!("/v2/a/app/manifests/{manifest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// What a receiver reads, without ids, times and addresses.
+fn shape(e: &Value) -> Value {
+    let t = &e["target"];
+    let url_tail = t["url"]
+        .as_str()
+        .map(|u| u.splitn(4, '/').nth(3).unwrap_or("").to_owned());
+    serde_json::json!({
+        "action": e["action"],
+        "target": {
+            "mediaType": t["mediaType"], "size": t["size"], "length": t["length"],
+            "digest": t["digest"], "repository": t["repository"], "tag": t["tag"],
+            "fromRepository": t["fromRepository"], "url": url_tail,
+        },
+        "request.method": e["request"]["method"],
+        "request.has_addr_host_useragent": !e["request"]["addr"].as_str().unwrap_or("").is_empty()
+            && !e["request"]["host"].as_str().unwrap_or("").is_empty()
+            && e["request"]["useragent"].is_string(),
+        "actor": e["actor"],
+        "source.has_addr_instance": e["source"]["addr"].is_string() && e["source"]["instanceID"].is_string(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_match_docker_registry() {
+    let theirs_rx = Receiver::start().await;
+    let ours_rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!(
+        "  filesystem:\n    rootdirectory: {}\n",
+        dir.path().display()
+    );
+    let notifications = format!(
+        "notifications:\n  endpoints:\n    - name: hook\n      url: {}\n      timeout: 1s\n      threshold: 3\n      backoff: 1s\n",
+        theirs_rx.url
+    );
+    let theirs = DockerRegistry::start_with_config(&storage, &notifications).await;
+    let url = ours_rx.url.clone();
+    let ours = TestServer::start_with(move |c| {
+        c.auth.mode = AuthMode::None;
+        c.notifications.endpoints = vec![endpoint(&url)];
+    })
+    .await;
+    scenario(&theirs.client()).await;
+    scenario(&ours.anonymous()).await;
+    // Pushes of config, layer, manifest; pulls of the manifest (GET and
+    // HEAD, as registry:2 counts them) and the layer; the mount; the
+    // manifest's delete and its tag's.
+    let want = 9;
+    let theirs_events = theirs_rx.wait_for(want, Duration::from_secs(20)).await;
+    let ours_events = ours_rx.wait_for(want, Duration::from_secs(20)).await;
+    let t: Vec<Value> = theirs_events.iter().map(shape).collect();
+    let o: Vec<Value> = ours_events.iter().map(shape).collect();
+    assert_eq!(o, t, "ours (left) and docker-registry's (right) events");
+    let (headers, _) = &ours_rx.got.lock().unwrap()[0];
+    assert_eq!(
+        headers["content-type"],
+        "application/vnd.docker.distribution.events.v1+json"
+    );
+}
+
+/// A port with nothing listening (the receiver is down); bind it later to
+/// bring the receiver up.
+fn dead_port() -> (u16, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    (port, format!("http://127.0.0.1:{port}/events"))
+}
+
+async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{endpoint=\"hook\"}}")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_metric(addr: &str, name: &str, at_least: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while metric(addr, name).await < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{name} < {at_least} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ours_with(endpoint: NotifyEndpoint) -> TestServer {
+    TestServer::start_with(move |c| {
+        c.notifications.endpoints = vec![endpoint];
+        c.metrics.addr = Some("127.0.0.1:0".into());
+    })
+    .await
+}
+
+fn digests_of(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["target"]["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receiver_down_then_up_gets_everything_in_order_per_repository() {
+    let (port, url) = dead_port();
+    let s = ours_with(endpoint(&url)).await;
+    let m = s.metrics_addr().unwrap().to_string();
+    let c = s.client();
+    let mut pushed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..4 {
+        for repo in ["r/one", "r/two", "r/three"] {
+            let d = c
+                .push_blob(repo, format!("{repo} blob {i}").as_bytes())
+                .await;
+            pushed.entry(repo.into()).or_default().push(d);
+        }
+    }
+    // Down for several retries, the pushes answered meanwhile.
+    wait_metric(
+        &m,
+        "registry_notifications_failed_total",
+        6.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(metric(&m, "registry_notifications_pending").await, 12.0);
+    let rx = Receiver::on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
+    let events = rx.wait_for(12, Duration::from_secs(20)).await;
+    for (repo, digests) in &pushed {
+        let of_repo: Vec<Value> = events
+            .iter()
+            .filter(|e| e["target"]["repository"] == repo.as_str())
+            .cloned()
+            .collect();
+        assert_eq!(&digests_of(&of_repo), digests, "{repo} in push order");
+    }
+    wait_metric(
+        &m,
+        "registry_notifications_sent_total",
+        12.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(metric(&m, "registry_notifications_pending").await, 0.0);
+    assert_eq!(
+        metric(&m, "registry_notifications_dropped_total").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_drops_the_oldest_counted() {
+    let (port, url) = dead_port();
+    let s = ours_with(NotifyEndpoint {
+        maxpending: 3,
+        ..endpoint(&url)
+    })
+    .await;
+    let m = s.metrics_addr().unwrap().to_string();
+    let c = s.client();
+    let mut digests = Vec::new();
+    for i in 0..5 {
+        digests.push(c.push_blob("q/app", format!("blob {i}").as_bytes()).await);
+    }
+    assert_eq!(
+        metric(&m, "registry_notifications_dropped_total").await,
+        2.0
+    );
+    assert_eq!(metric(&m, "registry_notifications_pending").await, 3.0);
+    let rx = Receiver::on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
+    rx.wait_for(3, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        digests_of(&dedupe(rx.events())),
+        digests[2..],
+        "the newest three"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hmac_signed_cloudevents_through_filters() {
+    let rx = Receiver::start().await;
+    let s = ours_with(NotifyEndpoint {
+        format: "cloudevents".into(),
+        secret: Some("s3cret".into()),
+        repositories: vec!["team/**".into()],
+        actions: vec!["push".into()],
+        ..endpoint(&rx.url)
+    })
+    .await;
+    let c = s.client();
+    let first = c.push_blob("team/app", b"wanted").await;
+    c.push_blob("other/app", b"filtered out by repository")
+        .await;
+    let r = c
+        .get(&format!("/v2/team/app/blobs/{first}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a pull: filtered out by action");
+    let last = c.push_blob("team/app", b"wanted too").await;
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = dedupe(rx.events());
+    assert_eq!(digests_of(&events), [first, last]);
+    let got = rx.got.lock().unwrap().clone();
+    for (headers, body) in &got {
+        assert_eq!(headers["content-type"], "application/cloudevents+json");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(headers["x-registry-signature-256"], want);
+        let ce: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["subject"], "team/app");
+        assert_eq!(ce["type"], "org.cncf.distribution.push");
+        assert_eq!(ce["id"], ce["data"]["id"]);
+        assert_eq!(ce["data"]["actor"]["name"], support::USER);
+    }
+}
+
+/// The real binary, its file a registry:2 config.yml with the endpoint,
+/// killed with SIGKILL while events wait (receiver down), then again in the
+/// middle of a delivery (receiver slow): every event arrives in the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, url) = dead_port();
+    let file = dir.path().join("config.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: /auth/htpasswd
+notifications:
+  endpoints:
+    - name: hook
+      url: {url}
+      timeout: 10s
+      threshold: 2
+      backoff: 200ms
+"
+        ),
+    )
+    .unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = htpasswd::hash_bcrypt(support::PASSWORD, 4).unwrap();
+    std::fs::write(&htpasswd, format!("{}:{hash}\n", support::USER)).unwrap();
+    let root = dir.path().join("storage");
+    let start = || {
+        let mut cmd = registry_bin::command(&root, &htpasswd, &[]);
+        cmd.env("REGISTRY_CONFIGURATION_PATH", &file);
+        registry_bin::serve(cmd)
+    };
+    let mut served = start();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", served.addr),
+        auth: Some((support::USER.into(), support::PASSWORD.into())),
+    };
+    let mut digests = Vec::new();
+    for i in 0..5 {
+        digests.push(c.push_blob("k/app", format!("kill {i}").as_bytes()).await);
+    }
+    served.child.kill().unwrap(); // SIGKILL
+    served.child.wait().unwrap();
+
+    // Up but slow: the restarted registry is killed mid-delivery.
+    let rx = Receiver::on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
+    rx.delay_ms.store(3000, Ordering::SeqCst);
+    let mut served = start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rx.started.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no delivery after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+
+    rx.delay_ms.store(0, Ordering::SeqCst);
+    let _served = start();
+    let events = rx.wait_for(5, Duration::from_secs(20)).await;
+    assert_eq!(digests_of(&events), digests);
+}
