@@ -335,8 +335,33 @@ fn digests_of(events: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn receiver_down_then_up_gets_everything_in_order_per_repository() {
+    down_then_up(false).await;
+}
+
+/// The queue lives in the bucket when storage is S3 (moto).
+#[tokio::test(flavor = "multi_thread")]
+async fn receiver_down_then_up_on_s3() {
+    down_then_up(true).await;
+}
+
+async fn down_then_up(on_s3: bool) {
     let (port, url) = dead_port();
-    let s = ours_with(endpoint(&url)).await;
+    let moto = if on_s3 {
+        let m = support::s3::Moto::start().await;
+        m.create_bucket("events").await;
+        Some(m)
+    } else {
+        None
+    };
+    let ep = endpoint(&url);
+    let s = TestServer::start_with(|c| {
+        c.notifications.endpoints = vec![ep];
+        c.metrics.addr = Some("127.0.0.1:0".into());
+        if let Some(m) = &moto {
+            m.configure(c, "events");
+        }
+    })
+    .await;
     let m = s.metrics_addr().unwrap().to_string();
     let c = s.client();
     let mut pushed: BTreeMap<String, Vec<String>> = BTreeMap::new();
