@@ -430,9 +430,30 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     path: String,
     metrics: Arc<Metrics>,
+    storage: crate::storage::Storage,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    // registry:2's debug server answers health here: `{}` when every check
+    // passes, else 503 with the failing checks.
+    let health = axum::routing::get(move || {
+        let storage = storage.clone();
+        async move {
+            match storage.ready().await {
+                Ok(()) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{}".to_owned(),
+                ),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::json!({ "storagedriver": e.to_string() }).to_string(),
+                ),
+            }
+        }
+    });
     let app = axum::Router::new()
+        .route("/debug/health", health)
         .route(
             &path,
             axum::routing::get(move || {

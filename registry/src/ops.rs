@@ -44,6 +44,7 @@ pub fn start(
             listener,
             config.metrics.path.clone(),
             metrics.clone(),
+            storage.clone(),
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {

@@ -32,6 +32,8 @@ struct Proc {
     base: String,
     host: String,
     log: PathBuf,
+    /// `http.debug.addr`, given to each process as a variable.
+    debug: String,
 }
 
 impl Drop for Proc {
@@ -68,6 +70,7 @@ async fn start(
         .unwrap()
         .contains("filesystem:");
     let port = free_port();
+    let debug = format!("127.0.0.1:{}", free_port());
     let root = dir.join(format!("storage-{port}"));
     std::fs::create_dir_all(&root).unwrap();
     let log = dir.join(format!("log-{port}"));
@@ -81,6 +84,7 @@ async fn start(
         .arg(file)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("REGISTRY_HTTP_DEBUG_ADDR", &debug)
         .env_remove("AWS_CA_BUNDLE")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -93,6 +97,7 @@ async fn start(
         base: format!("{scheme}://127.0.0.1:{port}"),
         host: format!("127.0.0.1:{port}"),
         log,
+        debug,
     };
     let http = client(tls);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -641,4 +646,53 @@ proxy:
         err.contains("auth.silly") && err.contains("REGISTRY_AUTH_SILLY"),
         "{err}"
     );
+}
+
+/// `http.debug`: the debug listener serves Prometheus metrics at the
+/// configured path and `/debug/health`, on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_listener_serves_metrics_and_health_as_docker_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("debug.yml");
+    std::fs::write(
+        &file,
+        "version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  debug:
+    addr: localhost:5001
+    prometheus:
+      enabled: true
+      path: /metrics
+",
+    )
+    .unwrap();
+    let b = both(&file, &[], dir.path(), None).await;
+    let http = client(None);
+    for p in [&b.ours, &b.theirs] {
+        // The API answers once, so the request counters exist.
+        http.get(format!("{}/v2/", p.base)).send().await.unwrap();
+        let r = http
+            .get(format!("http://{}/metrics", p.debug))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}: /metrics", p.debug);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("# TYPE") && text.contains("http_request"),
+            "{}: {text}",
+            p.debug
+        );
+        let r = http
+            .get(format!("http://{}/debug/health", p.debug))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}: /debug/health", p.debug);
+        assert_eq!(r.text().await.unwrap().trim(), "{}");
+    }
 }
