@@ -122,15 +122,35 @@ struct CacheMetrics {
 impl CacheMetrics {
     fn register(&self, registry: &mut Registry) {
         let counters = [
-            ("hits", "Metadata cache lookups answered from memory", &self.hits),
-            ("misses", "Metadata cache lookups that read storage", &self.misses),
-            ("evictions", "Metadata cache entries evicted to stay within its limits", &self.evictions),
+            (
+                "hits",
+                "Metadata cache lookups answered from memory",
+                &self.hits,
+            ),
+            (
+                "misses",
+                "Metadata cache lookups that read storage",
+                &self.misses,
+            ),
+            (
+                "evictions",
+                "Metadata cache entries evicted to stay within its limits",
+                &self.evictions,
+            ),
         ];
         for (name, help, c) in counters {
             registry.register(format!("registry_storage_cache_{name}"), help, c.clone());
         }
-        registry.register("registry_storage_cache_entries", "Metadata cache entries", self.entries.clone());
-        registry.register("registry_storage_cache_bytes", "Metadata cache memory, estimated", self.bytes.clone());
+        registry.register(
+            "registry_storage_cache_entries",
+            "Metadata cache entries",
+            self.entries.clone(),
+        );
+        registry.register(
+            "registry_storage_cache_bytes",
+            "Metadata cache memory, estimated",
+            self.bytes.clone(),
+        );
     }
 
     fn update(&self, s: crate::storage::meta_cache::CacheStats) {

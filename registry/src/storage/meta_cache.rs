@@ -71,7 +71,8 @@ impl quick_cache::Lifecycle<String, Entry> for CountEvictions {
     }
 }
 
-type Table = quick_cache::sync::Cache<String, Entry, Weigh, quick_cache::DefaultHashBuilder, CountEvictions>;
+type Table =
+    quick_cache::sync::Cache<String, Entry, Weigh, quick_cache::DefaultHashBuilder, CountEvictions>;
 
 /// Counters for the metrics (`registry_storage_cache_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -208,7 +209,11 @@ impl MetaCache {
 fn repository_of(key: &Path) -> Option<Path> {
     let parts: Vec<_> = key.parts().collect();
     let root = parts.iter().position(|p| p.as_ref() == "repositories")?;
-    let end = root + 1 + parts[root + 1..].iter().position(|p| p.as_ref().starts_with('_'))?;
+    let end = root
+        + 1
+        + parts[root + 1..]
+            .iter()
+            .position(|p| p.as_ref().starts_with('_'))?;
     (end > root + 1).then(|| Path::from_iter(parts[..end].iter().cloned()))
 }
 
@@ -246,8 +251,13 @@ mod tests {
             assert!(c.get(&list).is_ok());
         };
         fill();
-        c.invalidate(&Path::from("v2/repositories/a/_manifests/tags/v2/current/link"));
-        assert!(c.get(&list).is_ok(), "another repository's write keeps the list");
+        c.invalidate(&Path::from(
+            "v2/repositories/a/_manifests/tags/v2/current/link",
+        ));
+        assert!(
+            c.get(&list).is_ok(),
+            "another repository's write keeps the list"
+        );
         for key in [
             "v2/repositories/a/b/_manifests/tags/v2/current/link",
             "v2/repositories/a/b/_layers/sha256/x/link",
