@@ -11,6 +11,7 @@
 mod aligned;
 pub mod backend;
 mod direct_io;
+mod durability;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
