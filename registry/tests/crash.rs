@@ -35,6 +35,14 @@ fn data(client: usize, n: usize) -> Vec<u8> {
         .collect()
 }
 
+fn location(r: &reqwest::Response) -> Result<String, String> {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{}: no location", r.status()))
+}
+
 async fn push(
     http: &reqwest::Client,
     base: &str,
