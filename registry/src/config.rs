@@ -19,6 +19,8 @@ pub struct Config {
     /// Who may pull, push, delete where (`auth::acl`); absent: every
     /// authenticated user may do everything.
     pub acl: Option<AclConfig>,
+    /// Immutable tags and quotas (`policy`); reloaded with the ACL.
+    pub policies: Policies,
     pub log: Log,
     /// Garbage collection in the server process (`registry gc` reads it too).
     pub gc: Gc,
@@ -28,6 +30,10 @@ pub struct Config {
     /// start (registry:2 deployments carry many we do not need).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// The file this configuration was read from, which the server watches
+    /// to reload the ACL and policies (`reload`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,6 +289,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.validate()?;
+        config.source = file.map(Path::to_path_buf);
         Ok(config)
     }
 
@@ -441,6 +448,9 @@ impl Config {
             acl.validate()
                 .map_err(|(key, message)| invalid(&key, message))?;
         }
+        self.policies
+            .validate()
+            .map_err(|(key, message)| invalid(&key, message))?;
         if self.auth.mode == AuthMode::Token {
             self.auth.token.validate()?;
         }
@@ -889,25 +899,31 @@ impl AclConfig {
         principals("acl.catalog".into(), &self.catalog)?;
         for (i, r) in self.rules.iter().enumerate() {
             let key = |field: &str| format!("acl.rules[{i}].{field}");
-            let p = r.repository.as_str();
-            if p.is_empty()
-                || p.starts_with('/')
-                || p.ends_with('/')
-                || p.contains("//")
-                || p.bytes()
-                    .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
-            {
-                return Err((
-                    key("repository"),
-                    format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
-                ));
-            }
+            check_repository_glob(key("repository"), &r.repository)?;
             principals(key("pull"), &r.pull)?;
             principals(key("push"), &r.push)?;
             principals(key("delete"), &r.delete)?;
         }
         Ok(())
     }
+}
+
+/// A repository glob is path components of lowercase name characters and
+/// `*`, `**`, `?`; the error names `key`.
+fn check_repository_glob(key: String, p: &str) -> Result<(), (String, String)> {
+    if p.is_empty()
+        || p.starts_with('/')
+        || p.ends_with('/')
+        || p.contains("//")
+        || p.bytes()
+            .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+    {
+        return Err((
+            key,
+            format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
+        ));
+    }
+    Ok(())
 }
 
 /// `[auth.token]` in the config file.
@@ -1069,5 +1085,202 @@ mod tests {
         assert!(e.contains("adress"), "{e}");
         let e = Config::from_toml("[storage]\ndelete_enabled = \"yes\"").unwrap_err();
         assert!(e.contains("delete_enabled"), "{e}");
+    }
+}
+
+// ----- policies: immutable tags and quotas (`policy`) -----
+
+/// `[policies]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policies {
+    /// `[[policies.immutable]]`: tags that, once pushed, keep their digest.
+    pub immutable: Vec<ImmutableRule>,
+    /// `[[policies.quota]]`: storage and repository limits.
+    pub quota: Vec<QuotaRule>,
+}
+
+/// One `[[policies.immutable]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImmutableRule {
+    /// Repository glob, as in `[[acl.rules]]`.
+    pub repository: String,
+    /// Tag patterns (`*` any run of characters, `?` one): `v*`, `release-*`.
+    pub tags: Vec<String>,
+    /// Tags matching these stay mutable: `latest`, `*-rc*`.
+    pub exceptions: Vec<String>,
+    /// Whether `[acl] admins` may still overwrite and delete these tags.
+    pub admin_override: bool,
+}
+
+/// One `[[policies.quota]]` entry: a pool shared by every repository the
+/// glob matches, each blob counted once in the pool however many of its
+/// repositories link it. `repository = "**"` is a global limit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaRule {
+    pub repository: String,
+    /// Bytes of distinct blobs (layers, configs, manifests): a number, or a
+    /// string with a unit (`"10GiB"`, `"500MB"`).
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub max_bytes: Option<u64>,
+    /// Repositories the glob may match.
+    pub max_repositories: Option<u64>,
+}
+
+impl Policies {
+    /// Globs and patterns are well formed and every rule says something;
+    /// the error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (i, r) in self.immutable.iter().enumerate() {
+            let key = |field: &str| format!("policies.immutable[{i}].{field}");
+            check_repository_glob(key("repository"), &r.repository)?;
+            if r.tags.is_empty() {
+                return Err((key("tags"), "must name at least one tag pattern".into()));
+            }
+            for (field, list) in [("tags", &r.tags), ("exceptions", &r.exceptions)] {
+                for t in list {
+                    let ok = !t.is_empty()
+                        && t.len() <= 128
+                        && t.bytes().all(|b| {
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?')
+                        });
+                    if !ok {
+                        return Err((
+                            key(field),
+                            format!("{t:?} is not a tag pattern (tag characters, * and ?)"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, r) in self.quota.iter().enumerate() {
+            let key = |field: &str| format!("policies.quota[{i}].{field}");
+            check_repository_glob(key("repository"), &r.repository)?;
+            if r.max_bytes.is_none() && r.max_repositories.is_none() {
+                return Err((
+                    key("max_bytes"),
+                    "set max_bytes, max_repositories or both".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `10GiB`, `500MB`, `1024`: binary (KiB, MiB, GiB, TiB) and decimal (KB,
+/// MB, GB, TB) units, or plain bytes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1024, \"500MB\", \"10GiB\")"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn de_opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => Ok(Some(n)),
+        Raw::Text(t) => parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod policies_tests {
+    use super::*;
+
+    #[test]
+    fn policies_from_toml() {
+        let c = Config::from_toml(
+            r#"
+[[policies.immutable]]
+repository = "team-a/**"
+tags = ["v*", "release-*"]
+exceptions = ["latest", "*-rc*"]
+admin_override = true
+[[policies.quota]]
+repository = "team-a/**"
+max_bytes = "10GiB"
+max_repositories = 20
+[[policies.quota]]
+repository = "**"
+max_bytes = 1000
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let p = &c.policies;
+        assert_eq!(p.immutable[0].tags, ["v*", "release-*"]);
+        assert!(p.immutable[0].admin_override);
+        assert_eq!(p.quota[0].max_bytes, Some(10 << 30));
+        assert_eq!(p.quota[0].max_repositories, Some(20));
+        assert_eq!(p.quota[1].max_bytes, Some(1000));
+    }
+
+    #[test]
+    fn bad_policies_name_their_key() {
+        for (text, key) in [
+            (
+                "[[policies.immutable]]\nrepository = \"A\"\ntags = [\"v*\"]",
+                "policies.immutable[0].repository",
+            ),
+            (
+                "[[policies.immutable]]\nrepository = \"a\"",
+                "policies.immutable[0].tags",
+            ),
+            (
+                "[[policies.immutable]]\nrepository = \"a\"\ntags = [\"v*\"]\nexceptions = [\"a/b\"]",
+                "policies.immutable[0].exceptions",
+            ),
+            (
+                "[[policies.quota]]\nrepository = \"a/**\"",
+                "policies.quota[0].max_bytes",
+            ),
+        ] {
+            let c = Config::from_toml(text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+        let e =
+            Config::from_toml("[[policies.quota]]\nrepository = \"a\"\nmax_bytes = \"10 parsecs\"")
+                .unwrap_err();
+        assert!(e.contains("max_bytes") && e.contains("unit"), "{e}");
+        assert!(Config::from_toml("[[policies.retention]]\nrepository = \"a\"").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("500MB"), Ok(500_000_000));
+        assert_eq!(parse_bytes("2 MiB"), Ok(2 << 20));
+        assert!(parse_bytes("99999999999TiB").is_err());
+        assert!(parse_bytes("MiB").is_err());
     }
 }

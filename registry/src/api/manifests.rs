@@ -9,9 +9,11 @@ use serde_json::json;
 use super::body::content_length;
 use super::error::{ApiError, ApiResult, Code};
 use super::refuse_unread;
+use crate::auth::User;
 use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
 use crate::oci::name::ReferenceError;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::policy::immutable::Protection;
 use crate::AppState;
 
 const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -173,6 +175,25 @@ pub async fn put(
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
     };
+    // An immutable tag is checked before anything is stored, and claimed
+    // (created only if absent) after, so racing pushes cannot both win.
+    let claim = match tag {
+        Some(t) => binding_protection(state, name, t, parts),
+        None => None,
+    };
+    if let (Some(t), Some(p)) = (tag, &claim) {
+        if let Some(current) = state.storage.resolve_tag(name, t).await? {
+            if current != digest {
+                return Err(immutable_refusal(
+                    name,
+                    t,
+                    &current,
+                    p,
+                    "pushed with another digest",
+                ));
+            }
+        }
+    }
     // Acknowledged only once the manifest is visible and everything it
     // references is still there and not being garbage-collected
     // (storage::gc_guard explains the race this closes).
@@ -183,7 +204,7 @@ pub async fn put(
             &digest,
             body,
             parsed.subject.as_ref(),
-            tag,
+            if claim.is_some() { None } else { tag },
             &parsed.blobs,
             &parsed.children,
         )
@@ -202,6 +223,17 @@ pub async fn put(
         };
         return Err(ApiError::new(Code::ManifestBlobUnknown, message)
             .detail(json!({ "digest": d.to_string() })));
+    }
+    if let (Some(t), Some(p)) = (tag, &claim) {
+        if let Err(current) = state.storage.claim_tag(name, t, &digest).await? {
+            return Err(immutable_refusal(
+                name,
+                t,
+                &current,
+                p,
+                "pushed with another digest",
+            ));
+        }
     }
     // Audited by the auth middleware, which knows the user and client.
     let mut response = (
@@ -270,7 +302,7 @@ async fn check_references(state: &AppState, name: &RepoName, m: &Manifest) -> Ap
     Ok(())
 }
 
-pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
     let reference = lookup_reference(raw)?;
     if !state.delete_enabled {
         return Err(ApiError::new(
@@ -279,8 +311,24 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
         ));
     }
     let deleted = match &reference {
-        Reference::Tag(t) => state.storage.delete_tag(name, t).await?,
+        Reference::Tag(t) => {
+            if let Some(p) = binding_protection(state, name, t, parts) {
+                if let Some(current) = state.storage.resolve_tag(name, t).await? {
+                    return Err(immutable_refusal(name, t, &current, &p, "deleted"));
+                }
+            }
+            state.storage.delete_tag(name, t).await?
+        }
         Reference::Digest(d) => {
+            if let Some((t, p)) = protected_tag_of(state, name, d, parts).await? {
+                return Err(immutable_refusal(
+                    name,
+                    &t,
+                    d,
+                    &p,
+                    "untagged by deleting its manifest",
+                ));
+            }
             let subject = match state.storage.read_manifest(name, d).await? {
                 Some(body) => manifest::parse(&body, None).ok().and_then(|m| m.subject),
                 None => None,
@@ -295,4 +343,66 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
         return Err(manifest_unknown(&reference));
     }
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+/// The immutable rule that protects `tag` in `name` from this request's
+/// user (an admin is exempt where the rule allows it).
+fn binding_protection(
+    state: &AppState,
+    name: &RepoName,
+    tag: &Tag,
+    parts: &Parts,
+) -> Option<Protection> {
+    let policies = state.policies.get();
+    let p = policies.immutable.protection(name.as_str(), tag.as_str())?;
+    p.binds(requester_is_admin(state, parts)).then_some(p)
+}
+
+pub(crate) fn requester_is_admin(state: &AppState, parts: &Parts) -> bool {
+    let user = parts.extensions.get::<User>().map(|u| u.0.as_str());
+    user.is_some_and(|u| u != crate::auth::ANONYMOUS) && state.auth.acl.get().is_admin(user)
+}
+
+/// A tag of `name` pointing at `d` that an immutable rule protects.
+pub(crate) async fn protected_tag_of(
+    state: &AppState,
+    name: &RepoName,
+    d: &Digest,
+    parts: &Parts,
+) -> ApiResult<Option<(Tag, Protection)>> {
+    if state.policies.get().immutable.is_empty() {
+        return Ok(None);
+    }
+    for tag in state.storage.tags(name).await?.unwrap_or_default() {
+        let Ok(tag) = tag.parse::<Tag>() else {
+            continue;
+        };
+        let Some(p) = binding_protection(state, name, &tag, parts) else {
+            continue;
+        };
+        if state.storage.resolve_tag(name, &tag).await?.as_ref() == Some(d) {
+            return Ok(Some((tag, p)));
+        }
+    }
+    Ok(None)
+}
+
+/// 409 `DENIED`, naming the rule: what registries with immutable tags
+/// (Harbor, ECR) answer, and what docker and skopeo print as `denied: ...`.
+pub(crate) fn immutable_refusal(
+    name: &RepoName,
+    tag: &Tag,
+    current: &Digest,
+    p: &Protection,
+    what: &str,
+) -> ApiError {
+    ApiError::new(
+        Code::Denied,
+        format!(
+            "tag {tag} of {name} is immutable under {} and cannot be {what}; it points at {current}",
+            p.rule
+        ),
+    )
+    .status(StatusCode::CONFLICT)
+    .detail(json!({ "repository": name.as_str(), "tag": tag.as_str(), "digest": current.to_string(), "rule": p.rule }))
 }

@@ -148,7 +148,9 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Manifest(name, r), Method::PUT) => {
             manifests::put(&state, &name, &r, &parts, body).await
         }
-        (Route::Manifest(name, r), Method::DELETE) => manifests::delete(&state, &name, &r).await,
+        (Route::Manifest(name, r), Method::DELETE) => {
+            manifests::delete(&state, &name, &r, &parts).await
+        }
         (Route::Blob(name, d), Method::GET | Method::HEAD) => {
             blobs::get(&state, &name, &d, &parts).await
         }
