@@ -11,6 +11,7 @@ pub mod ops;
 pub mod policy;
 pub mod referrers_index;
 pub mod reload;
+pub mod repository_delete;
 pub mod scrub;
 pub mod server;
 pub mod storage;

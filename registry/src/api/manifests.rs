@@ -235,6 +235,19 @@ pub async fn put(
             ));
         }
     }
+    // A whole-repository delete that began after the checks above takes
+    // this push with it: refuse rather than acknowledge a tag it is
+    // removing the manifest of (crate::repository_delete).
+    if !state.storage.manifest_still_stands(name, &digest).await? {
+        if let Some(t) = tag {
+            state.storage.untag_if(name, t, &digest).await?;
+        }
+        return Err(ApiError::new(
+            Code::ManifestBlobUnknown,
+            "the repository was deleted while this manifest was pushed; push it again",
+        )
+        .detail(json!({ "digest": digest.to_string() })));
+    }
     // Audited by the auth middleware, which knows the user and client.
     let mut response = (
         StatusCode::CREATED,
@@ -347,7 +360,7 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts)
 
 /// The immutable rule that protects `tag` in `name` from this request's
 /// user (an admin is exempt where the rule allows it).
-fn binding_protection(
+pub(crate) fn binding_protection(
     state: &AppState,
     name: &RepoName,
     tag: &Tag,

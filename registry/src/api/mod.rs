@@ -9,6 +9,7 @@ pub mod error;
 pub mod manifests;
 pub mod readonly;
 pub mod referrers;
+pub mod repositories;
 pub mod route;
 pub mod tags;
 pub mod token_endpoint;
@@ -169,6 +170,10 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Referrers(name, d), Method::GET) => {
             referrers::list(&state, &name, &d, &parts).await
         }
+        (Route::Repository(name), Method::DELETE) => {
+            repositories::delete(&state, &name, &parts).await
+        }
+        (Route::Repository(_), _) => Ok(method_not_allowed("DELETE")),
         (Route::Catalog | Route::Tags(_), _) => Ok(method_not_allowed("GET, HEAD")),
         (Route::Manifest(..), _) => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
         (Route::Blob(..), _) => Ok(method_not_allowed("GET, HEAD, DELETE")),

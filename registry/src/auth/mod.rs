@@ -514,6 +514,9 @@ fn audit_change(
         {
             ("delete", name, r.clone())
         }
+        (Some(Route::Repository(name)), &Method::DELETE) if status == StatusCode::ACCEPTED => {
+            ("delete", name, "*".to_owned())
+        }
         _ => return,
     };
     auth.audit.record(&Event {

@@ -17,6 +17,7 @@ pub mod layout;
 mod local_dirs;
 mod manifest_cache;
 pub mod metered;
+mod repository_keys;
 mod tag_claim;
 pub mod uploads;
 pub mod walk;

@@ -181,6 +181,18 @@ impl Client {
 
     /// Pushes a blob monolithically; returns its digest string.
     pub async fn push_blob(&self, name: &str, data: &[u8]) -> String {
+        match self.try_push_blob(name, data).await {
+            Ok(digest) => digest,
+            Err(r) => panic!("push blob: {} {}", r.status(), r.text().await.unwrap()),
+        }
+    }
+
+    /// Pushes a blob monolithically: its digest, or the refusal.
+    pub async fn try_push_blob(
+        &self,
+        name: &str,
+        data: &[u8],
+    ) -> Result<String, reqwest::Response> {
         let digest = sha256_digest(data);
         let r = self
             .post(&format!("/v2/{name}/blobs/uploads/?digest={digest}"))
@@ -189,8 +201,11 @@ impl Client {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
-        digest
+        if r.status() == 201 {
+            Ok(digest)
+        } else {
+            Err(r)
+        }
     }
 
     /// Pushes an OCI image manifest with a config and the given layers
