@@ -45,8 +45,7 @@ pub fn load_rules(path: &std::path::Path) -> Result<(Acl, Policies), String> {
     Ok((acl, Policies::from_config(&config.policies)))
 }
 
-/// Watches `path` while `app` lives; `initial` is the content the running
-/// rules came from.
+/// Watches `path` while `app` lives.
 pub fn spawn(app: &crate::AppState, path: PathBuf) {
     let weak = Arc::downgrade(app);
     tokio::spawn(async move {
@@ -70,13 +69,17 @@ pub fn spawn(app: &crate::AppState, path: PathBuf) {
                 Ok(Ok((acl, policies))) => {
                     app.auth.acl.set(acl);
                     app.policies.set(policies);
+                    app.metrics.config_reloaded(true);
                     tracing::info!(path = %path.display(), "config file changed: ACL and policies reloaded");
                 }
-                Ok(Err(e)) => tracing::error!(
-                    path = %path.display(),
-                    error = %e,
-                    "config file changed but is not valid; keeping the ACL and policies in force"
-                ),
+                Ok(Err(e)) => {
+                    app.metrics.config_reloaded(false);
+                    tracing::error!(
+                        path = %path.display(),
+                        error = %e,
+                        "config file changed but is not valid; keeping the ACL and policies in force"
+                    )
+                }
                 Err(_) => {}
             }
         }
