@@ -236,8 +236,24 @@ async fn repository_delete_needs_delete_and_respects_immutable_tags() {
 #[tokio::test]
 async fn repository_delete_under_concurrent_pushes_leaves_nothing_broken() {
     let s = TestServer::start().await;
+    delete_under_concurrent_pushes(&s, &s).await;
+    s.stop().await;
+}
+
+/// The same with two replicas on one storage: the delete goes to one, the
+/// pushes to the other.
+#[tokio::test]
+async fn repository_delete_on_one_replica_while_another_takes_pushes() {
+    let s = TestServer::start().await;
+    let replica = s.start_replica().await;
+    delete_under_concurrent_pushes(&s, &replica).await;
+    replica.stop().await;
+    s.stop().await;
+}
+
+async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) {
     let base = s.client();
-    for i in 0..10 {
+    for i in 0..5 {
         base.push_image(
             "team/busy",
             &format!("old-{i}"),
@@ -248,11 +264,11 @@ async fn repository_delete_under_concurrent_pushes_leaves_nothing_broken() {
     let deleted = Arc::new(AtomicBool::new(false));
     let mut pushers = Vec::new();
     for p in 0..3 {
-        let c = s.client();
+        let c = pushed_to.client();
         let deleted = deleted.clone();
         pushers.push(tokio::spawn(async move {
             let mut after_delete = Vec::new();
-            for n in 0..40 {
+            for n in 0..20 {
                 let was_deleted = deleted.load(Ordering::SeqCst);
                 let tag = format!("p{p}-{n}");
                 let layer = format!("layer {p} {n}");
@@ -308,7 +324,7 @@ async fn repository_delete_under_concurrent_pushes_leaves_nothing_broken() {
     for p in pushers {
         acknowledged_after.extend(p.await.unwrap());
     }
-    gc_now(&s).await;
+    gc_now(s).await;
     let tags = json(&base, "/v2/team/busy/tags/list").await;
     let tags: Vec<String> = tags["tags"]
         .as_array()
@@ -350,5 +366,4 @@ async fn repository_delete_under_concurrent_pushes_leaves_nothing_broken() {
         !acknowledged_after.is_empty(),
         "no push came after the delete"
     );
-    s.stop().await;
 }

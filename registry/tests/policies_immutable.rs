@@ -149,7 +149,31 @@ async fn admins_override_only_where_the_rule_allows() {
 #[tokio::test]
 async fn racing_first_pushes_have_one_winner() {
     let s = server().await;
-    let c = s.client();
+    race(&s, &s).await;
+    s.stop().await;
+}
+
+/// The same race, half the pushes through a second replica on the same
+/// storage, which then refuses a changed push and a delete too.
+#[tokio::test]
+async fn racing_replicas_have_one_winner() {
+    let s = server().await;
+    let replica = s.start_replica().await;
+    let winner = race(&s, &replica).await;
+    let c = replica.client();
+    let r = c.delete("/v2/team/race/manifests/v9").send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = c.head("/v2/team/race/manifests/v9").send().await.unwrap();
+    assert_eq!(r.headers()["docker-content-digest"], winner.as_str());
+    replica.stop().await;
+    s.stop().await;
+}
+
+/// Eight different manifests pushed at once to one new immutable tag,
+/// alternately through `a` and `b`; returns the winner's digest.
+async fn race(a: &TestServer, b: &TestServer) -> String {
+    let c = a.client();
+    let clients = [a.client(), b.client()];
     let layer = c.push_blob("team/race", b"layer").await;
     let mut manifests = Vec::new();
     for i in 0..8 {
@@ -165,8 +189,9 @@ async fn racing_first_pushes_have_one_winner() {
             .unwrap(),
         );
     }
-    let pushes = manifests.iter().map(|m| {
-        c.put("/v2/team/race/manifests/v9")
+    let pushes = manifests.iter().enumerate().map(|(i, m)| {
+        clients[i % 2]
+            .put("/v2/team/race/manifests/v9")
             .header("content-type", OCI_MANIFEST)
             .body(m.clone())
             .send()
@@ -189,5 +214,5 @@ async fn racing_first_pushes_have_one_winner() {
     assert_eq!(won.len(), 1, "{won:?}");
     let r = c.head("/v2/team/race/manifests/v9").send().await.unwrap();
     assert_eq!(r.headers()["docker-content-digest"], won[0].as_str());
-    s.stop().await;
+    won.remove(0)
 }

@@ -103,6 +103,8 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
         c.metrics.addr = Some("127.0.0.1:0".into());
     })
     .await;
+    // A second replica on the same storage and config file reloads too.
+    let replica = s.start_replica().await;
     let c = s.client();
     assert_eq!(push_status(&c, "team/app", "v1", b"one").await, 201);
     assert_eq!(push_status(&c, "team/app", "v1", b"two").await, 201);
@@ -111,6 +113,15 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     // New rules: frozen/** read-only, team/**'s v* tags immutable.
     write(&path, LOCKED);
     wait_reloads(&s, "ok", 1).await;
+    wait_reloads(&replica, "ok", 1).await;
+    let rc = replica.client();
+    let r = rc
+        .post("/v2/frozen/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(push_status(&rc, "team/app", "v1", b"three").await, 409);
     let r = c
         .post("/v2/frozen/app/blobs/uploads/")
         .send()
@@ -123,6 +134,7 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     // A broken file: refused, the rules in force stay.
     write(&path, BROKEN);
     wait_reloads(&s, "error", 1).await;
+    wait_reloads(&replica, "error", 1).await;
     assert_eq!(reloads(&s, "ok").await, 1);
     assert_eq!(push_status(&c, "team/app", "v2", b"four").await, 409);
     let r = c
@@ -148,5 +160,6 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    replica.stop().await;
     s.stop().await;
 }

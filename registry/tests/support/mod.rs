@@ -99,6 +99,13 @@ impl TestServer {
         server
     }
 
+    /// A second replica: another server on this one's storage (the same
+    /// directory or bucket) and config, with its own port. It must stop
+    /// before this one (which owns the storage).
+    pub async fn start_replica(&self) -> TestServer {
+        TestServer::start_config(self.config.clone(), tempfile::tempdir().unwrap()).await
+    }
+
     /// Where `/metrics` is served, when `[metrics] addr` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.running.as_ref()?.metrics_addr
