@@ -71,6 +71,16 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The status of starting an upload to frozen/app (403 while it is read-only).
+async fn frozen_upload(c: &Client) -> u16 {
+    let r = c
+        .post("/v2/frozen/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
 async fn push_status(c: &Client, repo: &str, tag: &str, layer: &[u8]) -> u16 {
     let config = c.push_blob(repo, b"{}").await;
     let layer_digest = c.push_blob(repo, layer).await;
@@ -115,19 +125,9 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     wait_reloads(&s, "ok", 1).await;
     wait_reloads(&replica, "ok", 1).await;
     let rc = replica.client();
-    let r = rc
-        .post("/v2/frozen/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(frozen_upload(&rc).await, 403);
     assert_eq!(push_status(&rc, "team/app", "v1", b"three").await, 409);
-    let r = c
-        .post("/v2/frozen/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(frozen_upload(&c).await, 403);
     assert_eq!(push_status(&c, "team/app", "v1", b"three").await, 409);
     assert_eq!(push_status(&c, "team/app", "v2", b"three").await, 201);
 
@@ -137,12 +137,7 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     wait_reloads(&replica, "error", 1).await;
     assert_eq!(reloads(&s, "ok").await, 1);
     assert_eq!(push_status(&c, "team/app", "v2", b"four").await, 409);
-    let r = c
-        .post("/v2/frozen/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(frozen_upload(&c).await, 403);
     let r = c.get("/v2/team/app/tags/list").send().await.unwrap();
     assert_eq!(
         r.status(),
@@ -154,12 +149,7 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     write(&path, OPEN);
     wait_reloads(&s, "ok", 2).await;
     assert_eq!(push_status(&c, "team/app", "v1", b"five").await, 201);
-    let r = c
-        .post("/v2/frozen/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(frozen_upload(&c).await, 202);
     replica.stop().await;
     s.stop().await;
 }
