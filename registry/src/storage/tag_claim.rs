@@ -23,14 +23,18 @@ impl Storage {
             }
             self.write_link(&layout::tag_index_link(name, tag, d), d)
                 .await?;
+            let key = layout::tag_current_link(name, tag);
             let put = self
                 .store
                 .put_opts(
-                    &layout::tag_current_link(name, tag),
+                    &key,
                     PutPayload::from(d.to_string().into_bytes()),
                     PutMode::Create.into(),
                 )
                 .await;
+            // The metadata cache's contract: this process's writes
+            // invalidate what they touch (even a failed one may have landed).
+            self.meta.invalidate(&key);
             match put {
                 Ok(_) => return Ok(Ok(())),
                 // Someone else created it first: read who (again).
