@@ -19,7 +19,7 @@ pub struct Config {
     /// Who may pull, push, delete where (`auth::acl`); absent: every
     /// authenticated user may do everything.
     pub acl: Option<AclConfig>,
-    /// Immutable tags and quotas (`policy`); reloaded with the ACL.
+    /// Immutable tags (`policy`); reloaded with the ACL.
     pub policies: Policies,
     pub log: Log,
     /// Garbage collection in the server process (`registry gc` reads it too).
@@ -1135,16 +1135,17 @@ mod tests {
     }
 }
 
-// ----- policies: immutable tags and quotas (`policy`) -----
+// ----- policies: immutable tags (`policy`) -----
 
 /// `[policies]` in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policies {
     /// `[[policies.immutable]]`: tags that, once pushed, keep their digest.
+    /// (Quotas and retention are not built yet: `[[policies.quota]]` and
+    /// `[[policies.retention]]` are refused as unknown keys rather than
+    /// accepted and ignored.)
     pub immutable: Vec<ImmutableRule>,
-    /// `[[policies.quota]]`: storage and repository limits.
-    pub quota: Vec<QuotaRule>,
 }
 
 /// One `[[policies.immutable]]` entry.
@@ -1159,21 +1160,6 @@ pub struct ImmutableRule {
     pub exceptions: Vec<String>,
     /// Whether `[acl] admins` may still overwrite and delete these tags.
     pub admin_override: bool,
-}
-
-/// One `[[policies.quota]]` entry: a pool shared by every repository the
-/// glob matches, each blob counted once in the pool however many of its
-/// repositories link it. `repository = "**"` is a global limit.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuotaRule {
-    pub repository: String,
-    /// Bytes of distinct blobs (layers, configs, manifests): a number, or a
-    /// string with a unit (`"10GiB"`, `"500MB"`).
-    #[serde(deserialize_with = "de_opt_bytes")]
-    pub max_bytes: Option<u64>,
-    /// Repositories the glob may match.
-    pub max_repositories: Option<u64>,
 }
 
 impl Policies {
@@ -1203,59 +1189,7 @@ impl Policies {
                 }
             }
         }
-        for (i, r) in self.quota.iter().enumerate() {
-            let key = |field: &str| format!("policies.quota[{i}].{field}");
-            check_repository_glob(key("repository"), &r.repository)?;
-            if r.max_bytes.is_none() && r.max_repositories.is_none() {
-                return Err((
-                    key("max_bytes"),
-                    "set max_bytes, max_repositories or both".into(),
-                ));
-            }
-        }
         Ok(())
-    }
-}
-
-/// `10GiB`, `500MB`, `1024`: binary (KiB, MiB, GiB, TiB) and decimal (KB,
-/// MB, GB, TB) units, or plain bytes.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 1024, \"500MB\", \"10GiB\")"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-fn de_opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Number(n) => Ok(Some(n)),
-        Raw::Text(t) => parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -1272,23 +1206,14 @@ repository = "team-a/**"
 tags = ["v*", "release-*"]
 exceptions = ["latest", "*-rc*"]
 admin_override = true
-[[policies.quota]]
-repository = "team-a/**"
-max_bytes = "10GiB"
-max_repositories = 20
-[[policies.quota]]
-repository = "**"
-max_bytes = 1000
 "#,
         )
         .unwrap();
         c.validate().unwrap();
         let p = &c.policies;
         assert_eq!(p.immutable[0].tags, ["v*", "release-*"]);
+        assert_eq!(p.immutable[0].exceptions, ["latest", "*-rc*"]);
         assert!(p.immutable[0].admin_override);
-        assert_eq!(p.quota[0].max_bytes, Some(10 << 30));
-        assert_eq!(p.quota[0].max_repositories, Some(20));
-        assert_eq!(p.quota[1].max_bytes, Some(1000));
     }
 
     #[test]
@@ -1306,28 +1231,16 @@ max_bytes = 1000
                 "[[policies.immutable]]\nrepository = \"a\"\ntags = [\"v*\"]\nexceptions = [\"a/b\"]",
                 "policies.immutable[0].exceptions",
             ),
-            (
-                "[[policies.quota]]\nrepository = \"a/**\"",
-                "policies.quota[0].max_bytes",
-            ),
         ] {
             let c = Config::from_toml(text).unwrap();
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(key), "{text}: {e}");
         }
-        let e =
-            Config::from_toml("[[policies.quota]]\nrepository = \"a\"\nmax_bytes = \"10 parsecs\"")
+        // Not built yet: refused, never silently ignored.
+        for section in ["quota", "retention"] {
+            let e = Config::from_toml(&format!("[[policies.{section}]]\nrepository = \"a\""))
                 .unwrap_err();
-        assert!(e.contains("max_bytes") && e.contains("unit"), "{e}");
-        assert!(Config::from_toml("[[policies.retention]]\nrepository = \"a\"").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("500MB"), Ok(500_000_000));
-        assert_eq!(parse_bytes("2 MiB"), Ok(2 << 20));
-        assert!(parse_bytes("99999999999TiB").is_err());
-        assert!(parse_bytes("MiB").is_err());
+            assert!(e.contains(section), "{e}");
+        }
     }
 }

@@ -216,3 +216,71 @@ async fn race(a: &TestServer, b: &TestServer) -> String {
     assert_eq!(r.headers()["docker-content-digest"], won[0].as_str());
     won.remove(0)
 }
+
+/// A protected multi-arch tag keeps its whole image: its index's children
+/// and every blob they reference cannot be deleted either; what it does
+/// not include can.
+#[tokio::test]
+async fn deleting_what_a_protected_image_includes_is_refused() {
+    let s = server().await;
+    let c = s.client();
+    // Children under mutable tags (no rule names "amd64"), the index under v2.
+    let (amd, amd_bytes) = c.push_image("team/multi", "amd64", &[b"amd layer"]).await;
+    let (arm, arm_bytes) = c.push_image("team/multi", "arm64", &[b"arm layer"]).await;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": support::OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_bytes.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_bytes.len(), "platform": {"os": "linux", "architecture": "arm64"}},
+        ],
+    });
+    let index = c
+        .push_manifest(
+            "team/multi",
+            "v2",
+            support::OCI_INDEX,
+            &serde_json::to_vec(&index).unwrap(),
+        )
+        .await;
+    let (loose, _) = c
+        .push_image("team/multi", "scratch", &[b"loose layer"])
+        .await;
+    let arm_layer = support::sha256_digest(b"arm layer");
+    for (path, says) in [
+        (
+            format!("/v2/team/multi/manifests/{index}"),
+            "untagged by deleting its manifest".to_owned(),
+        ),
+        (
+            format!("/v2/team/multi/manifests/{amd}"),
+            format!("broken by deleting {amd}"),
+        ),
+        (
+            format!("/v2/team/multi/blobs/{arm_layer}"),
+            format!("broken by deleting {arm_layer}"),
+        ),
+    ] {
+        let r = c.delete(&path).send().await.unwrap();
+        assert_eq!(r.status(), 409, "{path}");
+        let m = error_body(r).await["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            m.contains("tag v2 of team/multi") && m.contains(&says),
+            "{path}: {m}"
+        );
+    }
+    for path in [
+        format!("/v2/team/multi/manifests/{loose}"),
+        format!(
+            "/v2/team/multi/blobs/{}",
+            support::sha256_digest(b"loose layer")
+        ),
+    ] {
+        let r = c.delete(&path).send().await.unwrap();
+        assert_eq!(r.status(), 202, "{path}");
+    }
+    s.stop().await;
+}

@@ -335,15 +335,7 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts)
             state.storage.delete_tag(name, t).await?
         }
         Reference::Digest(d) => {
-            if let Some((t, p)) = protected_tag_of(state, name, d, parts).await? {
-                return Err(immutable_refusal(
-                    name,
-                    &t,
-                    d,
-                    &p,
-                    "untagged by deleting its manifest",
-                ));
-            }
+            refuse_if_protected(state, name, d, parts).await?;
             let subject = match state.storage.read_manifest(name, d).await? {
                 Some(body) => manifest::parse(&body, None).ok().and_then(|m| m.subject),
                 None => None,
@@ -378,15 +370,18 @@ pub(crate) fn requester_is_admin(state: &AppState, parts: &Parts) -> bool {
     user.is_some_and(|u| u != crate::auth::ANONYMOUS) && state.auth.acl.get().is_admin(user)
 }
 
-/// A tag of `name` pointing at `d` that an immutable rule protects.
-pub(crate) async fn protected_tag_of(
+/// Refuses deleting `d` from `name` (a manifest by digest, or a blob) when
+/// a tag an immutable rule protects reaches it: the manifest the tag names,
+/// a child of that index, or a blob either references. Deleting any of them
+/// would break the protected image.
+pub(crate) async fn refuse_if_protected(
     state: &AppState,
     name: &RepoName,
     d: &Digest,
     parts: &Parts,
-) -> ApiResult<Option<(Tag, Protection)>> {
+) -> ApiResult<()> {
     if state.policies.get().immutable.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     for tag in state.storage.tags(name).await?.unwrap_or_default() {
         let Ok(tag) = tag.parse::<Tag>() else {
@@ -395,11 +390,45 @@ pub(crate) async fn protected_tag_of(
         let Some(p) = binding_protection(state, name, &tag, parts) else {
             continue;
         };
-        if state.storage.resolve_tag(name, &tag).await?.as_ref() == Some(d) {
-            return Ok(Some((tag, p)));
+        let Some(top) = state.storage.resolve_tag(name, &tag).await? else {
+            continue;
+        };
+        if reaches(state, name, &top, d).await? {
+            let what = if &top == d {
+                "untagged by deleting its manifest".to_owned()
+            } else {
+                format!("broken by deleting {d}, which its image includes")
+            };
+            return Err(immutable_refusal(name, &tag, &top, &p, &what));
         }
     }
-    Ok(None)
+    Ok(())
+}
+
+/// Whether `d` is `top`, or a manifest or blob `top` references (through
+/// index children, to any depth).
+async fn reaches(state: &AppState, name: &RepoName, top: &Digest, d: &Digest) -> ApiResult<bool> {
+    let mut pending = vec![top.clone()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(m) = pending.pop() {
+        if &m == d {
+            return Ok(true);
+        }
+        if !seen.insert(m.clone()) {
+            continue;
+        }
+        let Some(body) = state.storage.read_manifest(name, &m).await? else {
+            continue;
+        };
+        let Ok(parsed) = manifest::parse(&body, None) else {
+            continue;
+        };
+        if parsed.blobs.contains(d) {
+            return Ok(true);
+        }
+        pending.extend(parsed.children);
+    }
+    Ok(false)
 }
 
 /// 409 `DENIED`, naming the rule: what registries with immutable tags

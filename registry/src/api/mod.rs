@@ -155,7 +155,7 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Blob(name, d), Method::GET | Method::HEAD) => {
             blobs::get(&state, &name, &d, &parts).await
         }
-        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d).await,
+        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d, &parts).await,
         (Route::UploadStart(name), Method::POST) => {
             uploads::start(&state, &name, &parts, body).await
         }

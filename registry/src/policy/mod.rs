@@ -1,7 +1,7 @@
 //! Repository policies checked before a write, as auth is checked before a
-//! handler: immutable tags (`immutable`) and quotas (`quota`). Built from
-//! `[policies]`; the server swaps in a new set when the config file changes
-//! (`crate::reload`).
+//! handler: immutable tags (`immutable`); quotas and retention are to join
+//! it. Built from `[policies]`; the server swaps in a new set when the
+//! config file changes (`crate::reload`).
 
 pub mod immutable;
 
