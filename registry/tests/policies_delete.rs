@@ -367,3 +367,39 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
         "no push came after the delete"
     );
 }
+
+/// While garbage collection holds its lock, a repository delete waits its
+/// turn: 503 UNAVAILABLE with Retry-After, nothing removed; then it runs.
+#[tokio::test]
+async fn repository_delete_waits_for_garbage_collection() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    c.push_image("team/app", "v1", &[b"x"]).await;
+    let storage = open_storage(&s);
+    let lock = storage
+        .gc_lock("a collector", Duration::from_secs(600))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = c
+        .delete("/v2/_ext/repositories/team/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "10");
+    let m = error_body(r).await["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(m.contains("a collector"), "{m}");
+    assert_eq!(status(&c, "/v2/team/app/manifests/v1").await, 200);
+    storage.gc_unlock(lock).await.unwrap();
+    let r = c
+        .delete("/v2/_ext/repositories/team/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    s.stop().await;
+}
