@@ -44,6 +44,7 @@ pub enum DeleteError {
 
 /// A lock not refreshed for this long is a dead holder's (as for GC).
 const LOCK_STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+const LOCK_REFRESH: Duration = Duration::from_secs(60);
 
 pub async fn delete_repository(storage: &Storage, name: &RepoName) -> Result<Removed, DeleteError> {
     let owner = format!("repository delete of {name} (pid {})", std::process::id());
@@ -56,7 +57,24 @@ pub async fn delete_repository(storage: &Storage, name: &RepoName) -> Result<Rem
             })
         }
     };
-    let result = delete_locked(storage, name).await;
+    // A lock not rewritten for LOCK_STALE_AFTER looks abandoned and is
+    // broken by the next collector: keep it fresh while a large delete runs.
+    let result = {
+        let work = delete_locked(storage, name);
+        tokio::pin!(work);
+        let mut refresh = tokio::time::interval(LOCK_REFRESH);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = refresh.tick() => {
+                    if let Err(e) = storage.gc_lock_refresh(&lock).await {
+                        tracing::warn!(error = %e, "could not refresh the lock of a repository delete");
+                    }
+                }
+            }
+        }
+    };
     // The markers and the lock go whatever happened; a failure to remove
     // them leaves them to the next GC run (which clears stale markers).
     let _ = storage.gc_clear_all_pending().await;
