@@ -23,6 +23,13 @@ async fn json(c: &Client, path: &str) -> serde_json::Value {
     c.get(path).send().await.unwrap().json().await.unwrap()
 }
 
+async fn delete_repository(c: &Client, name: &str) -> reqwest::Response {
+    c.delete(&format!("/v2/_ext/repositories/{name}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn status(c: &Client, path: &str) -> u16 {
     c.get(path).send().await.unwrap().status().as_u16()
 }
@@ -92,11 +99,7 @@ async fn deleting_a_repository_leaves_blobs_to_gc() {
     let shared = support::sha256_digest(b"shared layer");
     let m1_digest = support::sha256_digest(&m1);
 
-    let r = c
-        .delete("/v2/_ext/repositories/team/app")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_repository(&c, "team/app").await;
     assert_eq!(r.status(), 202);
     let removed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(removed["tags"], 2, "{removed}");
@@ -154,19 +157,11 @@ async fn deleting_a_repository_leaves_blobs_to_gc() {
         200
     );
 
-    let r = c
-        .delete("/v2/_ext/repositories/team/app")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_repository(&c, "team/app").await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_body(r).await["errors"][0]["code"], "NAME_UNKNOWN");
     // A repository with nothing under it is gone from the API entirely.
-    let r = c
-        .delete("/v2/_ext/repositories/team/other")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_repository(&c, "team/other").await;
     assert_eq!(r.status(), 202);
     let r = c.get("/v2/team/other/tags/list").send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -207,11 +202,7 @@ async fn repository_delete_needs_delete_and_respects_immutable_tags() {
         ("rel/dev", "main", 202, "", ""),
     ] {
         c.push_image(repo, tag, &[b"x"]).await;
-        let r = c
-            .delete(&format!("/v2/_ext/repositories/{repo}"))
-            .send()
-            .await
-            .unwrap();
+        let r = delete_repository(&c, repo).await;
         assert_eq!(r.status(), status, "{repo}");
         if status == 202 {
             continue;
@@ -313,11 +304,7 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let r = base
-        .delete("/v2/_ext/repositories/team/busy")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_repository(&base, "team/busy").await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     deleted.store(true, Ordering::SeqCst);
     let mut acknowledged_after = Vec::new();
@@ -381,11 +368,7 @@ async fn repository_delete_waits_for_garbage_collection() {
         .await
         .unwrap()
         .unwrap();
-    let r = c
-        .delete("/v2/_ext/repositories/team/app")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_repository(&c, "team/app").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "10");
     let m = error_body(r).await["errors"][0]["message"]
@@ -395,11 +378,7 @@ async fn repository_delete_waits_for_garbage_collection() {
     assert!(m.contains("a collector"), "{m}");
     assert_eq!(status(&c, "/v2/team/app/manifests/v1").await, 200);
     storage.gc_unlock(lock).await.unwrap();
-    let r = c
-        .delete("/v2/_ext/repositories/team/app")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_repository(&c, "team/app").await;
     assert_eq!(r.status(), 202);
     s.stop().await;
 }
