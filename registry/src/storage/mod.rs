@@ -19,6 +19,8 @@ mod local_dirs;
 mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;
+mod repository_keys;
+mod tag_claim;
 pub mod uploads;
 pub mod walk;
 
