@@ -24,10 +24,10 @@ WRK_SECONDS=${WRK_SECONDS:-5}
 REPEAT=${REPEAT:-3}
 STORMS=${STORMS:-16,64}
 
-./scripts/ci-deps.sh >&2
+[ -n "${RENDER_FROM:-}" ] || ./scripts/ci-deps.sh >&2
 # moto_server (S3=1) lives in the virtual environment ci-deps.sh makes.
 export PATH="${CI_VENV:-$PWD/.venv}/bin:$PATH"
-cargo build --release --locked -p registry -p htpasswd --bins --example regbench >&2
+[ -n "${RENDER_FROM:-}" ] || cargo build --release --locked -p registry -p htpasswd --bins --example regbench >&2
 BIN=$PWD/target/release
 BENCH=$BIN/examples/regbench
 work=$(mktemp -d)
@@ -51,6 +51,8 @@ start_ours() {
   echo $!
 }
 start_ours_buffered() { DIRECTIO=false start_ours "$@"; }
+# The metadata cache off (every request reads storage, as before it existed).
+start_ours_nocache() { REGISTRY_STORAGE_CACHE_TTL=0s start_ours "$@"; }
 # S3: both registries on one moto server (PyPI moto, S3-compatible), a bucket
 # each.
 S3_ENDPOINT=
@@ -108,7 +110,7 @@ run_one() {
   local base=http://127.0.0.1:$port
   echo "== $who (pid $pid)" >&2
   "$BENCH" --url "$base" --user "$USER_" --password "$PASS" --pid "$pid" --repeat "$REPEAT" \
-    --sizes "$SIZES" --storms "$STORMS" --wrk-seconds "$WRK_SECONDS" > "$work/$who.json"
+    --sizes "$SIZES" --storms "$STORMS" --wrk-seconds "$WRK_SECONDS" ${ONLY:+--only "$ONLY"} > "$work/$who.json"
   local peak; peak=$(kb "$pid" VmHWM)
   # What the memory is now: mapped files (the binary's code, libraries) and
   # anonymous (heap, stacks).
@@ -124,9 +126,17 @@ run_one() {
     "$((peak / 1024))" "$split" "$(( (after - before) / 1024 ))" > "$work/$who-rss.json"
 }
 
-configs=(theirs ours ours_buffered)
-for c in "${configs[@]}"; do run_one "$c"; done
-if [ "${S3:-0}" = 1 ]; then
+# CONFIGS: which servers, in table order (ratios are against the first):
+# theirs ours ours_buffered ours_nocache. ONLY: regbench's --only.
+# RENDER_FROM=<dir>: no measuring, only the table, from an earlier run's
+# JSON files kept in <dir> (<config>.json, -huge.json, -rss.json).
+read -r -a configs <<<"${CONFIGS:-theirs ours ours_buffered}"
+if [ -n "${RENDER_FROM:-}" ]; then
+  work=$RENDER_FROM; trap - EXIT
+else
+  for c in "${configs[@]}"; do run_one "$c"; done
+fi
+if [ "${S3:-0}" = 1 ] && [ -z "${RENDER_FROM:-}" ]; then
   start_moto
   configs+=(theirs_s3 ours_s3)
   run_one theirs_s3
@@ -134,19 +144,23 @@ if [ "${S3:-0}" = 1 ]; then
 fi
 
 doc=${BENCH_DOC:-docs/benchmarks.md}
-json_out=${BENCH_JSON:-docs/benchmarks/registry.json}
+mark=${MARK:-registry-bench}
+json_out=${BENCH_JSON:-docs/benchmarks/$mark.json}
 mkdir -p "$(dirname "$json_out")"
 [ -f "$doc" ] || printf '# Benchmarks\n' > "$doc"
 machine="$(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"
 theirs_version=$(/usr/bin/docker-registry --version 2>/dev/null | head -1 || echo unknown)
 ours_version="$(git describe --always --dirty 2>/dev/null || echo unknown)"
-command_line="SIZES=$SIZES HUGE_MIB=$HUGE_MIB REPEAT=$REPEAT WRK_SECONDS=$WRK_SECONDS STORMS=$STORMS S3=${S3:-0} bench/registry.sh"
-python3 - "$doc" "$json_out" "$work" "$machine" "$theirs_version" "$ours_version" "$command_line" "${configs[@]}" <<'PY'
+command_line="SIZES=$SIZES HUGE_MIB=$HUGE_MIB REPEAT=$REPEAT WRK_SECONDS=$WRK_SECONDS STORMS=$STORMS S3=${S3:-0}${CONFIGS:+ CONFIGS=\"$CONFIGS\"}${ONLY:+ ONLY=$ONLY}${MARK:+ MARK=$MARK} bench/registry.sh"
+python3 - "$doc" "$json_out" "$work" "$machine" "$theirs_version" "$ours_version" "$command_line" "$mark" "${configs[@]}" <<'PY'
 import json, re, sys, datetime
-doc, json_out, work, machine, theirs_v, ours_v, cmdline, *configs = sys.argv[1:]
+doc, json_out, work, machine, theirs_v, ours_v, cmdline, mark, *configs = sys.argv[1:]
 label = {"theirs": "docker-registry, disk", "ours": "ours, disk", "ours_buffered": "ours, disk, O_DIRECT off",
+         "ours_nocache": "ours, disk, metadata cache off",
          "theirs_s3": "docker-registry, S3 (moto)", "ours_s3": "ours, S3 (moto)"}
-base = {"theirs": "theirs", "ours": "theirs", "ours_buffered": "theirs", "theirs_s3": "theirs_s3", "ours_s3": "theirs_s3"}
+base = {c: configs[0] for c in configs}
+if "theirs_s3" in configs:
+    base.update({"theirs_s3": "theirs_s3", "ours_s3": "theirs_s3"})
 data = {}
 for c in configs:
     d = json.load(open(f"{work}/{c}.json"))["results"]
@@ -229,7 +243,7 @@ too).
 """ + "\n".join(rows) + busy_note
 print(section)
 text = open(doc).read()
-start, end = "<!-- registry-bench:start -->", "<!-- registry-bench:end -->"
+start, end = f"<!-- {mark}:start -->", f"<!-- {mark}:end -->"
 block = f"{start}\n{section}\n{end}"
 if start in text:
     text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
