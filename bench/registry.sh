@@ -229,7 +229,7 @@ section = f"""## Registry vs Debian's docker-registry (registry:2)
 Command: `{cmdline}`, measured {today} on {machine}.
 Versions: ours `{ours_v}`; theirs `{theirs_v}`. Client: `regbench`
 (registry/examples/regbench; medians of {json.load(open(f"{work}/{configs[0]}.json"))["repeat"]} runs each; JSON with every run:
-[benchmarks/registry.json](benchmarks/registry.json)); the client, wrk and (for S3) moto share the
+[benchmarks/{mark}.json](benchmarks/{mark}.json)); the client, wrk and (for S3) moto share the
 cores with the server under test. Every server uses Basic auth against the same bcrypt (cost 5) htpasswd
 file. On disk both fsync what they acknowledge (ours: docs/storage.md, "Which writes are fsynced";
 docker-registry 2.8 fsyncs each PATCH's data and every link). Ours runs with its defaults (blob data by
