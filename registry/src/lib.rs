@@ -9,7 +9,10 @@ pub mod metrics;
 pub mod notify;
 pub mod oci;
 pub mod ops;
+pub mod policy;
 pub mod referrers_index;
+pub mod reload;
+pub mod repository_delete;
 pub mod scrub;
 pub mod server;
 pub mod storage;
@@ -24,6 +27,8 @@ pub struct App {
     /// Maintenance: pulls only (`storage.maintenance.readonly`).
     pub read_only: bool,
     pub metrics: Arc<metrics::Metrics>,
+    /// Immutable tags and quotas in force (`[policies]`, reloaded).
+    pub policies: reload::Live<policy::Policies>,
 }
 
 pub type AppState = Arc<App>;

@@ -21,6 +21,8 @@
 //! * `registry_notifications_pending{endpoint}`, `registry_notifications_sent_total{endpoint}`,
 //!   `registry_notifications_failed_total{endpoint}` (delivery attempts that failed),
 //!   `registry_notifications_dropped_total{endpoint}` (oldest events dropped from a full queue)
+//! * `registry_config_reloads_total{result}`: `ok` / `error` reloads of the
+//!   ACL and policies when the config file changed (`reload`)
 //! * `registry_storage_cache_hits_total`, `..._misses_total`,
 //!   `..._evictions_total`, `registry_storage_cache_entries`,
 //!   `registry_storage_cache_bytes`: the metadata cache (`[storage.cache]`),
@@ -123,6 +125,7 @@ pub struct Metrics {
     gc_last_success: Gauge<f64, AtomicU64>,
     uploads_purged: Counter,
     read_only: Gauge,
+    config_reloads: Family<ResultLabel, Counter>,
     cache: CacheMetrics,
     /// The storage whose metadata cache is reported (set once by the server).
     cache_source: std::sync::OnceLock<crate::storage::Storage>,
@@ -300,7 +303,14 @@ impl Metrics {
             "Oldest events dropped because an endpoint's queue was full",
             notify.dropped.clone(),
         );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "registry_config_reloads",
+            "Reloads of the ACL and policies after the config file changed, by result",
+            config_reloads.clone(),
+        );
         Arc::new(Metrics {
+            config_reloads,
             registry,
             notify,
             requests,
@@ -377,6 +387,13 @@ impl Metrics {
 
     pub fn uploads_purged(&self, n: u64) {
         self.uploads_purged.inc_by(n);
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -98,7 +98,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         delete_enabled: config.storage.delete_enabled,
         read_only,
         metrics: metrics.clone(),
+        policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
     });
+    if let Some(path) = &config.source {
+        crate::reload::spawn(&app, path.clone());
+    }
     let storage_for_ops = app.storage.clone();
     let headers = api::headers::parse(&config.http.headers)?;
 

@@ -249,7 +249,10 @@ fn registry_image_is_small_non_root_healthy_and_stores_pushes() {
     let (status, head, _) = http_get(addr, "/v2/", None);
     assert_eq!(status, 401, "{head}");
     let head = head.to_ascii_lowercase();
-    assert!(head.contains("www-authenticate: basic realm=\"mounted-realm\""), "{head}");
+    assert!(
+        head.contains("www-authenticate: basic realm=\"mounted-realm\""),
+        "{head}"
+    );
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     docker(&["stop", "-t", "10", &name]);
 }

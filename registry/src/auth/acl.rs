@@ -133,7 +133,7 @@ impl Acl {
         })
     }
 
-    fn is_admin(&self, user: Option<&str>) -> bool {
+    pub fn is_admin(&self, user: Option<&str>) -> bool {
         user.is_some_and(|u| self.names(&self.admins, u))
     }
 

@@ -735,6 +735,9 @@ fn map(r: &mut Reader<'_>, c: &mut Config) -> Result<Option<ProxySection>, Confi
         c.metrics = metrics;
     }
     c.acl = r.native("acl")?;
+    if let Some(policies) = r.native("policies")? {
+        c.policies = policies;
+    }
     if let Some(endpoints) = r.native("notifications.endpoints")? {
         c.notifications.endpoints = endpoints;
     }
