@@ -2,15 +2,12 @@
 //! duration, user. Never a header value or query string (they can carry
 //! credentials or upload state).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use http_body_util::BodyExt;
 
 use super::RouteKind;
 use crate::auth::User;
@@ -23,17 +20,7 @@ pub async fn log(request: Request, next: Next) -> Response {
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
-    // Counted as the body is read: chunked uploads (what docker sends) have
-    // no Content-Length.
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let request = request.map(|body| {
-        Body::new(body.inspect_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }))
-    });
+    let (request, received) = super::body::counted(request);
     let response = next.run(request).await;
     let bytes_in = received.load(Ordering::Relaxed);
     let route = response

@@ -39,3 +39,25 @@ pub async fn drain(body: Body, limit: usize) -> bool {
     }
     true
 }
+
+/// `request` with its body counted as it is read (chunked uploads, what
+/// docker sends, have no Content-Length), and the count.
+pub fn counted(
+    request: axum::extract::Request,
+) -> (
+    axum::extract::Request,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let request = request.map(|body| {
+        Body::new(body.inspect_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }))
+    });
+    (request, received)
+}

@@ -7,16 +7,14 @@
 //! nothing.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
-use http_body_util::BodyExt;
 
 use super::event::{Actor, Event, RequestInfo, SourceInfo, Target};
 use super::Notifier;
@@ -80,15 +78,7 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     // A manifest's size is the bytes of the PUT body.
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let request = request.map(|body| {
-        Body::new(body.inspect_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }))
-    });
+    let (request, received) = crate::api::body::counted(request);
     let response = next.run(request).await;
     let status = response.status();
     let rh = response.headers();
