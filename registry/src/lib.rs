@@ -8,6 +8,7 @@ pub mod linger;
 pub mod metrics;
 pub mod oci;
 pub mod ops;
+pub mod proxy;
 pub mod referrers_index;
 pub mod scrub;
 pub mod server;
@@ -23,6 +24,8 @@ pub struct App {
     /// Maintenance: pulls only (`storage.maintenance.readonly`).
     pub read_only: bool,
     pub metrics: Arc<metrics::Metrics>,
+    /// The pull-through cache, when `[proxy]` configures one.
+    pub proxy: Option<Arc<proxy::Proxy>>,
 }
 
 pub type AppState = Arc<App>;

@@ -101,6 +101,9 @@ pub struct Metrics {
     gc_last_success: Gauge<f64, AtomicU64>,
     uploads_purged: Counter,
     read_only: Gauge,
+    /// Registries of other modules (the proxy's per-upstream counters),
+    /// appended to the exposition.
+    extra: std::sync::Mutex<Vec<Registry>>,
 }
 
 impl Metrics {
@@ -216,6 +219,7 @@ impl Metrics {
             gc_last_success,
             uploads_purged,
             read_only: read_only_gauge,
+            extra: Default::default(),
         })
     }
 
@@ -224,7 +228,15 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        for r in self.extra.lock().unwrap().iter() {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, r)
+                .expect("writing to a String cannot fail");
+        }
         out
+    }
+
+    pub fn add_registry(&self, registry: Registry) {
+        self.extra.lock().unwrap().push(registry);
     }
 
     /// For `Storage::with_error_sink`.
