@@ -179,11 +179,6 @@ async fn fetch_and_store(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
@@ -212,7 +207,6 @@ async fn fetch_and_store(
             });
         }
     }
-    let _ = content_type;
     store(
         &storage,
         &target,
