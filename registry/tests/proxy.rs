@@ -565,6 +565,21 @@ async fn token_upstream_anonymous_flow_mirror_and_ns() {
         .push_image("library/alpine", "latest", &[b"alpine layer"])
         .await;
     let layer = sha256_digest(b"alpine layer");
+    // A signature of it (a referrer, OCI 1.1).
+    let empty = hub.client().push_blob("library/alpine", b"{}").await;
+    let sig = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len()},
+    }))
+    .unwrap();
+    let sig_digest = sha256_digest(&sig);
+    hub.client()
+        .push_manifest("library/alpine", &sig_digest, OCI_MANIFEST, &sig)
+        .await;
     hub.config.auth.mode = AuthMode::Token;
     hub.config.auth.token.signing_key = hub.dir().join("token-key.pem");
     hub.config.acl = Some(AclConfig {
@@ -610,6 +625,24 @@ async fn token_upstream_anonymous_flow_mirror_and_ns() {
     let r = get(&c, &format!("/v2/library/alpine/blobs/{layer}?ns={host}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(&r.bytes().await.unwrap()[..], b"alpine layer");
+    // Referrers come from the upstream when asked, then their manifests
+    // through the cache.
+    let r = get(&c, &format!("/v2/hub/library/alpine/referrers/{digest}")).await;
+    assert_eq!(r.status(), 200);
+    let index: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"],
+        sig_digest.as_str(),
+        "{index}"
+    );
+    let r = fetch_manifest(
+        &c,
+        reqwest::Method::GET,
+        &format!("/v2/hub/library/alpine/manifests/{sig_digest}"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), sig);
     // One cached repository.
     assert!(s
         .storage_root()
@@ -710,5 +743,53 @@ async fn skopeo_copies_through_the_cache() {
     assert!(
         upstream_gets[0] >= 3,
         "manifest, config and layers came from upstream"
+    );
+}
+
+/// An upstream that rate-limits (this registry throttling failed logins,
+/// with Retry-After): the 429 and its Retry-After reach the client, and no
+/// request reaches the upstream again before it allows.
+#[tokio::test]
+async fn upstream_429_is_passed_on_and_not_retried() {
+    let up = TestServer::start_with(|c| {
+        c.auth.htpasswd.max_failures_per_minute = 2;
+        c.metrics.addr = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let s = proxy_with(
+        vec![ProxyUpstream {
+            password: Some("wrong".into()),
+            ..upstream("up", &up.base, Duration::from_secs(60))
+        }],
+        |_| {},
+    )
+    .await;
+    let c = s.client();
+    // Two failed logins (Basic, then Basic again after the challenge).
+    let r = fetch_manifest(&c, reqwest::Method::GET, "/v2/up/a/manifests/v1").await;
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("credentials"));
+    let upstream_429s = || async {
+        let text = metrics_text(&up).await;
+        metric(
+            &text,
+            "registry_http_requests_total{method=\"GET\",route=\"manifest\",status=\"429\"}",
+        )
+    };
+    for _ in 0..10 {
+        let r = fetch_manifest(&c, reqwest::Method::GET, "/v2/up/a/manifests/v1").await;
+        assert_eq!(r.status(), 429);
+        let retry_after: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    }
+    assert_eq!(
+        upstream_429s().await,
+        1,
+        "one 429 upstream, then no request"
     );
 }

@@ -127,7 +127,7 @@ pub async fn read(
         Route::Manifest(_, raw) => manifest(state, proxy, &target, raw, parts).await,
         Route::Blob(_, raw) => blob(state, proxy, &target, raw, parts).await,
         Route::Tags(name) => tag_list(state, proxy, &target, name, parts).await,
-        Route::Referrers(_, raw) => referrers::list(state, &target.local, raw, parts).await,
+        Route::Referrers(_, raw) => referrer_list(state, proxy, &target, raw, parts).await,
         Route::Catalog | Route::UploadStart(_) | Route::Upload(..) => return None,
     })
 }
@@ -237,6 +237,42 @@ async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Pa
     Ok(with_cache(response, CacheStatus::Miss))
 }
 
+/// The upstream's referrers of a digest; the cached ones when it cannot
+/// answer (a registry without the referrers API included).
+async fn referrer_list(
+    state: &AppState,
+    proxy: &Proxy,
+    t: &Target,
+    raw: &str,
+    parts: &Parts,
+) -> ApiResult {
+    let digest = blobs::parse_digest(raw)?;
+    let q = client_query(parts);
+    match proxy.referrers(t, &digest, &q).await {
+        Ok((body, content_type)) => {
+            let response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+            Ok(with_cache(response, CacheStatus::Miss))
+        }
+        Err(e) => {
+            tracing::debug!(upstream = %t.upstream.client.url, error = %e, "proxy: upstream referrers unavailable; listing the cached ones");
+            let response = referrers::list(state, &t.local, raw, parts).await?;
+            Ok(with_cache(response, CacheStatus::Stale))
+        }
+    }
+}
+
+/// The client's query without containerd's `ns`, for the upstream.
+fn client_query(parts: &Parts) -> String {
+    parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("ns="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// The upstream's list (it knows tags never pulled here); the cached tags
 /// when it cannot answer.
 async fn tag_list(
@@ -246,14 +282,7 @@ async fn tag_list(
     name: &RepoName,
     parts: &Parts,
 ) -> ApiResult {
-    let q: String = parts
-        .uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("ns="))
-        .collect::<Vec<_>>()
-        .join("&");
+    let q = client_query(parts);
     let unknown = ApiError::new(
         Code::NameUnknown,
         "repository name not known to the upstream",

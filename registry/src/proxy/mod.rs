@@ -350,6 +350,45 @@ impl Proxy {
         Ok((tags.tags.unwrap_or_default(), link))
     }
 
+    /// The upstream's referrers index of `digest` (`query`: the client's
+    /// `artifactType` filter), as it sent it: referrers (signatures) are
+    /// asked for when a client asks, and their manifests are then pulled
+    /// through the cache like any other.
+    pub async fn referrers(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        query: &str,
+    ) -> Result<(bytes::Bytes, String), ProxyError> {
+        let path = if query.is_empty() {
+            format!("referrers/{digest}")
+        } else {
+            format!("referrers/{digest}?{query}")
+        };
+        let index = crate::oci::manifest::OCI_INDEX;
+        let response = self.send(target, Method::GET, &path, Some(index)).await?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(index)
+            .to_owned();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ProxyError::Unreachable {
+                upstream: target.upstream.client.url.clone(),
+                reason: format!("referrers: {e}"),
+            })?;
+        if body.len() > crate::oci::manifest::MAX_MANIFEST_BYTES {
+            return Err(ProxyError::Unreachable {
+                upstream: target.upstream.client.url.clone(),
+                reason: "referrers index too large".into(),
+            });
+        }
+        Ok((body, content_type))
+    }
+
     pub fn record_hit(&self, target: &Target) {
         ProxyMetrics::inc(&self.metrics.hits, target.upstream.label());
     }
