@@ -18,6 +18,8 @@
 //!   `registry_gc_duration_seconds`, `registry_gc_last_success_timestamp_seconds`,
 //!   `registry_uploads_purged_total` (online GC and upload purging)
 //! * `registry_read_only`: 1 in read-only mode
+//! * `registry_proxy_*{upstream}`: the pull-through cache's own registry
+//!   (`proxy::metrics`), appended to the exposition
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
