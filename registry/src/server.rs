@@ -119,7 +119,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let (shutdown, mut stop) = watch::channel(false);
-    let background = crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    let mut background =
+        crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    if let Some(p) = &proxy {
+        background
+            .tasks
+            .extend(p.spawn_evictor(config.proxy.ttl, shutdown.subscribe()));
+    }
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

@@ -793,3 +793,78 @@ async fn upstream_429_is_passed_on_and_not_retried() {
         "one 429 upstream, then no request"
     );
 }
+
+/// `proxy.ttl`: a tag nobody pulls is removed from the cache, and `gc`
+/// then removes its content; a tag that is pulled stays.
+#[tokio::test]
+async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = htpasswd_upstream(dir.path()).await;
+    let uc = upstream_client(&up);
+    let (_, _, kept_blobs) = push_image(&uc, "team/app", "kept", &[pseudo_random(20, 4000)]).await;
+    let (_, _, gone_blobs) = push_image(&uc, "team/app", "gone", &[pseudo_random(21, 4000)]).await;
+    let ttl = Duration::from_secs(2);
+    let s = proxy_with(
+        vec![upstream("up", &up.base, Duration::from_secs(60))],
+        |c| {
+            c.proxy.ttl = ttl;
+        },
+    )
+    .await;
+    let c = s.client();
+    for (tag, blobs) in [("kept", &kept_blobs), ("gone", &gone_blobs)] {
+        let r = fetch_manifest(
+            &c,
+            reqwest::Method::GET,
+            &format!("/v2/up/team/app/manifests/{tag}"),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        for d in blobs {
+            assert_eq!(
+                get(&c, &format!("/v2/up/team/app/blobs/{d}"))
+                    .await
+                    .status(),
+                200
+            );
+        }
+    }
+    let tag_link = |tag: &str| {
+        s.storage_root().join(format!(
+            "docker/registry/v2/repositories/up/team/app/_manifests/tags/{tag}/current/link"
+        ))
+    };
+    assert!(tag_link("gone").exists());
+    // "kept" is pulled every 200 ms; "gone" is not pulled again.
+    let deadline = Instant::now() + ttl * 3;
+    while tag_link("gone").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the unpulled tag was not evicted"
+        );
+        let r = fetch_manifest(&c, reqwest::Method::HEAD, "/v2/up/team/app/manifests/kept").await;
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(tag_link("kept").exists(), "a pulled tag stays");
+    let (evicted, m) = proxy_metric(&s, "evicted").await;
+    assert_eq!(evicted, 1, "{m}");
+    // gc (deleting untagged manifests) removes what only the evicted tag held.
+    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
+    let options = registry::gc::Options {
+        dry_run: false,
+        delete_untagged: true,
+        grace: Duration::ZERO,
+        upload_max_age: None,
+    };
+    registry::gc::run(&storage, &options, None).await.unwrap();
+    for d in &kept_blobs {
+        assert!(blob_file(&s.storage_root(), d).exists(), "kept: {d}");
+    }
+    for d in &gone_blobs {
+        assert!(!blob_file(&s.storage_root(), d).exists(), "removed: {d}");
+    }
+    // Evicted is not lost: the next pull fetches it again.
+    let r = fetch_manifest(&c, reqwest::Method::GET, "/v2/up/team/app/manifests/gone").await;
+    assert_eq!(r.status(), 200);
+}

@@ -19,6 +19,7 @@ pub struct ProxyMetrics {
     pub upstream_bytes: Family<UpstreamLabel, Counter>,
     pub upstream_errors: Family<UpstreamLabel, Counter>,
     pub stale: Family<UpstreamLabel, Counter>,
+    pub evicted: Family<UpstreamLabel, Counter>,
 }
 
 impl ProxyMetrics {
@@ -54,6 +55,11 @@ impl ProxyMetrics {
                 "registry_proxy_stale",
                 "Cached tags served because the upstream could not revalidate them",
                 &self.stale,
+            ),
+            (
+                "registry_proxy_evicted",
+                "Cached tags removed because nobody pulled them within proxy.ttl",
+                &self.evicted,
             ),
         ] {
             r.register(name, help, family.clone());

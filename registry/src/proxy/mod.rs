@@ -15,6 +15,7 @@
 
 mod blob_fetch;
 pub mod client;
+mod evict;
 mod manifests;
 pub mod metrics;
 mod singleflight;
@@ -151,6 +152,16 @@ pub enum Routed {
     Mirror(Target),
 }
 
+impl Routed {
+    /// The metrics label of the upstream, when proxied.
+    fn label(&self) -> Option<String> {
+        match self {
+            Routed::Hosted => None,
+            Routed::Proxied(t) | Routed::Mirror(t) => Some(t.upstream.label().to_owned()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("proxy upstream {url}: {source}")]
@@ -173,6 +184,10 @@ pub struct Proxy {
     flights: singleflight::Singleflight<Digest>,
     /// When each cached tag (`local|tag`) was last confirmed upstream.
     validated: Arc<Mutex<HashMap<String, Instant>>>,
+    /// When each cached tag (repository, tag) was last pulled (`evict`).
+    pulled: Mutex<HashMap<(String, String), Instant>>,
+    /// The tags cached before this process started are in `pulled`.
+    adopted: std::sync::atomic::AtomicBool,
     pub metrics: Arc<ProxyMetrics>,
 }
 
@@ -236,6 +251,8 @@ impl Proxy {
             storage,
             flights: Default::default(),
             validated: Arc::default(),
+            pulled: Mutex::default(),
+            adopted: Default::default(),
             metrics: Arc::default(),
         })))
     }
