@@ -19,6 +19,8 @@ pub struct Config {
     /// Who may pull, push, delete where (`auth::acl`); absent: every
     /// authenticated user may do everything.
     pub acl: Option<AclConfig>,
+    /// Immutable tags (`policy`); reloaded with the ACL.
+    pub policies: Policies,
     pub log: Log,
     /// Garbage collection in the server process (`registry gc` reads it too).
     pub gc: Gc,
@@ -31,6 +33,10 @@ pub struct Config {
     /// start (registry:2 deployments carry many we do not need).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// The file this configuration was read from, which the server watches
+    /// to reload the ACL and policies (`reload`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +319,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.validate()?;
+        config.source = file.map(Path::to_path_buf);
         Ok(config)
     }
 
@@ -472,6 +479,9 @@ impl Config {
             acl.validate()
                 .map_err(|(key, message)| invalid(&key, message))?;
         }
+        self.policies
+            .validate()
+            .map_err(|(key, message)| invalid(&key, message))?;
         if self.auth.mode == AuthMode::Token {
             self.auth.token.validate()?;
         }
@@ -941,25 +951,31 @@ impl AclConfig {
         principals("acl.catalog".into(), &self.catalog)?;
         for (i, r) in self.rules.iter().enumerate() {
             let key = |field: &str| format!("acl.rules[{i}].{field}");
-            let p = r.repository.as_str();
-            if p.is_empty()
-                || p.starts_with('/')
-                || p.ends_with('/')
-                || p.contains("//")
-                || p.bytes()
-                    .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
-            {
-                return Err((
-                    key("repository"),
-                    format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
-                ));
-            }
+            check_repository_glob(key("repository"), &r.repository)?;
             principals(key("pull"), &r.pull)?;
             principals(key("push"), &r.push)?;
             principals(key("delete"), &r.delete)?;
         }
         Ok(())
     }
+}
+
+/// A repository glob is path components of lowercase name characters and
+/// `*`, `**`, `?`; the error names `key`.
+fn check_repository_glob(key: String, p: &str) -> Result<(), (String, String)> {
+    if p.is_empty()
+        || p.starts_with('/')
+        || p.ends_with('/')
+        || p.contains("//")
+        || p.bytes()
+            .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+    {
+        return Err((
+            key,
+            format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
+        ));
+    }
+    Ok(())
 }
 
 /// `[auth.token]` in the config file.
@@ -1124,6 +1140,116 @@ mod tests {
     }
 }
 
+// ----- policies: immutable tags (`policy`) -----
+
+/// `[policies]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policies {
+    /// `[[policies.immutable]]`: tags that, once pushed, keep their digest.
+    /// (Quotas and retention are not built yet: `[[policies.quota]]` and
+    /// `[[policies.retention]]` are refused as unknown keys rather than
+    /// accepted and ignored.)
+    pub immutable: Vec<ImmutableRule>,
+}
+
+/// One `[[policies.immutable]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImmutableRule {
+    /// Repository glob, as in `[[acl.rules]]`.
+    pub repository: String,
+    /// Tag patterns (`*` any run of characters, `?` one): `v*`, `release-*`.
+    pub tags: Vec<String>,
+    /// Tags matching these stay mutable: `latest`, `*-rc*`.
+    pub exceptions: Vec<String>,
+    /// Whether `[acl] admins` may still overwrite and delete these tags.
+    pub admin_override: bool,
+}
+
+impl Policies {
+    /// Globs and patterns are well formed and every rule says something;
+    /// the error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (i, r) in self.immutable.iter().enumerate() {
+            let key = |field: &str| format!("policies.immutable[{i}].{field}");
+            check_repository_glob(key("repository"), &r.repository)?;
+            if r.tags.is_empty() {
+                return Err((key("tags"), "must name at least one tag pattern".into()));
+            }
+            for (field, list) in [("tags", &r.tags), ("exceptions", &r.exceptions)] {
+                for t in list {
+                    let ok = !t.is_empty()
+                        && t.len() <= 128
+                        && t.bytes().all(|b| {
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?')
+                        });
+                    if !ok {
+                        return Err((
+                            key(field),
+                            format!("{t:?} is not a tag pattern (tag characters, * and ?)"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod policies_tests {
+    use super::*;
+
+    #[test]
+    fn policies_from_toml() {
+        let c = Config::from_toml(
+            r#"
+[[policies.immutable]]
+repository = "team-a/**"
+tags = ["v*", "release-*"]
+exceptions = ["latest", "*-rc*"]
+admin_override = true
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let p = &c.policies;
+        assert_eq!(p.immutable[0].tags, ["v*", "release-*"]);
+        assert_eq!(p.immutable[0].exceptions, ["latest", "*-rc*"]);
+        assert!(p.immutable[0].admin_override);
+    }
+
+    #[test]
+    fn bad_policies_name_their_key() {
+        for (text, key) in [
+            (
+                "[[policies.immutable]]\nrepository = \"A\"\ntags = [\"v*\"]",
+                "policies.immutable[0].repository",
+            ),
+            (
+                "[[policies.immutable]]\nrepository = \"a\"",
+                "policies.immutable[0].tags",
+            ),
+            (
+                "[[policies.immutable]]\nrepository = \"a\"\ntags = [\"v*\"]\nexceptions = [\"a/b\"]",
+                "policies.immutable[0].exceptions",
+            ),
+        ] {
+            let c = Config::from_toml(text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+        // Not built yet: refused, never silently ignored.
+        for section in ["quota", "retention"] {
+            let e = Config::from_toml(&format!("[[policies.{section}]]\nrepository = \"a\""))
+                .unwrap_err();
+            assert!(e.contains(section), "{e}");
+        }
+    }
+}
+
 // ----- pull-through cache -----
 
 /// `[proxy]`: registry:2's keys (`remoteurl`, `username`, `password`,
@@ -1254,7 +1380,7 @@ impl Proxy {
             let component_ok = |c: &str| {
                 !c.is_empty()
                     && c.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:".contains(&b)
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
                     })
             };
             if p.is_empty() || !p.split('/').all(component_ok) {

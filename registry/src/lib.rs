@@ -8,8 +8,11 @@ pub mod linger;
 pub mod metrics;
 pub mod oci;
 pub mod ops;
+pub mod policy;
 pub mod proxy;
 pub mod referrers_index;
+pub mod reload;
+pub mod repository_delete;
 pub mod scrub;
 pub mod server;
 pub mod storage;
@@ -26,6 +29,8 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// The pull-through cache, when `[proxy]` configures one.
     pub proxy: Option<Arc<proxy::Proxy>>,
+    /// Immutable tags and quotas in force (`[policies]`, reloaded).
+    pub policies: reload::Live<policy::Policies>,
 }
 
 pub type AppState = Arc<App>;

@@ -20,6 +20,8 @@
 //! * `registry_read_only`: 1 in read-only mode
 //! * `registry_proxy_*{upstream}`: the pull-through cache's own registry
 //!   (`proxy::metrics`), appended to the exposition
+//! * `registry_config_reloads_total{result}`: `ok` / `error` reloads of the
+//!   ACL and policies when the config file changed (`reload`)
 //! * `registry_storage_cache_hits_total`, `..._misses_total`,
 //!   `..._evictions_total`, `registry_storage_cache_entries`,
 //!   `registry_storage_cache_bytes`: the metadata cache (`[storage.cache]`),
@@ -110,6 +112,7 @@ pub struct Metrics {
     /// Registries of other modules (the proxy's per-upstream counters),
     /// appended to the exposition.
     extra: std::sync::Mutex<Vec<Registry>>,
+    config_reloads: Family<ResultLabel, Counter>,
     cache: CacheMetrics,
     /// The storage whose metadata cache is reported (set once by the server).
     cache_source: std::sync::OnceLock<crate::storage::Storage>,
@@ -266,7 +269,14 @@ impl Metrics {
             "1 while the registry refuses pushes and deletes (maintenance)",
             read_only_gauge.clone(),
         );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "registry_config_reloads",
+            "Reloads of the ACL and policies after the config file changed, by result",
+            config_reloads.clone(),
+        );
         Arc::new(Metrics {
+            config_reloads,
             registry,
             requests,
             duration,
@@ -351,6 +361,13 @@ impl Metrics {
 
     pub fn uploads_purged(&self, n: u64) {
         self.uploads_purged.inc_by(n);
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -106,7 +106,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         read_only,
         metrics: metrics.clone(),
         proxy: proxy.clone(),
+        policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
     });
+    if let Some(path) = &config.source {
+        crate::reload::spawn(&app, path.clone());
+    }
     let storage_for_ops = app.storage.clone();
     let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
 

@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod proxied;
 pub mod readonly;
 pub mod referrers;
+pub mod repositories;
 pub mod route;
 pub mod tags;
 pub mod token_endpoint;
@@ -163,11 +164,13 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Manifest(name, r), Method::PUT) => {
             manifests::put(&state, &name, &r, &parts, body).await
         }
-        (Route::Manifest(name, r), Method::DELETE) => manifests::delete(&state, &name, &r).await,
+        (Route::Manifest(name, r), Method::DELETE) => {
+            manifests::delete(&state, &name, &r, &parts).await
+        }
         (Route::Blob(name, d), Method::GET | Method::HEAD) => {
             blobs::get(&state, &name, &d, &parts).await
         }
-        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d).await,
+        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d, &parts).await,
         (Route::UploadStart(name), Method::POST) => {
             uploads::start(&state, &name, &parts, body).await
         }
@@ -182,6 +185,10 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Referrers(name, d), Method::GET) => {
             referrers::list(&state, &name, &d, &parts).await
         }
+        (Route::Repository(name), Method::DELETE) => {
+            repositories::delete(&state, &name, &parts).await
+        }
+        (Route::Repository(_), _) => Ok(method_not_allowed("DELETE")),
         (Route::Catalog | Route::Tags(_), _) => Ok(method_not_allowed("GET, HEAD")),
         (Route::Manifest(..), _) => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
         (Route::Blob(..), _) => Ok(method_not_allowed("GET, HEAD, DELETE")),

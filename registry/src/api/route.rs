@@ -13,6 +13,8 @@ pub enum Route {
     UploadStart(RepoName),
     Upload(RepoName, String),
     Referrers(RepoName, String),
+    /// `_ext/repositories/<name>`: the whole repository (DELETE).
+    Repository(RepoName),
 }
 
 impl Route {
@@ -26,6 +28,7 @@ impl Route {
             Route::UploadStart(_) => "upload_start",
             Route::Upload(..) => "upload",
             Route::Referrers(..) => "referrers",
+            Route::Repository(_) => "repository",
         }
     }
 }
@@ -41,6 +44,12 @@ pub enum RouteError {
 pub fn parse(rest: &str) -> Result<Route, RouteError> {
     if rest == "_catalog" {
         return Ok(Route::Catalog);
+    }
+    if let Some(name) = rest.strip_prefix("_ext/repositories/") {
+        return name
+            .parse()
+            .map(Route::Repository)
+            .map_err(RouteError::Name);
     }
     let parts: Vec<&str> = rest.split('/').collect();
     let n = parts.len();
@@ -75,6 +84,10 @@ mod tests {
     #[test]
     fn parses_from_the_right() {
         assert_eq!(parse("_catalog"), Ok(Route::Catalog));
+        assert_eq!(
+            parse("_ext/repositories/a/b"),
+            Ok(Route::Repository(name("a/b")))
+        );
         assert_eq!(parse("a/b/c/tags/list"), Ok(Route::Tags(name("a/b/c"))));
         assert_eq!(
             parse("a/manifests/b/manifests/latest"),

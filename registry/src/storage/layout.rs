@@ -94,6 +94,14 @@ pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> Path {
     ))
 }
 
+/// Whether `key` lies inside an upload session (`.../_uploads/<id>/...`):
+/// bookkeeping no client is told exists, which `durability` writes without
+/// fsync.
+pub fn is_session_key(key: &Path) -> bool {
+    let mut parts = key.parts();
+    parts.any(|p| p.as_ref() == "_uploads") && parts.next().is_some()
+}
+
 pub fn upload_dir(name: &RepoName, id: &str) -> Path {
     key(format!("{ROOT}/repositories/{name}/_uploads/{id}"))
 }
@@ -161,6 +169,13 @@ pub fn gc_pending_blob(d: &Digest) -> Path {
         d.algorithm().as_str(),
         d.hex()
     ))
+}
+
+/// Written while repository `name` is being deleted as a whole
+/// (`crate::repository_delete`): a manifest push into it fails. The last
+/// component starts with `_`, so no nested repository's marker is a prefix.
+pub fn gc_pending_repository(name: &RepoName) -> Path {
+    key(format!("{ROOT}/_gc/pending/deleting/{name}/_repository"))
 }
 
 /// Like `gc_pending_blob`, for removing `name`'s links to `d` (its
