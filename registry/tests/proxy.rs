@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distribution::DockerRegistry;
-use registry::config::{AclAction, AclConfig, AuthMode, Config, ProxyUpstream};
+use registry::config::{AclAction, AclConfig, AuthMode, Config, ProxyUpstream, RuleConfig};
 use serde_json::json;
 use support::{error_code, sha256_digest, Client, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -582,9 +582,15 @@ async fn token_upstream_anonymous_flow_mirror_and_ns() {
         .await;
     hub.config.auth.mode = AuthMode::Token;
     hub.config.auth.token.signing_key = hub.dir().join("token-key.pem");
+    // Anonymous pulls of library/** only, as Docker Hub serves public images.
     hub.config.acl = Some(AclConfig {
-        anonymous: vec![AclAction::Pull],
         default: vec![AclAction::Pull, AclAction::Push, AclAction::Delete],
+        rules: vec![RuleConfig {
+            repository: "library/**".into(),
+            pull: vec!["*".into()],
+            anonymous: vec![AclAction::Pull],
+            ..Default::default()
+        }],
         ..Default::default()
     });
     let hub = hub.restart().await;
@@ -656,6 +662,19 @@ async fn token_upstream_anonymous_flow_mirror_and_ns() {
     let r = get(&c, "/v2/hub/nothing/manifests/latest").await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    // A private repository upstream (its token grants nothing): a 404 that
+    // says so, not a gateway error.
+    let r = get(&c, "/v2/hub/private/app/manifests/latest").await;
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("denies access"),
+        "{body}"
+    );
 }
 
 /// registry:2's `proxy.remoteurl` as is (variables): every repository

@@ -22,6 +22,13 @@ use crate::AppState;
 fn upstream_error(e: ProxyError, not_found: ApiError) -> ApiError {
     match e {
         ProxyError::NotFound { .. } => not_found,
+        ProxyError::NoAccess { .. } => {
+            let message = format!("{}: {e}", not_found.message);
+            ApiError {
+                message,
+                ..not_found
+            }
+        }
         ProxyError::RateLimited {
             upstream,
             retry_after,

@@ -133,6 +133,7 @@ impl UpstreamClient {
         let mut response = self
             .request(&method, &url, accept, self.authorization(&scope))
             .await?;
+        let mut with_token = self.cached_token(&scope).is_some();
         if response.status() == StatusCode::UNAUTHORIZED {
             let challenge = response
                 .headers()
@@ -141,6 +142,7 @@ impl UpstreamClient {
                 .map(Challenge::parse);
             let auth = match challenge {
                 Some(Challenge::Bearer { realm, service }) => {
+                    with_token = true;
                     Some(self.fetch_token(&realm, service.as_deref(), &scope).await?)
                 }
                 Some(Challenge::Basic) if self.credentials.is_some() => {
@@ -153,7 +155,12 @@ impl UpstreamClient {
                 response = self.request(&method, &url, accept, auth).await?;
             }
         }
-        self.check_status(response)
+        match self.check_status(response) {
+            Err(ProxyError::Denied { upstream, status }) if with_token => {
+                Err(ProxyError::NoAccess { upstream, status })
+            }
+            other => other,
+        }
     }
 
     async fn request(

@@ -44,6 +44,10 @@ pub enum ProxyError {
     Status { upstream: String, status: u16 },
     #[error("upstream {upstream} refused this registry's credentials ({status})")]
     Denied { upstream: String, status: u16 },
+    /// Refused with a token its own realm issued: what Docker Hub answers
+    /// for a repository that does not exist or is private.
+    #[error("upstream {upstream} denies access to the repository ({status}): it does not exist there, or needs other credentials")]
+    NoAccess { upstream: String, status: u16 },
     #[error("upstream {upstream} is rate-limiting this registry")]
     RateLimited {
         upstream: String,
