@@ -5,6 +5,8 @@
 
 #[path = "support/distribution.rs"]
 mod distribution;
+#[path = "support/oci_layout.rs"]
+mod oci_layout;
 #[path = "support/skopeo.rs"]
 mod skopeo;
 mod support;
@@ -16,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distribution::DockerRegistry;
+use oci_layout::pseudo_random;
 use registry::config::{AclAction, AclConfig, AuthMode, Config, ProxyUpstream, RuleConfig};
 use serde_json::json;
 use support::{error_code, sha256_digest, Client, TestServer};
@@ -121,18 +124,6 @@ async fn fetch_manifest(c: &Client, method: reqwest::Method, path: &str) -> reqw
 
 async fn get(c: &Client, path: &str) -> reqwest::Response {
     c.get(path).send().await.unwrap()
-}
-
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn upstream(prefix: &str, url: &str, tag_ttl: Duration) -> ProxyUpstream {
