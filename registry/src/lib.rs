@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod oci;
 pub mod ops;
 pub mod policy;
+pub mod proxy;
 pub mod referrers_index;
 pub mod reload;
 pub mod repository_delete;
@@ -26,6 +27,8 @@ pub struct App {
     /// Maintenance: pulls only (`storage.maintenance.readonly`).
     pub read_only: bool,
     pub metrics: Arc<metrics::Metrics>,
+    /// The pull-through cache, when `[proxy]` configures one.
+    pub proxy: Option<Arc<proxy::Proxy>>,
     /// Immutable tags and quotas in force (`[policies]`, reloaded).
     pub policies: reload::Live<policy::Policies>,
 }

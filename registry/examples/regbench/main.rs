@@ -420,7 +420,11 @@ async fn head_rate(url: &str, authorization: &str, seconds: u64) -> Outcome {
         }
     }))
     .await;
-    let total: u64 = counts.into_iter().collect::<Result<Vec<_>, _>>()?.iter().sum();
+    let total: u64 = counts
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .sum();
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
