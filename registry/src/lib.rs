@@ -10,6 +10,7 @@ pub mod notify;
 pub mod oci;
 pub mod ops;
 pub mod policy;
+pub mod proxy;
 pub mod referrers_index;
 pub mod reload;
 pub mod repository_delete;
@@ -27,6 +28,8 @@ pub struct App {
     /// Maintenance: pulls only (`storage.maintenance.readonly`).
     pub read_only: bool,
     pub metrics: Arc<metrics::Metrics>,
+    /// The pull-through cache, when `[proxy]` configures one.
+    pub proxy: Option<Arc<proxy::Proxy>>,
     /// Immutable tags and quotas in force (`[policies]`, reloaded).
     pub policies: reload::Live<policy::Policies>,
 }

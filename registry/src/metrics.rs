@@ -21,6 +21,8 @@
 //! * `registry_notifications_pending{endpoint}`, `registry_notifications_sent_total{endpoint}`,
 //!   `registry_notifications_failed_total{endpoint}` (delivery attempts that failed),
 //!   `registry_notifications_dropped_total{endpoint}` (oldest events dropped from a full queue)
+//! * `registry_proxy_*{upstream}`: the pull-through cache's own registry
+//!   (`proxy::metrics`), appended to the exposition
 //! * `registry_config_reloads_total{result}`: `ok` / `error` reloads of the
 //!   ACL and policies when the config file changed (`reload`)
 //! * `registry_storage_cache_hits_total`, `..._misses_total`,
@@ -125,6 +127,9 @@ pub struct Metrics {
     gc_last_success: Gauge<f64, AtomicU64>,
     uploads_purged: Counter,
     read_only: Gauge,
+    /// Registries of other modules (the proxy's per-upstream counters),
+    /// appended to the exposition.
+    extra: std::sync::Mutex<Vec<Registry>>,
     config_reloads: Family<ResultLabel, Counter>,
     cache: CacheMetrics,
     /// The storage whose metadata cache is reported (set once by the server).
@@ -328,6 +333,7 @@ impl Metrics {
             gc_last_success,
             uploads_purged,
             read_only: read_only_gauge,
+            extra: Default::default(),
             cache,
             cache_source: std::sync::OnceLock::new(),
         })
@@ -341,7 +347,15 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        for r in self.extra.lock().unwrap().iter() {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, r)
+                .expect("writing to a String cannot fail");
+        }
         out
+    }
+
+    pub fn add_registry(&self, registry: Registry) {
+        self.extra.lock().unwrap().push(registry);
     }
 
     /// Reports `storage`'s metadata cache from now on.

@@ -32,6 +32,8 @@ pub enum StartError {
     Headers(#[from] api::headers::HeaderError),
     #[error("http.tls: {0}")]
     Tls(std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::SetupError),
 }
 
 /// A server running on its own tasks.
@@ -47,6 +49,7 @@ pub struct Running {
     task: JoinHandle<std::io::Result<()>>,
     /// Metrics listener, online GC, upload purging.
     background: Vec<JoinHandle<()>>,
+    proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 impl Running {
@@ -58,6 +61,11 @@ impl Running {
             Ok(joined) => joined.unwrap_or(Ok(())),
             Err(_) => Ok(()),
         };
+        // Blob fetches run on their own tasks: a stopping server abandons
+        // them (nothing partial becomes visible).
+        if let Some(p) = &self.proxy {
+            p.shutdown();
+        }
         // Background work stops at its next safe point (a GC run never
         // stops half way through removing); past the deadline it is cut.
         for task in self.background {
@@ -92,12 +100,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration key not implemented");
     }
+    let proxy = crate::proxy::Proxy::new(config, storage.clone())?;
+    if let Some(p) = &proxy {
+        metrics.add_registry(p.metrics.registry());
+    }
     let app = Arc::new(App {
         storage,
         auth,
         delete_enabled: config.storage.delete_enabled,
         read_only,
         metrics: metrics.clone(),
+        proxy: proxy.clone(),
         policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
     });
     if let Some(path) = &config.source {
@@ -117,6 +130,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let (shutdown, mut stop) = watch::channel(false);
     let mut background =
         crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    if let Some(p) = &proxy {
+        background
+            .tasks
+            .extend(p.spawn_evictor(config.proxy.ttl, shutdown.subscribe()));
+    }
     let notifier = crate::notify::Notifier::new(config, &storage_for_ops, &metrics, addr.port());
     if let Some(n) = &notifier {
         background.tasks.extend(n.spawn(shutdown.subscribe()));
@@ -169,6 +187,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         shutdown,
         task,
         background: background.tasks,
+        proxy,
     })
 }
 

@@ -607,7 +607,17 @@ proxy:
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("# warning: redis: not used"), "{text}");
-    assert!(text.contains("# warning: proxy:"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("proxy.remoteurl")
+            && l.contains("https://registry-1.docker.io")
+            && l.ends_with("# file")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("proxy.ttl") && l.contains("7days")),
+        "{text}"
+    );
     assert!(text.contains("# warning: auth: not set"), "{text}");
     assert!(
         !text.contains("topsecret") && !text.contains("hunter2"),

@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod manifests;
+pub mod proxied;
 pub mod readonly;
 pub mod referrers;
 pub mod repositories;
@@ -141,6 +142,20 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let kind = RouteKind(route.kind());
     let method = request.method().clone();
     let (parts, body) = request.into_parts();
+    if let Some(proxy) = &state.proxy {
+        if let Some(error) = proxied::refuse_write(proxy, &route, &method, &parts) {
+            let mut response = refuse_unread(error, body).await.into_response();
+            response.extensions_mut().insert(kind);
+            return response;
+        }
+        if matches!(method, Method::GET | Method::HEAD) {
+            if let Some(result) = proxied::read(&state, proxy, &route, &parts).await {
+                let mut response = result.unwrap_or_else(IntoResponse::into_response);
+                response.extensions_mut().insert(kind);
+                return response;
+            }
+        }
+    }
     let result = match (route, method) {
         (Route::Catalog, Method::GET | Method::HEAD) => tags::catalog(&state, &parts).await,
         (Route::Tags(name), Method::GET | Method::HEAD) => tags::list(&state, &name, &parts).await,

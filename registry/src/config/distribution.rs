@@ -61,23 +61,12 @@ pub struct Row {
     pub source: Source,
 }
 
-/// registry:2's `proxy` section (pull-through cache), as plain data with its
-/// key names, for the proxy module to take.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxySection {
-    pub remoteurl: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub ttl: Option<Duration>,
-}
-
 /// A distribution file, mapped.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
     /// Sources of the keys `config` was built from, by dotted YAML path.
     sources: BTreeMap<String, Source>,
-    pub proxy: Option<ProxySection>,
 }
 
 impl Loaded {
@@ -611,7 +600,6 @@ const WARNINGS: &[(&str, &str)] = &[
     ("compatibility", "schema1 manifests are refused"),
     ("catalog.maxentries", "the catalog paginates with n (at most 10000 per page)"),
     ("notifications.events", "events carry no references list"),
-    ("proxy", "this build has no pull-through cache: it serves as a plain registry"),
 ];
 
 /// Keys that would change security or data if ignored: refused at start.
@@ -679,7 +667,7 @@ pub fn load(
         warnings,
     };
     let mut config = Config::default();
-    let proxy = map(&mut r, &mut config)?;
+    map(&mut r, &mut config)?;
 
     // Whatever was not taken: a refusal, a known warning, or unknown.
     let mut all = Vec::new();
@@ -718,11 +706,10 @@ pub fn load(
     Ok(Loaded {
         config,
         sources: r.sources,
-        proxy,
     })
 }
 
-fn map(r: &mut Reader<'_>, c: &mut Config) -> Result<Option<ProxySection>, ConfigError> {
+fn map(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
     map_log(r, c)?;
     map_storage(r, c)?;
     map_http(r, c)?;
@@ -741,22 +728,27 @@ fn map(r: &mut Reader<'_>, c: &mut Config) -> Result<Option<ProxySection>, Confi
     if let Some(endpoints) = r.native("notifications.endpoints")? {
         c.notifications.endpoints = endpoints;
     }
-    let proxy = match r.str("proxy.remoteurl")? {
-        None => None,
-        Some(remoteurl) => {
-            r.warn(
-                "proxy",
-                "this build has no pull-through cache: it serves as a plain registry",
-            );
-            Some(ProxySection {
-                remoteurl,
-                username: r.str("proxy.username")?,
-                password: r.str("proxy.password")?,
-                ttl: r.duration("proxy.ttl")?,
-            })
-        }
-    };
-    Ok(proxy)
+    // registry:2's pull-through cache keys; our `ttl` default is kept
+    // when the file has none. Our own proxy keys (`tag_ttl`, `spool_dir`,
+    // `upstreams`) are read under their TOML names.
+    if let Some(url) = r.str("proxy.remoteurl")? {
+        c.proxy.remoteurl = Some(url).filter(|u| !u.trim().is_empty());
+        c.proxy.username = r.str("proxy.username")?;
+        c.proxy.password = r.str("proxy.password")?;
+    }
+    if let Some(ttl) = r.duration("proxy.ttl")? {
+        c.proxy.ttl = ttl;
+    }
+    if let Some(ttl) = r.duration("proxy.tag_ttl")? {
+        c.proxy.tag_ttl = ttl;
+    }
+    if let Some(dir) = r.str("proxy.spool_dir")? {
+        c.proxy.spool_dir = Some(dir.into());
+    }
+    if let Some(upstreams) = r.native("proxy.upstreams")? {
+        c.proxy.upstreams = upstreams;
+    }
+    Ok(())
 }
 
 fn map_log(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
@@ -1142,6 +1134,7 @@ pub fn check(
 /// Keys whose values `check-config` never prints.
 const SECRETS: &[&str] = &[
     "http.secret",
+    "proxy.password",
     "storage.s3.accesskey",
     "storage.s3.secretkey",
 ];
@@ -1282,6 +1275,21 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ]),
         AuthMode::None => {}
     }
+    rows.extend([
+        (
+            "proxy.remoteurl",
+            c.proxy.remoteurl.clone().unwrap_or_default(),
+        ),
+        (
+            "proxy.username",
+            c.proxy.username.clone().unwrap_or_default(),
+        ),
+        (
+            "proxy.password",
+            c.proxy.password.clone().unwrap_or_default(),
+        ),
+        ("proxy.ttl", d(c.proxy.ttl)),
+    ]);
     rows.push((
         "notifications.endpoints",
         c.notifications
