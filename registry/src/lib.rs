@@ -18,6 +18,8 @@ use std::sync::Arc;
 /// What every handler shares.
 pub struct App {
     pub storage: storage::Storage,
+    /// Tags and repositories with sizes and push times (`/v2/_ext`, the UI).
+    pub listing: storage::listing::Listing,
     pub auth: auth::Authenticator,
     pub delete_enabled: bool,
     /// Maintenance: pulls only (`storage.maintenance.readonly`).

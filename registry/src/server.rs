@@ -86,6 +86,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tracing::warn!(variable = %key, "environment variable names no setting of this registry; ignored");
     }
     let app = Arc::new(App {
+        listing: storage::listing::Listing::new(storage.clone()),
         storage,
         auth,
         delete_enabled: config.storage.delete_enabled,

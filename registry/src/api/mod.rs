@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod blobs;
 pub mod body;
 pub mod error;
+pub mod ext;
 pub mod manifests;
 pub mod readonly;
 pub mod referrers;
@@ -167,7 +168,15 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Referrers(name, d), Method::GET) => {
             referrers::list(&state, &name, &d, &parts).await
         }
-        (Route::Catalog | Route::Tags(_), _) => Ok(method_not_allowed("GET, HEAD")),
+        (Route::ExtRepositories, Method::GET | Method::HEAD) => {
+            ext::repositories(&state, &parts).await
+        }
+        (Route::ExtTags(name), Method::GET | Method::HEAD) => {
+            ext::tags(&state, &name, &parts).await
+        }
+        (Route::Catalog | Route::Tags(_) | Route::ExtRepositories | Route::ExtTags(_), _) => {
+            Ok(method_not_allowed("GET, HEAD"))
+        }
         (Route::Manifest(..), _) => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
         (Route::Blob(..), _) => Ok(method_not_allowed("GET, HEAD, DELETE")),
         (Route::UploadStart(_), _) => Ok(method_not_allowed("POST")),

@@ -13,6 +13,10 @@ pub enum Route {
     UploadStart(RepoName),
     Upload(RepoName, String),
     Referrers(RepoName, String),
+    /// `/v2/_ext/repositories`: the catalog with sizes and push times.
+    ExtRepositories,
+    /// `/v2/<name>/_ext/tags`: tags with digest, size and push time.
+    ExtTags(RepoName),
 }
 
 impl Route {
@@ -26,6 +30,8 @@ impl Route {
             Route::UploadStart(_) => "upload_start",
             Route::Upload(..) => "upload",
             Route::Referrers(..) => "referrers",
+            Route::ExtRepositories => "ext_repositories",
+            Route::ExtTags(_) => "ext_tags",
         }
     }
 }
@@ -42,6 +48,9 @@ pub fn parse(rest: &str) -> Result<Route, RouteError> {
     if rest == "_catalog" {
         return Ok(Route::Catalog);
     }
+    if rest == "_ext/repositories" {
+        return Ok(Route::ExtRepositories);
+    }
     let parts: Vec<&str> = rest.split('/').collect();
     let n = parts.len();
     let name_of = |k: usize| -> Result<RepoName, RouteError> {
@@ -57,6 +66,7 @@ pub fn parse(rest: &str) -> Result<Route, RouteError> {
         (Some("blobs"), Some("uploads"), id) => Ok(Route::Upload(name_of(3)?, owned(id))),
         (_, Some("blobs"), Some("uploads")) => Ok(Route::UploadStart(name_of(2)?)),
         (_, Some("tags"), Some("list")) => Ok(Route::Tags(name_of(2)?)),
+        (_, Some("_ext"), Some("tags")) => Ok(Route::ExtTags(name_of(2)?)),
         (_, Some("manifests"), r) => Ok(Route::Manifest(name_of(2)?, owned(r))),
         (_, Some("blobs"), d) => Ok(Route::Blob(name_of(2)?, owned(d))),
         (_, Some("referrers"), d) => Ok(Route::Referrers(name_of(2)?, owned(d))),
@@ -100,6 +110,8 @@ mod tests {
             parse("r/referrers/sha256:1"),
             Ok(Route::Referrers(name("r"), "sha256:1".into()))
         );
+        assert_eq!(parse("_ext/repositories"), Ok(Route::ExtRepositories));
+        assert_eq!(parse("a/b/_ext/tags"), Ok(Route::ExtTags(name("a/b"))));
     }
 
     #[test]

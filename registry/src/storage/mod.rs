@@ -14,6 +14,7 @@ mod direct_io;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
+pub mod listing;
 mod local_dirs;
 mod manifest_cache;
 pub mod metered;

@@ -639,3 +639,22 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
         data = &data[size + 2..];
     }
 }
+
+/// Writes `users` (bcrypt cost 4) as the htpasswd file and sets `[acl]` from
+/// `acl` (TOML): for `TestServer::start_with`.
+pub fn users_and_acl(c: &mut Config, users: &[(&str, &str)], acl: &str) {
+    let text: String = users
+        .iter()
+        .map(|(u, p)| format!("{u}:{}\n", htpasswd::hash_bcrypt(p, 4).unwrap()))
+        .collect();
+    std::fs::write(&c.auth.htpasswd.path, text).unwrap();
+    c.acl = Some(toml::from_str(acl).unwrap());
+}
+
+/// A client sending `user`'s password from `users`.
+pub fn client_as(s: &TestServer, users: &[(&str, &str)], user: &str) -> Client {
+    let mut c = s.anonymous();
+    let password = users.iter().find(|(u, _)| *u == user).unwrap().1;
+    c.auth = Some((user.to_owned(), password.to_owned()));
+    c
+}
