@@ -12,6 +12,7 @@ pub mod referrers_index;
 pub mod scrub;
 pub mod server;
 pub mod storage;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct App {
     /// Maintenance: pulls only (`storage.maintenance.readonly`).
     pub read_only: bool,
     pub metrics: Arc<metrics::Metrics>,
+    /// The web UI's session signer, when `[ui] enabled`.
+    pub ui: Option<ui::Ui>,
 }
 
 pub type AppState = Arc<App>;

@@ -92,6 +92,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         delete_enabled: config.storage.delete_enabled,
         read_only,
         metrics: metrics.clone(),
+        ui: config
+            .ui
+            .enabled
+            .then(|| crate::ui::Ui::new(config.http.secret.as_deref(), config.http.tls.is_some())),
     });
     let storage_for_ops = app.storage.clone();
     let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();

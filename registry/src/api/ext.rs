@@ -18,7 +18,7 @@ use super::query;
 use crate::auth::Grant;
 use crate::oci::RepoName;
 use crate::storage::listing::{self, Sort};
-use crate::AppState;
+use crate::App;
 
 /// Page size when `n` is not given, and the largest one served.
 pub const DEFAULT_PAGE: usize = 100;
@@ -82,7 +82,7 @@ fn with_next(mut response: Response, path: &str, p: &Params, last: Option<&str>)
 /// The repositories this request may see, by name, matching `filter` (a
 /// substring) when given.
 pub async fn visible_repositories(
-    state: &AppState,
+    state: &App,
     grant: Option<&Grant>,
     filter: Option<&str>,
 ) -> ApiResult<Vec<String>> {
@@ -103,7 +103,7 @@ pub async fn visible_repositories(
 /// One page of repository summaries. By name, only the page's repositories
 /// are summarised; by push time every visible one is.
 pub async fn repository_page(
-    state: &AppState,
+    state: &App,
     names: Vec<String>,
     sort: Sort,
     last: Option<&str>,
@@ -135,7 +135,7 @@ pub async fn repository_page(
     }
 }
 
-pub async fn repositories(state: &AppState, parts: &Parts) -> ApiResult {
+pub async fn repositories(state: &App, parts: &Parts) -> ApiResult {
     let p = params(&query(parts))?;
     let names =
         visible_repositories(state, parts.extensions.get::<Grant>(), p.filter.as_deref()).await?;
@@ -159,7 +159,7 @@ pub async fn repositories(state: &AppState, parts: &Parts) -> ApiResult {
 /// Every tag of `name`, in `sort` order; 404 `NAME_UNKNOWN` when the
 /// repository does not exist.
 pub async fn sorted_tags(
-    state: &AppState,
+    state: &App,
     name: &RepoName,
     sort: Sort,
 ) -> ApiResult<Vec<listing::TagInfo>> {
@@ -171,7 +171,7 @@ pub async fn sorted_tags(
     Ok(tags)
 }
 
-pub async fn tags(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResult {
+pub async fn tags(state: &App, name: &RepoName, parts: &Parts) -> ApiResult {
     let p = params(&query(parts))?;
     let tags = sorted_tags(state, name, p.sort).await?;
     let (page, more) = listing::page(tags, p.sort, p.last.as_deref(), Some(p.n));

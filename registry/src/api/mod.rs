@@ -44,8 +44,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_auth,
         ));
+    let ui = if state.ui.is_some() {
+        crate::ui::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(v2)
+        .merge(ui)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
