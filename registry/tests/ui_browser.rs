@@ -277,6 +277,20 @@ async fn path_of(b: &Browser) -> String {
     }
 }
 
+/// Waits until the browser shows `path` (a submitted form navigates after
+/// the click returns).
+async fn wait_for_path(b: &Browser, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path_of(b).await != path {
+        assert!(
+            Instant::now() < deadline,
+            "still on {} instead of {path}",
+            path_of(b).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Logs in through the form, typing as a keyboard user would: Tab from the
 /// user field to the password field, Enter to submit.
 async fn login(b: &Browser, base: &str, user: &str, password: &str) {
@@ -301,70 +315,6 @@ async fn login(b: &Browser, base: &str, user: &str, password: &str) {
     }
 }
 
-/// A session from the HTTP side, for raw requests: the `Cookie` header
-/// value and the page's CSRF token.
-async fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = http.get(format!("{base}/ui/login")).send().await.unwrap();
-    let login_cookie = set_cookie(&r, "registry_login").unwrap();
-    let page = r.text().await.unwrap();
-    let csrf = hidden(&page, "csrf");
-    let r = http
-        .post(format!("{base}/ui/login"))
-        .header("cookie", format!("registry_login={login_cookie}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("csrf", csrf.as_str()),
-            ("username", user),
-            ("password", password),
-            ("next", "/ui/"),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "login as {user}");
-    let session = format!(
-        "registry_session={}",
-        set_cookie(&r, "registry_session").unwrap()
-    );
-    let page = http
-        .get(format!("{base}/ui/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    (session, hidden(&page, "csrf"))
-}
-
-fn form_body(fields: &[(&str, &str)]) -> String {
-    serde_urlencoded::to_string(fields).unwrap()
-}
-
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers().get_all("set-cookie").iter().find_map(|v| {
-        let v = v.to_str().ok()?;
-        let (pair, _) = v.split_once(';')?;
-        let (k, value) = pair.split_once('=')?;
-        (k == name).then(|| value.to_owned())
-    })
-}
-
-/// The value of the hidden input `name` in a page.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-        + marker.len();
-    page[start..start + page[start..].find('"').unwrap()].to_owned()
-}
-
 async fn post_form(
     base: &str,
     cookie: Option<&str>,
@@ -378,7 +328,7 @@ async fn post_form(
     let mut req = http
         .post(format!("{base}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(form));
+        .body(support::form_body(form));
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
@@ -580,6 +530,7 @@ async fn ui_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    wait_for_path(&b, &format!("/ui/r/team-a/app@{sig}")).await;
     assert_eq!(text(&b, "#digest").await, sig);
     assert_eq!(text(&b, "#subject").await, image);
     assert!(texts(&b, "#annotations dd")
@@ -604,6 +555,7 @@ async fn ui_in_a_real_browser() {
         .await
         .unwrap();
     v2_delete.click().await.unwrap();
+    wait_for_path(&b, "/ui/delete?name=team-a%2Fapp&reference=v2").await;
     assert!(text(&b, "#confirm-text").await.contains("team-a/app:v2"));
     shot(&b, "delete").await;
     b.find(Locator::Id("confirm-delete"))
@@ -612,12 +564,12 @@ async fn ui_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    assert_eq!(path_of(&b).await, "/ui/r/team-a/app");
+    wait_for_path(&b, "/ui/r/team-a/app").await;
     assert!(!texts(&b, "a.tag").await.contains(&"v2".to_owned()));
     assert!(!tags_of(&s, "team-a/app").await.contains(&"v2".to_owned()));
 
     // HTML validity of every page, as served.
-    let (alice_cookie, alice_csrf) = http_session(&base, "alice", "secret").await;
+    let (alice_cookie, alice_csrf) = support::ui_session(&base, "alice", "secret").await;
     let confirm = "/ui/delete?name=team-a%2Fapp&reference=v1".to_owned();
     for path in [
         "/ui/".to_owned(),
@@ -680,6 +632,7 @@ async fn ui_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    wait_for_path(&b, "/ui/").await;
     assert!(b.find(Locator::Id("login-link")).await.is_ok());
     b.goto(&format!("{base}/ui/r/team-a/app")).await.unwrap();
     assert!(path_of(&b).await.starts_with("/ui/login"));
@@ -702,7 +655,7 @@ async fn ui_in_a_real_browser() {
     assert!(b.find(Locator::Css("a.delete")).await.is_err());
     b.goto(&format!("{base}/ui/r/team-a/app:v1")).await.unwrap();
     assert!(b.find(Locator::Css("a.delete")).await.is_err());
-    let (bob_cookie, bob_csrf) = http_session(&base, "bob", "bobpw").await;
+    let (bob_cookie, bob_csrf) = support::ui_session(&base, "bob", "bobpw").await;
     let (status, page) = post_form(
         &base,
         Some(&bob_cookie),

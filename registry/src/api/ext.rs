@@ -156,25 +156,28 @@ pub async fn repositories(state: &App, parts: &Parts) -> ApiResult {
     Ok(with_next(response, "/v2/_ext/repositories", &p, next))
 }
 
-/// Every tag of `name`, in `sort` order; 404 `NAME_UNKNOWN` when the
+/// One page of the tags of `name`; 404 `NAME_UNKNOWN` when the
 /// repository does not exist.
-pub async fn sorted_tags(
+pub async fn tags_page(
     state: &App,
     name: &RepoName,
     sort: Sort,
-) -> ApiResult<Vec<listing::TagInfo>> {
-    let mut tags = state.listing.tags(name).await?.ok_or_else(|| {
-        ApiError::new(Code::NameUnknown, "repository name not known to registry")
-            .detail(json!({ "name": name.as_str() }))
-    })?;
-    listing::sort(&mut tags, sort);
-    Ok(tags)
+    last: Option<&str>,
+    n: usize,
+) -> ApiResult<(Vec<listing::TagInfo>, bool)> {
+    state
+        .listing
+        .tags_page(name, sort, last, n)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(Code::NameUnknown, "repository name not known to registry")
+                .detail(json!({ "name": name.as_str() }))
+        })
 }
 
 pub async fn tags(state: &App, name: &RepoName, parts: &Parts) -> ApiResult {
     let p = params(&query(parts))?;
-    let tags = sorted_tags(state, name, p.sort).await?;
-    let (page, more) = listing::page(tags, p.sort, p.last.as_deref(), Some(p.n));
+    let (page, more) = tags_page(state, name, p.sort, p.last.as_deref(), p.n).await?;
     let items: Vec<_> = page
         .iter()
         .map(|t| {

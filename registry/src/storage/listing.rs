@@ -217,37 +217,61 @@ impl Listing {
         Ok(Some(tags))
     }
 
-    /// Every tag of `name`, by name; None for a repository that does not
-    /// exist. Tags removed while this runs are left out.
-    pub async fn tags(&self, name: &RepoName) -> Result<Option<Vec<TagInfo>>> {
+    /// What `tag` of `name` names now, or None when it was removed.
+    async fn tag_info(
+        &self,
+        name: &RepoName,
+        tag: Tag,
+        pushed: Option<SystemTime>,
+    ) -> Result<Option<TagInfo>> {
+        let Some(digest) = self.storage.resolve_tag(name, &tag).await? else {
+            return Ok(None);
+        };
+        let mut reached = HashMap::new();
+        let Some(facts) = self.reach(name, &digest, &mut reached).await? else {
+            return Ok(None);
+        };
+        Ok(Some(TagInfo {
+            tag: tag.as_str().to_owned(),
+            digest,
+            media_type: facts.media_type.clone(),
+            size: reached.values().sum(),
+            platforms: facts.platforms.clone(),
+            pushed,
+        }))
+    }
+
+    /// One page of the tags of `name` in `sort` order (see `page`), and
+    /// whether more follow; None for a repository that does not exist.
+    /// Ordering needs only the one listing; only the page's tags are looked
+    /// up, so a page costs the same with 10 tags as with 10,000.
+    pub async fn tags_page(
+        &self,
+        name: &RepoName,
+        sort: Sort,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Option<(Vec<TagInfo>, bool)>> {
         let Some(times) = self.tag_times(name).await? else {
             return Ok(None);
         };
-        let lookups: Vec<_> = times
+        let mut times: Vec<TagTime> = times
             .into_iter()
-            .map(|(tag, pushed)| async move {
-                let Some(digest) = self.storage.resolve_tag(name, &tag).await? else {
-                    return Ok(None);
-                };
-                let mut reached = HashMap::new();
-                let Some(facts) = self.reach(name, &digest, &mut reached).await? else {
-                    return Ok(None);
-                };
-                Ok::<_, super::StorageError>(Some(TagInfo {
-                    tag: tag.as_str().to_owned(),
-                    digest,
-                    media_type: facts.media_type.clone(),
-                    size: reached.values().sum(),
-                    platforms: facts.platforms.clone(),
-                    pushed,
-                }))
-            })
+            .map(|(tag, pushed)| TagTime { tag, pushed })
+            .collect();
+        self::sort(&mut times, sort);
+        let (page, more) = page(times, sort, last, Some(n));
+        // Futures built first, not in a stream's closure: a closure over
+        // borrowed items makes the handler's future not provably `Send`.
+        let lookups: Vec<_> = page
+            .into_iter()
+            .map(|t| self.tag_info(name, t.tag, t.pushed))
             .collect();
         let infos: Vec<Option<TagInfo>> = futures::stream::iter(lookups)
             .buffered(CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(Some(infos.into_iter().flatten().collect()))
+        Ok(Some((infos.into_iter().flatten().collect(), more)))
     }
 
     /// Tag count, size and last push of `name` (zeros for a repository
@@ -255,8 +279,6 @@ impl Listing {
     pub async fn repository(&self, name: &RepoName) -> Result<RepoInfo> {
         let times = self.tag_times(name).await?.unwrap_or_default();
         let last_push = times.iter().filter_map(|(_, t)| *t).max();
-        // Futures built first, not in a stream's closure: a closure over
-        // borrowed items makes the handler's future not provably `Send`.
         let lookups: Vec<_> = times
             .iter()
             .map(|(tag, _)| self.storage.resolve_tag(name, tag))
@@ -318,6 +340,21 @@ impl Sort {
             Sort::Name => "name",
             Sort::Pushed => "pushed",
         }
+    }
+}
+
+/// A tag and its push time, before it is looked up.
+struct TagTime {
+    tag: Tag,
+    pushed: Option<SystemTime>,
+}
+
+impl Listed for TagTime {
+    fn name(&self) -> &str {
+        self.tag.as_str()
+    }
+    fn pushed(&self) -> Option<SystemTime> {
+        self.pushed
     }
 }
 

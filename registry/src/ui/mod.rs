@@ -36,6 +36,8 @@ use session::{cookie_value, Session, Sessions, LOGIN_COOKIE, SESSION_COOKIE, SES
 
 /// Repositories per page of the list.
 const REPOSITORIES_PER_PAGE: usize = 50;
+/// Tags per page of a repository.
+const TAGS_PER_PAGE: usize = 100;
 /// Largest image config shown (configs are small; this bounds the read).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Largest form body read.
@@ -395,13 +397,20 @@ async fn repository_page(
         .get("sort")
         .and_then(|s| Sort::parse(s))
         .unwrap_or(Sort::Pushed);
-    let tags = ext::sorted_tags(state, name, sort).await?;
+    let last = q.get("last").map(String::as_str);
+    let (tags, more) = ext::tags_page(state, name, sort, last, TAGS_PER_PAGE).await?;
+    let next = tags.last().filter(|_| more).map(|t| {
+        let q = serde_urlencoded::to_string([("sort", sort.as_str()), ("last", t.tag.as_str())])
+            .unwrap_or_default();
+        format!("{}?{q}", pages::repo_href(name.as_str()))
+    });
     let page = pages::RepoPage {
         name: name.as_str(),
         host: &pull_host(headers),
         tags: &tags,
         sort,
         can_delete: can_delete(state, v, name),
+        next,
     };
     Ok(html(StatusCode::OK, pages::repository(&v.chrome(), &page)))
 }

@@ -232,6 +232,8 @@ pub struct RepoPage<'a> {
     pub tags: &'a [TagInfo],
     pub sort: Sort,
     pub can_delete: bool,
+    /// The next page of tags, if more follow.
+    pub next: Option<String>,
 }
 
 pub fn repository(chrome: &Chrome, page: &RepoPage) -> Markup {
@@ -277,6 +279,9 @@ pub fn repository(chrome: &Chrome, page: &RepoPage) -> Markup {
                         }
                     }
                 }
+            }
+            @if let Some(next) = &page.next {
+                p.pages { a #next rel="next" href=(next) { "Next page" } }
             }
         },
     )
