@@ -84,3 +84,68 @@ async fn form_logins_share_the_basic_auth_throttle() {
     let r = c.get("/v2/").send().await.unwrap();
     assert_eq!(r.status(), 429);
 }
+
+#[tokio::test]
+async fn open_registry_pages_and_posts_need_a_token() {
+    let s = TestServer::start_with(|c| c.auth.mode = registry::config::AuthMode::None).await;
+    let c = s.anonymous();
+    for i in 0..51 {
+        c.push_image(
+            &format!("many/r{i:02}"),
+            "v1",
+            &[format!("layer {i}").as_bytes()],
+        )
+        .await;
+    }
+    // 50 repositories a page, and a link to the next.
+    let page = reqwest::get(s.url("/ui/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("class=\"repo\"").count(), 50);
+    let next = support::href_of(&page, "next");
+    let page = reqwest::get(s.url(&next))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("class=\"repo\"").count(), 1);
+    assert!(page.contains(">many/r50<"), "{page}");
+    // A delete without the page's token is refused; with it, done.
+    let confirm = reqwest::get(s.url("/ui/delete?name=many%2Fr00&reference=v1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = support::hidden(&confirm, "csrf");
+    let post = |fields: Vec<(&'static str, String)>| {
+        let s = &s;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            no_redirects()
+                .post(s.url("/ui/delete"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(support::form_body(&fields))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let target = || {
+        vec![
+            ("name", "many/r00".to_owned()),
+            ("reference", "v1".to_owned()),
+        ]
+    };
+    assert_eq!(post(target()).await, 403);
+    let mut with_token = target();
+    with_token.push(("csrf", token));
+    assert_eq!(post(with_token).await, 303);
+    let r = c.get("/v2/many/r00/manifests/v1").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

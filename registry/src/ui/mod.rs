@@ -187,10 +187,15 @@ fn viewer(state: &App, headers: &HeaderMap) -> Viewer {
                 acl: state.auth.acl.clone(),
             },
         };
+        // Forms still need a token there: a page of another site must not
+        // be able to post a delete.
+        let csrf = matches!(grant, Grant::All)
+            .then(|| state.ui.as_ref().map(|ui| ui.sessions.open_csrf()))
+            .flatten();
         return Viewer {
             session: None,
             grant,
-            csrf: None,
+            csrf,
             can_login: false,
         };
     };
@@ -653,22 +658,19 @@ async fn login(
     }
 }
 
-/// The session of a form post whose CSRF token matches it.
-fn checked_session<'a>(
-    state: &App,
-    v: &'a Viewer,
-    form: &HashMap<String, String>,
-) -> Option<&'a Session> {
-    let ui = state.ui.as_ref()?;
-    let session = v.session.as_ref()?;
+/// Whether a form post carries the viewer's CSRF token.
+fn csrf_checked(v: &Viewer, form: &HashMap<String, String>) -> bool {
     let given = form.get("csrf").map(String::as_str).unwrap_or_default();
-    Sessions::csrf_ok(&ui.sessions.csrf(session), given).then_some(session)
+    v.csrf
+        .as_deref()
+        .is_some_and(|expected| Sessions::csrf_ok(expected, given))
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let v = viewer(&state, &headers);
     let form = read_form(body).await;
-    let (Some(ui), Some(session)) = (state.ui.as_ref(), checked_session(&state, &v, &form)) else {
+    let (Some(ui), Some(session), true) = (state.ui.as_ref(), &v.session, csrf_checked(&v, &form))
+    else {
         return forbidden(&v, "Not logged in, or the form expired; reload the page.");
     };
     ui.sessions.revoke(session);
@@ -732,8 +734,7 @@ async fn delete(
 ) -> Response {
     let v = viewer(&state, &headers);
     let form = read_form(body).await;
-    let csrf_ok = checked_session(&state, &v, &form).is_some() || matches!(v.grant, Grant::All);
-    if !csrf_ok {
+    if !csrf_checked(&v, &form) {
         return forbidden(&v, "Not logged in, or the form expired; reload the page.");
     }
     let (name, reference) = match delete_target(&state, &v, &form) {

@@ -139,6 +139,12 @@ impl Sessions {
         hex::encode(self.mac("csrf", &session.nonce))
     }
 
+    /// The CSRF token of an open registry's forms (auth `none`: no
+    /// sessions), constant per key; other sites cannot read it.
+    pub fn open_csrf(&self) -> String {
+        hex::encode(self.mac("open", ""))
+    }
+
     /// A fresh value for the login cookie.
     pub fn login_nonce(&self) -> String {
         random_hex()

@@ -729,3 +729,13 @@ pub fn hidden(page: &str, name: &str) -> String {
         + marker.len();
     page[start..start + page[start..].find('"').unwrap()].to_owned()
 }
+
+/// The `href` of the element with id `id` in a page.
+pub fn href_of(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in {page}"));
+    let href = page[at..].find("href=\"").unwrap() + at + 6;
+    page[href..href + page[href..].find('"').unwrap()].replace("&amp;", "&")
+}
