@@ -66,6 +66,33 @@ pub struct Storage {
     pub delete_enabled: bool,
     /// Upload purging and read-only mode (registry:2's `storage.maintenance`).
     pub maintenance: Maintenance,
+    /// The in-process cache of tags, repository membership and blob sizes.
+    pub cache: MetadataCache,
+}
+
+/// `[storage.cache]`: what the read path keeps in memory. Every replica
+/// invalidates its own entries when it writes; `ttl` bounds how long a
+/// replica may serve what another replica (or `registry gc`) has changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataCache {
+    /// How long an entry is trusted; 0 = always read storage.
+    #[serde(deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    /// Entries kept at most (a tag, a link, a blob size or a tag list each).
+    pub max_entries: usize,
+    /// Memory the entries may take, estimated per entry.
+    pub max_bytes: u64,
+}
+
+impl Default for MetadataCache {
+    fn default() -> Self {
+        MetadataCache {
+            ttl: Duration::from_secs(1),
+            max_entries: 200_000,
+            max_bytes: 64 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -568,6 +595,12 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
     })
 }
 
+fn parse_number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("{v:?} is not a number")))
+}
+
 fn parse_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(v.trim()).map_err(|e| {
         invalid(
@@ -630,6 +663,13 @@ impl Config {
                 m.uploadpurging.dryrun = parse_bool(k, value)?
             }
             "REGISTRY_UI_ENABLED" => self.ui.enabled = parse_bool(k, value)?,
+            "REGISTRY_STORAGE_CACHE_TTL" => self.storage.cache.ttl = parse_duration(k, value)?,
+            "REGISTRY_STORAGE_CACHE_MAX_ENTRIES" => {
+                self.storage.cache.max_entries = parse_number(k, value)?
+            }
+            "REGISTRY_STORAGE_CACHE_MAX_BYTES" => {
+                self.storage.cache.max_bytes = parse_number(k, value)?
+            }
             "REGISTRY_GC_INTERVAL" => self.gc.interval = parse_duration(k, value)?,
             "REGISTRY_GC_GRACE_PERIOD" => self.gc.grace_period = parse_duration(k, value)?,
             "REGISTRY_GC_DELETE_UNTAGGED" => self.gc.delete_untagged = parse_bool(k, value)?,
@@ -644,6 +684,13 @@ impl Config {
 
     fn validate_ops(&self) -> Result<(), ConfigError> {
         self.metrics_addr()?;
+        let cache = &self.storage.cache;
+        if !cache.ttl.is_zero() && (cache.max_entries == 0 || cache.max_bytes < 64 << 10) {
+            return Err(invalid(
+                "storage.cache",
+                "max_entries must be at least 1 and max_bytes at least 65536 (or set ttl = \"0s\" to turn the cache off)",
+            ));
+        }
         if !self.metrics.path.starts_with('/') || self.metrics.path.len() < 2 {
             return Err(invalid("metrics.path", "must be a path such as /metrics"));
         }

@@ -18,6 +18,10 @@
 //!   `registry_gc_duration_seconds`, `registry_gc_last_success_timestamp_seconds`,
 //!   `registry_uploads_purged_total` (online GC and upload purging)
 //! * `registry_read_only`: 1 in read-only mode
+//! * `registry_storage_cache_hits_total`, `..._misses_total`,
+//!   `..._evictions_total`, `registry_storage_cache_entries`,
+//!   `registry_storage_cache_bytes`: the metadata cache (`[storage.cache]`),
+//!   read when scraped
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -101,6 +105,62 @@ pub struct Metrics {
     gc_last_success: Gauge<f64, AtomicU64>,
     uploads_purged: Counter,
     read_only: Gauge,
+    cache: CacheMetrics,
+    /// The storage whose metadata cache is reported (set once by the server).
+    cache_source: std::sync::OnceLock<crate::storage::Storage>,
+}
+
+#[derive(Default)]
+struct CacheMetrics {
+    hits: Counter,
+    misses: Counter,
+    evictions: Counter,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+impl CacheMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "hits",
+                "Metadata cache lookups answered from memory",
+                &self.hits,
+            ),
+            (
+                "misses",
+                "Metadata cache lookups that read storage",
+                &self.misses,
+            ),
+            (
+                "evictions",
+                "Metadata cache entries evicted to stay within its limits",
+                &self.evictions,
+            ),
+        ];
+        for (name, help, c) in counters {
+            registry.register(format!("registry_storage_cache_{name}"), help, c.clone());
+        }
+        registry.register(
+            "registry_storage_cache_entries",
+            "Metadata cache entries",
+            self.entries.clone(),
+        );
+        registry.register(
+            "registry_storage_cache_bytes",
+            "Metadata cache memory, estimated",
+            self.bytes.clone(),
+        );
+    }
+
+    fn update(&self, s: crate::storage::meta_cache::CacheStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.hits.inner().store(s.hits, Relaxed);
+        self.misses.inner().store(s.misses, Relaxed);
+        self.evictions.inner().store(s.evictions, Relaxed);
+        self.entries.set(s.entries as i64);
+        self.bytes.set(s.bytes as i64);
+    }
 }
 
 impl Metrics {
@@ -123,6 +183,8 @@ impl Metrics {
         let uploads_purged = Counter::default();
         let read_only_gauge = Gauge::default();
         read_only_gauge.set(i64::from(read_only));
+        let cache = CacheMetrics::default();
+        cache.register(&mut registry);
 
         registry.register(
             "registry_http_requests",
@@ -216,15 +278,25 @@ impl Metrics {
             gc_last_success,
             uploads_purged,
             read_only: read_only_gauge,
+            cache,
+            cache_source: std::sync::OnceLock::new(),
         })
     }
 
     /// The exposition, Prometheus text format.
     pub fn encode(&self) -> String {
+        if let Some(storage) = self.cache_source.get() {
+            self.cache.update(storage.cache_stats());
+        }
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Reports `storage`'s metadata cache from now on.
+    pub fn observe_cache(&self, storage: crate::storage::Storage) {
+        let _ = self.cache_source.set(storage);
     }
 
     /// For `Storage::with_error_sink`.

@@ -74,10 +74,12 @@ impl Running {
 
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let addr = config.listen_addr()?;
-    let storage = storage::backend::open(&config.storage)?;
+    let storage =
+        storage::backend::open(&config.storage)?.with_metadata_cache(&config.storage.cache);
     let read_only = config.storage.maintenance.readonly.enabled;
     let metrics = crate::metrics::Metrics::new(read_only);
     let storage = storage.with_error_sink(metrics.storage_error_sink());
+    metrics.observe_cache(storage.clone());
     if read_only {
         tracing::warn!("read-only mode: pushes and deletes are refused");
     }

@@ -55,6 +55,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
     let digest = parse_digest(raw)?;
     let size = state
         .storage
+        .cached()
         .repo_blob_size(name, &digest)
         .await?
         .ok_or_else(|| {

@@ -46,6 +46,7 @@ async fn resolve(state: &AppState, name: &RepoName, reference: &Reference) -> Ap
         Reference::Digest(d) => Ok(d.clone()),
         Reference::Tag(t) => state
             .storage
+            .cached()
             .resolve_tag(name, t)
             .await?
             .ok_or_else(|| manifest_unknown(reference)),
@@ -78,6 +79,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
     let digest = resolve(state, name, &reference).await?;
     let body = state
         .storage
+        .cached()
         .read_manifest(name, &digest)
         .await?
         .ok_or_else(|| manifest_unknown(&reference))?;

@@ -11,12 +11,14 @@ use crate::oci::RepoName;
 use crate::AppState;
 
 /// One page of a sorted list, and (n, last) for the next page if any.
-struct Page {
-    items: Vec<String>,
-    next: Option<(usize, String)>,
+struct Page<'a> {
+    items: &'a [String],
+    next: Option<(usize, &'a str)>,
 }
 
-fn paginate(items: Vec<String>, parts: &Parts) -> ApiResult<Page> {
+/// `items` is sorted, so `last` is found by binary search: a page of a
+/// long tag list costs what the page holds, not the whole list.
+fn paginate<'a>(items: &'a [String], parts: &Parts) -> ApiResult<Page<'a>> {
     let q = query(parts);
     let n = match q.get("n") {
         Some(raw) => Some(raw.parse::<usize>().map_err(|_| {
@@ -26,17 +28,14 @@ fn paginate(items: Vec<String>, parts: &Parts) -> ApiResult<Page> {
         })?),
         None => None,
     };
-    let after: Vec<String> = match q.get("last") {
-        Some(last) => items
-            .into_iter()
-            .filter(|i| i.as_str() > last.as_str())
-            .collect(),
+    let after = match q.get("last") {
+        Some(last) => &items[items.partition_point(|i| i.as_str() <= last.as_str())..],
         None => items,
     };
     match n {
         Some(n) if after.len() > n => {
-            let items: Vec<String> = after.into_iter().take(n).collect();
-            let next = items.last().cloned().map(|last| (n, last));
+            let items = &after[..n];
+            let next = items.last().map(|last| (n, last.as_str()));
             Ok(Page { items, next })
         }
         _ => Ok(Page {
@@ -46,7 +45,7 @@ fn paginate(items: Vec<String>, parts: &Parts) -> ApiResult<Page> {
     }
 }
 
-fn with_link(mut response: Response, path: &str, next: Option<(usize, String)>) -> Response {
+fn with_link(mut response: Response, path: &str, next: Option<(usize, &str)>) -> Response {
     // Tags and repository names hold only characters that need no escaping
     // in a query string.
     if let Some((n, last)) = next {
@@ -59,11 +58,11 @@ fn with_link(mut response: Response, path: &str, next: Option<(usize, String)>) 
 }
 
 pub async fn list(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResult {
-    let tags = state.storage.tags(name).await?.ok_or_else(|| {
+    let tags = state.storage.cached().tags(name).await?.ok_or_else(|| {
         ApiError::new(Code::NameUnknown, "repository name not known to registry")
             .detail(json!({ "name": name.as_str() }))
     })?;
-    let page = paginate(tags, parts)?;
+    let page = paginate(&tags, parts)?;
     let response = axum::Json(json!({ "name": name.as_str(), "tags": page.items })).into_response();
     Ok(with_link(
         response,
@@ -78,7 +77,7 @@ pub async fn catalog(state: &AppState, parts: &Parts) -> ApiResult {
     let repositories =
         super::ext::visible_repositories(state, parts.extensions.get::<crate::auth::Grant>(), None)
             .await?;
-    let page = paginate(repositories, parts)?;
+    let page = paginate(&repositories, parts)?;
     let response = axum::Json(json!({ "repositories": page.items })).into_response();
     Ok(with_link(response, "/v2/_catalog", page.next))
 }

@@ -12,6 +12,7 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::aligned::PartSizes;
 use super::direct_io::{self, DirectIo};
+use super::durability::SessionsUnsynced;
 use super::{Redirect, Storage};
 use crate::config::{self, StorageBackend};
 
@@ -58,7 +59,9 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         .with_automatic_cleanup(true)
         .with_fsync(config.filesystem.fsync);
     let local = Arc::new(local);
-    let store: Arc<dyn ObjectStore> = if config.filesystem.directio && direct_io::supported(root) {
+    let mut store: Arc<dyn ObjectStore> = if config.filesystem.directio
+        && direct_io::supported(root)
+    {
         Arc::new(DirectIo::new(local, config.filesystem.fsync))
     } else {
         if config.filesystem.directio {
@@ -66,6 +69,15 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         }
         Arc::new(ChunkedStore::new(local, LOCAL_READ_CHUNK))
     };
+    if config.filesystem.fsync {
+        let sessions = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| err(e.to_string()))?
+            .with_automatic_cleanup(true);
+        store = Arc::new(SessionsUnsynced {
+            durable: store,
+            sessions: Arc::new(sessions),
+        });
+    }
     let root = std::fs::canonicalize(root).map_err(|e| err(e.to_string()))?;
     Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE)).with_local_root(root))
 }

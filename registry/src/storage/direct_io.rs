@@ -137,10 +137,13 @@ struct Staged {
     path: PathBuf,
     direct: File,
     buffered: File,
+    sync_dirs: bool,
 }
 
 impl Staged {
-    fn create(dest: PathBuf, fsync: bool) -> std::io::Result<Staged> {
+    /// `sync_dirs`: make new directories durable (not for an upload
+    /// session's chunks: `durability`).
+    fn create(dest: PathBuf, sync_dirs: bool) -> std::io::Result<Staged> {
         let mut name = dest.clone().into_os_string();
         name.push(format!("#{}", rand::random::<u64>()));
         let path = PathBuf::from(name);
@@ -154,7 +157,7 @@ impl Staged {
         let direct = match open() {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if let Some(dir) = dest.parent() {
-                    create_dirs(dir, fsync)?;
+                    create_dirs(dir, sync_dirs)?;
                 }
                 open()?
             }
@@ -172,6 +175,7 @@ impl Staged {
             path,
             direct,
             buffered,
+            sync_dirs,
         })
     }
 
@@ -226,7 +230,7 @@ impl Staged {
             self.buffered.sync_all()?;
         }
         std::fs::rename(&self.path, &self.dest)?;
-        if fsync {
+        if fsync && self.sync_dirs {
             sync_parent(&self.dest)?;
         }
         Ok(())
@@ -384,7 +388,10 @@ impl ObjectStore for DirectIo {
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let dest = self.inner.path_to_filesystem(location)?;
         let fsync = self.fsync;
-        let staged = tokio::task::spawn_blocking(move || Staged::create(dest, fsync))
+        // A session's chunk: its data is flushed (a part record will name
+        // it), its directory entries need not be (`durability`).
+        let sync_dirs = fsync && !super::layout::is_session_key(location);
+        let staged = tokio::task::spawn_blocking(move || Staged::create(dest, sync_dirs))
             .await
             .map_err(|e| generic(std::io::Error::other(e)))?
             .map_err(generic)?;

@@ -94,6 +94,14 @@ pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> Path {
     ))
 }
 
+/// Whether `key` lies inside an upload session (`.../_uploads/<id>/...`):
+/// bookkeeping no client is told exists, which `durability` writes without
+/// fsync.
+pub fn is_session_key(key: &Path) -> bool {
+    let mut parts = key.parts();
+    parts.any(|p| p.as_ref() == "_uploads") && parts.next().is_some()
+}
+
 pub fn upload_dir(name: &RepoName, id: &str) -> Path {
     key(format!("{ROOT}/repositories/{name}/_uploads/{id}"))
 }

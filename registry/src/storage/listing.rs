@@ -7,7 +7,8 @@
 //! artifact type) never changes, since manifests are content-addressed, so
 //! those facts are kept by digest and a page of 1,000 tags reads each
 //! manifest once per process, not once per request. Which tag names which
-//! digest comes from `Storage::resolve_tag`; the tag set and push times come
+//! digest comes from `Storage::cached().resolve_tag` (the pull path's
+//! metadata cache, with its coherence contract); the tag set and push times come
 //! from one listing of the tags directory (the `current/link` objects'
 //! last-modified times, which disk and S3 listings both report).
 
@@ -142,7 +143,7 @@ impl Listing {
         if let Some(f) = self.facts.lock().unwrap().get(d) {
             return Ok(Some(f.clone()));
         }
-        let Some(body) = self.storage.read_manifest(name, d).await? else {
+        let Some(body) = self.storage.cached().read_manifest(name, d).await? else {
             return Ok(None);
         };
         let Some(facts) = Facts::of(&body).map(Arc::new) else {
@@ -224,7 +225,7 @@ impl Listing {
         tag: Tag,
         pushed: Option<SystemTime>,
     ) -> Result<Option<TagInfo>> {
-        let Some(digest) = self.storage.resolve_tag(name, &tag).await? else {
+        let Some(digest) = self.storage.cached().resolve_tag(name, &tag).await? else {
             return Ok(None);
         };
         let mut reached = HashMap::new();
@@ -281,7 +282,7 @@ impl Listing {
         let last_push = times.iter().filter_map(|(_, t)| *t).max();
         let lookups: Vec<_> = times
             .iter()
-            .map(|(tag, _)| self.storage.resolve_tag(name, tag))
+            .map(|(tag, _)| async move { self.storage.cached().resolve_tag(name, tag).await })
             .collect();
         let digests: HashSet<Digest> = futures::stream::iter(lookups)
             .buffered(CONCURRENCY)

@@ -11,12 +11,14 @@
 mod aligned;
 pub mod backend;
 mod direct_io;
+mod durability;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
 pub mod listing;
 mod local_dirs;
 mod manifest_cache;
+pub mod meta_cache;
 pub mod metered;
 pub mod uploads;
 pub mod walk;
@@ -63,6 +65,9 @@ pub struct Storage {
     /// Upload blocks in memory at once, across all uploads.
     upload_blocks: Arc<tokio::sync::Semaphore>,
     manifests: Arc<manifest_cache::ManifestCache>,
+    /// Tags, links and sizes for the read path (`cached()`); off unless
+    /// `with_metadata_cache` turns it on.
+    meta: Arc<meta_cache::MetaCache>,
     /// Largest object the backend renames in one request (S3's CopyObject
     /// takes at most 5 GiB); larger upload chunks are streamed into place.
     rename_limit: Option<u64>,
@@ -87,6 +92,7 @@ impl Storage {
             parts,
             upload_blocks: aligned::upload_budget(parts.base(), UPLOAD_MEMORY_BUDGET),
             manifests: Arc::default(),
+            meta: Arc::new(meta_cache::MetaCache::disabled()),
             rename_limit: None,
             local_root: None,
         }
@@ -130,6 +136,33 @@ impl Storage {
                 source: Box::new(e),
             })
         })
+    }
+
+    /// Serves `cached()` reads from memory within `config.ttl`.
+    pub fn with_metadata_cache(mut self, config: &crate::config::MetadataCache) -> Storage {
+        self.meta = Arc::new(meta_cache::MetaCache::new(
+            config.ttl,
+            config.max_entries,
+            config.max_bytes,
+        ));
+        self
+    }
+
+    /// The metadata cache's counters, for the metrics.
+    pub fn cache_stats(&self) -> meta_cache::CacheStats {
+        self.meta.stats()
+    }
+
+    /// Reads for serving pulls, through the metadata cache. Write paths and
+    /// their checks (a push's references, GC) use `Storage`'s own methods,
+    /// which always ask the backend.
+    pub fn cached(&self) -> Cached<'_> {
+        Cached(self)
+    }
+
+    /// Forgets every cached entry (tests; after an outside change).
+    pub fn forget_cached(&self) {
+        self.meta.clear();
     }
 
     pub fn with_rename_limit(mut self, bytes: u64) -> Storage {
@@ -176,9 +209,13 @@ impl Storage {
     }
 
     async fn exists(&self, key: &Path) -> Result<bool> {
+        Ok(self.size_of(key).await?.is_some())
+    }
+
+    async fn size_of(&self, key: &Path) -> Result<Option<u64>> {
         match self.store.head(key).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -200,9 +237,13 @@ impl Storage {
     }
 
     async fn write_link(&self, key: &Path, d: &Digest) -> Result<()> {
-        self.store
+        let r = self
+            .store
             .put(key, PutPayload::from(d.to_string().into_bytes()))
-            .await?;
+            .await;
+        // Even a failed write may have landed.
+        self.meta.invalidate(key);
+        r?;
         Ok(())
     }
 
@@ -212,7 +253,9 @@ impl Storage {
         if !self.exists(key).await? {
             return Ok(false);
         }
-        match self.store.delete(key).await {
+        let r = self.store.delete(key).await;
+        self.meta.invalidate(key);
+        match r {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e.into()),
@@ -222,14 +265,23 @@ impl Storage {
     async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
         let keys = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
         let mut deleted = self.store.delete_stream(keys);
+        let mut result = Ok(());
         while let Some(r) = deleted.next().await {
             match r {
-                Ok(_) => {}
+                Ok(key) => self.meta.invalidate(&key),
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
             }
         }
-        Ok(())
+        // A key whose deletion failed part way may be gone: forget the
+        // prefix's repository and everything else rather than guess.
+        if result.is_err() {
+            self.meta.clear();
+        }
+        result
     }
 
     /// Lists the child "directories" of `prefix` (their last component).
@@ -249,11 +301,7 @@ impl Storage {
 
     /// Size of a blob's content, if it is stored (in any repository).
     pub async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {
-        match self.store.head(&layout::blob_data(d)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.size_of(&layout::blob_data(d)).await
     }
 
     /// Size of a blob if `name` holds it: linked in the repository and stored.
@@ -298,6 +346,11 @@ impl Storage {
         if !self.manifest_in_repo(name, d).await? {
             return Ok(None);
         }
+        self.manifest_bytes(d).await
+    }
+
+    /// A manifest's bytes by digest (content-addressed: cached for good).
+    async fn manifest_bytes(&self, d: &Digest) -> Result<Option<Bytes>> {
         if let Some(body) = self.manifests.get(d) {
             return Ok(Some(body));
         }
@@ -339,7 +392,9 @@ impl Storage {
     ) -> Result<()> {
         let data = layout::blob_data(d);
         if !self.exists(&data).await? {
-            self.store.put(&data, PutPayload::from(body)).await?;
+            let r = self.store.put(&data, PutPayload::from(body)).await;
+            self.meta.invalidate(&data);
+            r?;
         }
         self.link_blob_if_missing(name, d).await?;
         self.write_link(&layout::revision_link(name, d), d).await?;
@@ -485,5 +540,79 @@ impl Storage {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+}
+
+/// `Storage::cached()`: the pull path's reads, from the metadata cache
+/// within its ttl (`meta_cache` has the coherence contract).
+pub struct Cached<'a>(&'a Storage);
+
+impl Cached<'_> {
+    async fn size_of(&self, key: &Path) -> Result<Option<u64>> {
+        let ticket = match self.0.meta.get(key.as_ref()) {
+            Ok(meta_cache::Value::Size(s)) => return Ok(s),
+            Ok(_) => None,
+            Err(ticket) => Some(ticket),
+        };
+        let size = self.0.size_of(key).await?;
+        if let Some(ticket) = ticket {
+            self.0
+                .meta
+                .fill(ticket, key.as_ref(), meta_cache::Value::Size(size));
+        }
+        Ok(size)
+    }
+
+    pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        let key = layout::tag_current_link(name, tag);
+        let ticket = match self.0.meta.get(key.as_ref()) {
+            Ok(meta_cache::Value::Link(d)) => return Ok(d),
+            Ok(_) => None,
+            Err(ticket) => Some(ticket),
+        };
+        let d = self.0.read_link(&key).await?;
+        if let Some(ticket) = ticket {
+            self.0
+                .meta
+                .fill(ticket, key.as_ref(), meta_cache::Value::Link(d.clone()));
+        }
+        Ok(d)
+    }
+
+    pub async fn manifest_in_repo(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        Ok(self
+            .size_of(&layout::revision_link(name, d))
+            .await?
+            .is_some())
+    }
+
+    pub async fn read_manifest(&self, name: &RepoName, d: &Digest) -> Result<Option<Bytes>> {
+        if !self.manifest_in_repo(name, d).await? {
+            return Ok(None);
+        }
+        self.0.manifest_bytes(d).await
+    }
+
+    pub async fn repo_blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
+        if self.size_of(&layout::layer_link(name, d)).await?.is_none() {
+            return Ok(None);
+        }
+        self.size_of(&layout::blob_data(d)).await
+    }
+
+    pub async fn tags(&self, name: &RepoName) -> Result<Option<Arc<Vec<String>>>> {
+        let key = meta_cache::tags_key(&layout::repository(name));
+        let ticket = match self.0.meta.get(&key) {
+            Ok(meta_cache::Value::Tags(t)) => return Ok(t),
+            Ok(_) => None,
+            Err(ticket) => Some(ticket),
+        };
+        let tags = self.0.tags(name).await?.map(Arc::new);
+        if let Some(ticket) = ticket {
+            self.0
+                .meta
+                .fill(ticket, &key, meta_cache::Value::Tags(tags.clone()));
+        }
+        Ok(tags)
     }
 }

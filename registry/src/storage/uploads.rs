@@ -351,6 +351,9 @@ impl Storage {
                 }
             }
         }
+        // A miss for this blob may be cached; the link below forgets the
+        // repository's, this the blob's own.
+        self.meta.invalidate(&target);
         self.link_blob(name, digest).await?;
         let dir = layout::upload_dir(name, &id.0);
         self.delete_prefix(&dir).await?;

@@ -214,14 +214,25 @@ impl Storage {
         let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
         let mut deleted = self.store.delete_stream(stream);
         let mut n = 0;
+        let mut result = Ok(());
         while let Some(r) = deleted.next().await {
             match r {
-                Ok(_) => n += 1,
+                Ok(key) => {
+                    self.meta.invalidate(&key);
+                    n += 1
+                }
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
             }
         }
-        Ok(n)
+        if result.is_err() {
+            // What failed may be half gone: forget everything.
+            self.meta.clear();
+        }
+        result.map(|()| n)
     }
 
     /// When an upload session began, from its `startedat` object (RFC 3339,

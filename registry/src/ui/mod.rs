@@ -371,7 +371,7 @@ async fn repository_or_image(
     }
     let result = match target {
         Target::Repository(name) => repository_page(&state, &v, &headers, &name, &q).await,
-        Target::Tag(name, tag) => match state.storage.resolve_tag(&name, &tag).await {
+        Target::Tag(name, tag) => match state.storage.cached().resolve_tag(&name, &tag).await {
             Ok(Some(d)) => image_page(&state, &v, &headers, &name, Some(&tag), &d).await,
             Ok(None) => return not_found(&v),
             Err(e) => Err(e.into()),
@@ -428,7 +428,7 @@ async fn image_page(
     tag: Option<&Tag>,
     digest: &Digest,
 ) -> Result<Response, crate::api::error::ApiError> {
-    let Some(raw) = state.storage.read_manifest(name, digest).await? else {
+    let Some(raw) = state.storage.cached().read_manifest(name, digest).await? else {
         return Ok(not_found(v));
     };
     let manifest: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
@@ -491,7 +491,7 @@ async fn image_config(
     else {
         return Ok(None);
     };
-    match state.storage.repo_blob_size(name, &digest).await? {
+    match state.storage.cached().repo_blob_size(name, &digest).await? {
         Some(size) if size <= MAX_CONFIG_BYTES => {}
         _ => return Ok(None),
     }
