@@ -13,7 +13,7 @@ use support::{TestServer, PASSWORD, USER};
 
 const TAGS: usize = 1000;
 const REPOSITORIES: usize = 10_000;
-const RUNS: usize = 20;
+const RUNS: usize = 10;
 
 async fn fill(s: &TestServer) {
     let c = s.client();
@@ -56,7 +56,7 @@ async fn fill(s: &TestServer) {
     }
 }
 
-/// (first, median, max) of `RUNS` GETs after the first.
+/// (first, median, max, bytes) of `RUNS` GETs after the first.
 async fn time(
     url: &str,
     cookie: Option<&str>,
@@ -101,27 +101,49 @@ async fn ui_render_times() {
         started.elapsed().as_secs_f64()
     );
     let (cookie, _) = support::ui_session(&s.base, USER, PASSWORD).await;
+    // (what, path, Basic auth rather than the UI session)
     let pages = [
         (
-            "repository page, 1,000 tags, newest first",
+            "UI repository page: 100 of 1,000 tags, newest first",
             "/ui/r/bench/app",
             false,
         ),
         (
-            "repository page, 1,000 tags, by name",
+            "UI repository page: 100 of 1,000 tags, by name",
             "/ui/r/bench/app?sort=name",
             false,
         ),
-        ("image page", "/ui/r/bench/app:t0500", false),
-        ("repositories page (10,001 repositories)", "/ui/", false),
         (
-            "/v2/bench/app/_ext/tags?n=1000",
+            "UI repository page: the last 100 by name",
+            "/ui/r/bench/app?sort=name&last=t0899",
+            false,
+        ),
+        ("UI image page", "/ui/r/bench/app:t0500", false),
+        (
+            "_ext/tags?n=1 (the tags listing alone)",
+            "/v2/bench/app/_ext/tags?n=1",
+            true,
+        ),
+        ("_ext/tags (first 100)", "/v2/bench/app/_ext/tags", true),
+        (
+            "_ext/tags?n=1000 (all)",
             "/v2/bench/app/_ext/tags?n=1000",
             true,
         ),
         (
-            "/v2/_ext/repositories (first 100)",
+            "tags/list (reference: the API's, from the metadata cache)",
+            "/v2/bench/app/tags/list",
+            true,
+        ),
+        ("UI repositories page (10,001 repositories)", "/ui/", false),
+        (
+            "_ext/repositories (first 100)",
             "/v2/_ext/repositories",
+            true,
+        ),
+        (
+            "_catalog (reference: the storage walk alone)",
+            "/v2/_catalog",
             true,
         ),
     ];
@@ -138,10 +160,12 @@ async fn ui_render_times() {
             ms(median),
             ms(max)
         );
-        worst = worst.max(median);
+        if path.starts_with("/ui/r/") {
+            worst = worst.max(median);
+        }
     }
     assert!(
-        worst < Duration::from_secs(2),
-        "a page took {worst:?} (median)"
+        worst < Duration::from_secs(1),
+        "a page of the 1,000-tag repository took {worst:?} (median)"
     );
 }

@@ -149,3 +149,27 @@ async fn open_registry_pages_and_posts_need_a_token() {
     let r = c.get("/v2/many/r00/manifests/v1").send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn token_mode_logs_in_the_endpoint_users() {
+    let s = TestServer::start_with(|c| {
+        c.auth.mode = registry::config::AuthMode::Token;
+        c.auth.token.signing_key = c.auth.htpasswd.path.with_file_name("token-signing-key.pem");
+    })
+    .await;
+    assert_eq!(form_login(&s, support::USER, "wrong").await.status(), 401);
+    let (cookie, _) = support::ui_session(&s.base, support::USER, support::PASSWORD).await;
+    let page = reqwest::Client::new()
+        .get(s.url("/ui/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Signed in as <strong id=\"user\">alice</strong>"),
+        "{page}"
+    );
+}
