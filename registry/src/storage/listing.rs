@@ -99,6 +99,9 @@ impl Facts {
     }
 }
 
+/// A repository's tags, each with its push time.
+type TagTimes = Vec<(Tag, Option<SystemTime>)>;
+
 /// One tag of a repository.
 #[derive(Debug, Clone)]
 pub struct TagInfo {
@@ -181,7 +184,10 @@ impl Listing {
 
     /// The tags of `name` with their current link's last-modified time, or
     /// None for a repository that does not exist.
-    async fn tag_times(&self, name: &RepoName) -> Result<Option<Vec<(Tag, Option<SystemTime>)>>> {
+    async fn tag_times(&self, name: &RepoName) -> Result<Option<TagTimes>> {
+        if let Some(root) = &self.storage.local_root {
+            return local_tag_times(root, name).await;
+        }
         let store = &self.storage.store;
         match store
             .list_with_delimiter(Some(&layout::repository(name)))
@@ -199,7 +205,7 @@ impl Listing {
             Err(e) if is_not_found(&e) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let mut tags: Vec<(Tag, Option<SystemTime>)> = metas
+        let mut tags: TagTimes = metas
             .iter()
             .filter_map(|m| {
                 let parts: Vec<_> = m.location.parts().skip(depth).collect();
@@ -316,6 +322,59 @@ impl Listing {
     pub async fn repository_names(&self) -> Result<Vec<String>> {
         self.storage.repositories().await
     }
+}
+
+/// `Listing::tag_times` on local disk: one directory read and one `stat`
+/// per tag on a blocking thread, instead of `object_store`'s recursive
+/// listing, which also walks every tag's `index/` history (three times the
+/// entries) and costs most of a 1,000-tag page. Keys are paths under the
+/// root as they are for `LocalFileSystem` (names and tags need no escaping).
+async fn local_tag_times(root: &std::path::Path, name: &RepoName) -> Result<Option<TagTimes>> {
+    let repository = root.join(layout::repository(name).as_ref());
+    let tags_dir = root.join(layout::tags_dir(name).as_ref());
+    let read = move || -> std::io::Result<Option<TagTimes>> {
+        match std::fs::read_dir(&repository).map(|mut entries| entries.next().is_some()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let entries = match std::fs::read_dir(&tags_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+            Err(e) => return Err(e),
+        };
+        let mut tags = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let Some(tag) = entry
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<Tag>().ok())
+            else {
+                continue;
+            };
+            // A tag counts once its current link exists (see Storage::tags).
+            match std::fs::metadata(entry.path().join("current/link")) {
+                Ok(meta) if meta.is_file() => tags.push((tag, meta.modified().ok())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tags.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        Ok(Some(tags))
+    };
+    let io = |e: std::io::Error| {
+        super::StorageError::Backend(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| super::StorageError::Backend(object_store::Error::JoinError { source: e }))?
+        .map_err(io)
 }
 
 /// How a listing is ordered.
