@@ -17,28 +17,17 @@ struct Target {
     password: String,
 }
 
-/// Deterministic pseudo-random data: `seed` picks the blob, `i` the MiB.
-fn mib(seed: u64, i: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ i.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut out = Vec::with_capacity(1 << 20);
-    for _ in 0..(1 << 17) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(out)
-}
+// The same data as regbench's (one generator for both clients).
+#[allow(dead_code)]
+#[path = "regbench/load.rs"]
+mod load;
+
+use load::mib;
 
 /// A blob of `size_mib` MiB and its digest.
 fn blob(seed: u64, size_mib: u64) -> (Vec<Bytes>, String) {
-    let data: Vec<Bytes> = (0..size_mib).map(|i| mib(seed, i)).collect();
-    let mut h = sha2::Sha256::new();
-    for piece in &data {
-        h.update(piece);
-    }
-    (data, format!("sha256:{}", hex::encode(h.finalize())))
+    let b = load::Blob::new(seed, size_mib);
+    (b.pieces, b.digest)
 }
 
 impl Target {

@@ -19,6 +19,8 @@ pub struct Config {
     /// Who may pull, push, delete where (`auth::acl`); absent: every
     /// authenticated user may do everything.
     pub acl: Option<AclConfig>,
+    /// Immutable tags (`policy`); reloaded with the ACL.
+    pub policies: Policies,
     pub log: Log,
     /// Garbage collection in the server process (`registry gc` reads it too).
     pub gc: Gc,
@@ -26,10 +28,17 @@ pub struct Config {
     pub metrics: Metrics,
     /// The built-in web UI at `/ui/`.
     pub ui: Ui,
+    /// Pull-through cache: registry:2's `proxy` section plus upstreams
+    /// under repository prefixes (`proxy::`).
+    pub proxy: Proxy,
     /// `REGISTRY_*` variables that name no setting we have, for a warning at
     /// start (registry:2 deployments carry many we do not need).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// The file this configuration was read from, which the server watches
+    /// to reload the ACL and policies (`reload`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +322,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.validate()?;
+        config.source = file.map(Path::to_path_buf);
         Ok(config)
     }
 
@@ -427,6 +437,7 @@ impl Config {
                 // scripts; harmless to accept.
                 "REGISTRY_CONFIGURATION_PATH" | "REGISTRY_VERSION" => {}
                 k if self.apply_ops_env(k, &value)? => {}
+                k if self.proxy.apply_env(k, &value)? => {}
                 _ => self.ignored_env.push(k.to_owned()),
             }
         }
@@ -471,9 +482,13 @@ impl Config {
             acl.validate()
                 .map_err(|(key, message)| invalid(&key, message))?;
         }
+        self.policies
+            .validate()
+            .map_err(|(key, message)| invalid(&key, message))?;
         if self.auth.mode == AuthMode::Token {
             self.auth.token.validate()?;
         }
+        self.proxy.validate()?;
         // tracing-subscriber 0.3 slices a filter by char index, so a
         // non-ASCII character before a `]` or `{` panics rather than failing
         // (found by fuzz/fuzz_targets/config.rs).
@@ -965,25 +980,31 @@ impl AclConfig {
         principals("acl.catalog".into(), &self.catalog)?;
         for (i, r) in self.rules.iter().enumerate() {
             let key = |field: &str| format!("acl.rules[{i}].{field}");
-            let p = r.repository.as_str();
-            if p.is_empty()
-                || p.starts_with('/')
-                || p.ends_with('/')
-                || p.contains("//")
-                || p.bytes()
-                    .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
-            {
-                return Err((
-                    key("repository"),
-                    format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
-                ));
-            }
+            check_repository_glob(key("repository"), &r.repository)?;
             principals(key("pull"), &r.pull)?;
             principals(key("push"), &r.push)?;
             principals(key("delete"), &r.delete)?;
         }
         Ok(())
     }
+}
+
+/// A repository glob is path components of lowercase name characters and
+/// `*`, `**`, `?`; the error names `key`.
+fn check_repository_glob(key: String, p: &str) -> Result<(), (String, String)> {
+    if p.is_empty()
+        || p.starts_with('/')
+        || p.ends_with('/')
+        || p.contains("//")
+        || p.bytes()
+            .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+    {
+        return Err((
+            key,
+            format!("{p:?} is not a repository glob (e.g. \"team-a/**\")"),
+        ));
+    }
+    Ok(())
 }
 
 /// `[auth.token]` in the config file.
@@ -1145,5 +1166,346 @@ mod tests {
         assert!(e.contains("adress"), "{e}");
         let e = Config::from_toml("[storage]\ndelete_enabled = \"yes\"").unwrap_err();
         assert!(e.contains("delete_enabled"), "{e}");
+    }
+}
+
+// ----- policies: immutable tags (`policy`) -----
+
+/// `[policies]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policies {
+    /// `[[policies.immutable]]`: tags that, once pushed, keep their digest.
+    /// (Quotas and retention are not built yet: `[[policies.quota]]` and
+    /// `[[policies.retention]]` are refused as unknown keys rather than
+    /// accepted and ignored.)
+    pub immutable: Vec<ImmutableRule>,
+}
+
+/// One `[[policies.immutable]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImmutableRule {
+    /// Repository glob, as in `[[acl.rules]]`.
+    pub repository: String,
+    /// Tag patterns (`*` any run of characters, `?` one): `v*`, `release-*`.
+    pub tags: Vec<String>,
+    /// Tags matching these stay mutable: `latest`, `*-rc*`.
+    pub exceptions: Vec<String>,
+    /// Whether `[acl] admins` may still overwrite and delete these tags.
+    pub admin_override: bool,
+}
+
+impl Policies {
+    /// Globs and patterns are well formed and every rule says something;
+    /// the error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (i, r) in self.immutable.iter().enumerate() {
+            let key = |field: &str| format!("policies.immutable[{i}].{field}");
+            check_repository_glob(key("repository"), &r.repository)?;
+            if r.tags.is_empty() {
+                return Err((key("tags"), "must name at least one tag pattern".into()));
+            }
+            for (field, list) in [("tags", &r.tags), ("exceptions", &r.exceptions)] {
+                for t in list {
+                    let ok = !t.is_empty()
+                        && t.len() <= 128
+                        && t.bytes().all(|b| {
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?')
+                        });
+                    if !ok {
+                        return Err((
+                            key(field),
+                            format!("{t:?} is not a tag pattern (tag characters, * and ?)"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod policies_tests {
+    use super::*;
+
+    #[test]
+    fn policies_from_toml() {
+        let c = Config::from_toml(
+            r#"
+[[policies.immutable]]
+repository = "team-a/**"
+tags = ["v*", "release-*"]
+exceptions = ["latest", "*-rc*"]
+admin_override = true
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let p = &c.policies;
+        assert_eq!(p.immutable[0].tags, ["v*", "release-*"]);
+        assert_eq!(p.immutable[0].exceptions, ["latest", "*-rc*"]);
+        assert!(p.immutable[0].admin_override);
+    }
+
+    #[test]
+    fn bad_policies_name_their_key() {
+        for (text, key) in [
+            (
+                "[[policies.immutable]]\nrepository = \"A\"\ntags = [\"v*\"]",
+                "policies.immutable[0].repository",
+            ),
+            (
+                "[[policies.immutable]]\nrepository = \"a\"",
+                "policies.immutable[0].tags",
+            ),
+            (
+                "[[policies.immutable]]\nrepository = \"a\"\ntags = [\"v*\"]\nexceptions = [\"a/b\"]",
+                "policies.immutable[0].exceptions",
+            ),
+        ] {
+            let c = Config::from_toml(text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+        // Not built yet: refused, never silently ignored.
+        for section in ["quota", "retention"] {
+            let e = Config::from_toml(&format!("[[policies.{section}]]\nrepository = \"a\""))
+                .unwrap_err();
+            assert!(e.contains(section), "{e}");
+        }
+    }
+}
+
+// ----- pull-through cache -----
+
+/// `[proxy]`: registry:2's keys (`remoteurl`, `username`, `password`,
+/// `ttl`) make the whole registry a mirror of one upstream, as registry:2
+/// does; `[[proxy.upstreams]]` add upstreams under repository prefixes,
+/// side by side with hosted repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// Every repository mirrors this registry (`REGISTRY_PROXY_REMOTEURL`).
+    pub remoteurl: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long cached content is kept after its last pull (registry:2's
+    /// `proxy.ttl`, 168h by default there); 0: kept until `gc`.
+    #[serde(deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    /// How long a cached tag is served before one upstream HEAD checks it.
+    #[serde(deserialize_with = "de_duration")]
+    pub tag_ttl: Duration,
+    /// Local directory for blobs while they arrive (what concurrent clients
+    /// read from); unset: `<temp dir>/registry-proxy-spool`. Emptied at start.
+    pub spool_dir: Option<PathBuf>,
+    pub upstreams: Vec<ProxyUpstream>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            remoteurl: None,
+            username: None,
+            password: None,
+            ttl: Duration::from_secs(168 * 3600),
+            tag_ttl: Duration::from_secs(300),
+            spool_dir: None,
+            upstreams: Vec::new(),
+        }
+    }
+}
+
+/// One `[[proxy.upstreams]]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyUpstream {
+    /// Repository prefix served from this upstream (`docker.io`: local
+    /// `docker.io/library/redis` is upstream `library/redis`). Also the
+    /// host containerd names in `?ns=`.
+    pub prefix: String,
+    /// `https://registry-1.docker.io`
+    pub url: String,
+    /// Credentials: sent as Basic, or to the token realm the upstream's
+    /// challenge names. Unset: anonymous (Docker Hub's anonymous token flow).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM file of CA certificates trusted for this upstream, besides the
+    /// system's.
+    pub ca_file: Option<PathBuf>,
+    /// Names of one component get Docker Hub's `library/` (`redis` →
+    /// `library/redis`).
+    pub library: bool,
+    /// Serves Docker Engine's `registry-mirrors` requests: names under no
+    /// prefix that are not hosted here (Docker Hub's upstream).
+    pub docker_mirror: bool,
+    /// Overrides `proxy.tag_ttl` for this upstream.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub tag_ttl: Option<Duration>,
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+impl Proxy {
+    pub fn enabled(&self) -> bool {
+        self.remoteurl.is_some() || !self.upstreams.is_empty()
+    }
+
+    /// `REGISTRY_PROXY_*`; true when `k` was one of them.
+    fn apply_env(&mut self, k: &str, value: &str) -> Result<bool, ConfigError> {
+        match k {
+            "REGISTRY_PROXY_REMOTEURL" => {
+                self.remoteurl = Some(value.to_owned()).filter(|v| !v.trim().is_empty())
+            }
+            "REGISTRY_PROXY_USERNAME" => self.username = Some(value.to_owned()),
+            "REGISTRY_PROXY_PASSWORD" => self.password = Some(value.to_owned()),
+            "REGISTRY_PROXY_TTL" => self.ttl = parse_duration(k, value)?,
+            "REGISTRY_PROXY_TAG_TTL" => self.tag_ttl = parse_duration(k, value)?,
+            "REGISTRY_PROXY_SPOOL_DIR" => self.spool_dir = Some(value.into()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Every upstream, `remoteurl` as the one with the empty prefix (it
+    /// serves every name no other prefix takes).
+    pub fn all_upstreams(&self) -> Vec<ProxyUpstream> {
+        let mut all = self.upstreams.clone();
+        if let Some(url) = &self.remoteurl {
+            all.push(ProxyUpstream {
+                prefix: String::new(),
+                url: url.clone(),
+                username: self.username.clone(),
+                password: self.password.clone(),
+                ..Default::default()
+            });
+        }
+        all
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url_ok = |u: &str| {
+            (u.starts_with("http://") || u.starts_with("https://"))
+                && u.len() > "https://".len()
+                && !u.contains(char::is_whitespace)
+        };
+        if let Some(url) = &self.remoteurl {
+            if !url_ok(url) {
+                return Err(invalid(
+                    "proxy.remoteurl",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = |f: &str| format!("proxy.upstreams[{i}].{f}");
+            let p = u.prefix.as_str();
+            let component_ok = |c: &str| {
+                !c.is_empty()
+                    && c.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
+            };
+            if p.is_empty() || !p.split('/').all(component_ok) {
+                return Err(invalid(
+                    &key("prefix"),
+                    format!("{p:?} is not a repository prefix (e.g. \"docker.io\")"),
+                ));
+            }
+            if !seen.insert(p) {
+                return Err(invalid(&key("prefix"), format!("{p:?} is given twice")));
+            }
+            if !url_ok(&u.url) {
+                return Err(invalid(
+                    &key("url"),
+                    format!("{:?} is not an http:// or https:// URL", u.url),
+                ));
+            }
+            if u.password.is_some() && u.username.is_none() {
+                return Err(invalid(&key("username"), "a password needs a username"));
+            }
+        }
+        let mirrors = self.upstreams.iter().filter(|u| u.docker_mirror).count();
+        if mirrors > 1 {
+            return Err(invalid(
+                "proxy.upstreams.docker_mirror",
+                "at most one upstream can serve unprefixed names",
+            ));
+        }
+        if mirrors == 1 && self.remoteurl.is_some() {
+            return Err(invalid(
+                "proxy.remoteurl",
+                "already serves every unprefixed name; docker_mirror cannot be set too",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn registry2_proxy_variables() {
+        let env = [
+            ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+            ("REGISTRY_PROXY_USERNAME", "u"),
+            ("REGISTRY_PROXY_PASSWORD", "p"),
+            ("REGISTRY_PROXY_TTL", "24h"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::load(None, env).unwrap();
+        assert!(c.proxy.enabled());
+        assert_eq!(c.proxy.ttl, Duration::from_secs(24 * 3600));
+        let all = c.proxy.all_upstreams();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].prefix, "");
+        assert_eq!(all[0].username.as_deref(), Some("u"));
+        assert!(c.ignored_env.is_empty(), "{:?}", c.ignored_env);
+    }
+
+    #[test]
+    fn upstreams_from_toml_and_their_errors() {
+        let c = Config::from_toml(
+            r#"
+[proxy]
+tag_ttl = "1m"
+[[proxy.upstreams]]
+prefix = "docker.io"
+url = "https://registry-1.docker.io"
+library = true
+docker_mirror = true
+[[proxy.upstreams]]
+prefix = "ghcr.io"
+url = "https://ghcr.io"
+username = "me"
+password = "token"
+tag_ttl = "10s"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.proxy.upstreams[1].tag_ttl, Some(Duration::from_secs(10)));
+        for (toml, key) in [
+            (
+                "[[proxy.upstreams]]\nprefix = \"Bad\"\nurl = \"https://x\"",
+                "prefix",
+            ),
+            (
+                "[[proxy.upstreams]]\nprefix = \"x\"\nurl = \"ftp://x\"",
+                "url",
+            ),
+            ("[proxy]\nremoteurl = \"nope\"", "proxy.remoteurl"),
+        ] {
+            let e = Config::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 }

@@ -8,7 +8,11 @@ pub mod linger;
 pub mod metrics;
 pub mod oci;
 pub mod ops;
+pub mod policy;
+pub mod proxy;
 pub mod referrers_index;
+pub mod reload;
+pub mod repository_delete;
 pub mod scrub;
 pub mod server;
 pub mod storage;
@@ -28,6 +32,10 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// The web UI's session signer, when `[ui] enabled`.
     pub ui: Option<ui::Ui>,
+    /// The pull-through cache, when `[proxy]` configures one.
+    pub proxy: Option<Arc<proxy::Proxy>>,
+    /// Immutable tags and quotas in force (`[policies]`, reloaded).
+    pub policies: reload::Live<policy::Policies>,
 }
 
 pub type AppState = Arc<App>;

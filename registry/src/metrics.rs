@@ -18,6 +18,10 @@
 //!   `registry_gc_duration_seconds`, `registry_gc_last_success_timestamp_seconds`,
 //!   `registry_uploads_purged_total` (online GC and upload purging)
 //! * `registry_read_only`: 1 in read-only mode
+//! * `registry_proxy_*{upstream}`: the pull-through cache's own registry
+//!   (`proxy::metrics`), appended to the exposition
+//! * `registry_config_reloads_total{result}`: `ok` / `error` reloads of the
+//!   ACL and policies when the config file changed (`reload`)
 //! * `registry_storage_cache_hits_total`, `..._misses_total`,
 //!   `..._evictions_total`, `registry_storage_cache_entries`,
 //!   `registry_storage_cache_bytes`: the metadata cache (`[storage.cache]`),
@@ -105,6 +109,10 @@ pub struct Metrics {
     gc_last_success: Gauge<f64, AtomicU64>,
     uploads_purged: Counter,
     read_only: Gauge,
+    /// Registries of other modules (the proxy's per-upstream counters),
+    /// appended to the exposition.
+    extra: std::sync::Mutex<Vec<Registry>>,
+    config_reloads: Family<ResultLabel, Counter>,
     cache: CacheMetrics,
     /// The storage whose metadata cache is reported (set once by the server).
     cache_source: std::sync::OnceLock<crate::storage::Storage>,
@@ -261,7 +269,14 @@ impl Metrics {
             "1 while the registry refuses pushes and deletes (maintenance)",
             read_only_gauge.clone(),
         );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "registry_config_reloads",
+            "Reloads of the ACL and policies after the config file changed, by result",
+            config_reloads.clone(),
+        );
         Arc::new(Metrics {
+            config_reloads,
             registry,
             requests,
             duration,
@@ -278,6 +293,7 @@ impl Metrics {
             gc_last_success,
             uploads_purged,
             read_only: read_only_gauge,
+            extra: Default::default(),
             cache,
             cache_source: std::sync::OnceLock::new(),
         })
@@ -291,7 +307,15 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        for r in self.extra.lock().unwrap().iter() {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, r)
+                .expect("writing to a String cannot fail");
+        }
         out
+    }
+
+    pub fn add_registry(&self, registry: Registry) {
+        self.extra.lock().unwrap().push(registry);
     }
 
     /// Reports `storage`'s metadata cache from now on.
@@ -337,6 +361,13 @@ impl Metrics {
 
     pub fn uploads_purged(&self, n: u64) {
         self.uploads_purged.inc_by(n);
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn is_read_only(&self) -> bool {

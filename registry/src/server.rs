@@ -30,6 +30,8 @@ pub enum StartError {
     Metrics(#[from] crate::ops::MetricsBindError),
     #[error("http.tls: {0}")]
     Tls(std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::SetupError),
 }
 
 /// A server running on its own tasks.
@@ -45,6 +47,7 @@ pub struct Running {
     task: JoinHandle<std::io::Result<()>>,
     /// Metrics listener, online GC, upload purging.
     background: Vec<JoinHandle<()>>,
+    proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 impl Running {
@@ -56,6 +59,11 @@ impl Running {
             Ok(joined) => joined.unwrap_or(Ok(())),
             Err(_) => Ok(()),
         };
+        // Blob fetches run on their own tasks: a stopping server abandons
+        // them (nothing partial becomes visible).
+        if let Some(p) = &self.proxy {
+            p.shutdown();
+        }
         // Background work stops at its next safe point (a GC run never
         // stops half way through removing); past the deadline it is cut.
         for task in self.background {
@@ -87,6 +95,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     for key in &config.ignored_env {
         tracing::warn!(variable = %key, "environment variable names no setting of this registry; ignored");
     }
+    let proxy = crate::proxy::Proxy::new(config, storage.clone())?;
+    if let Some(p) = &proxy {
+        metrics.add_registry(p.metrics.registry());
+    }
     let app = Arc::new(App {
         listing: storage::listing::Listing::new(storage.clone()),
         storage,
@@ -98,7 +110,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .ui
             .enabled
             .then(|| crate::ui::Ui::new(config.http.secret.as_deref(), config.http.tls.is_some())),
+        proxy: proxy.clone(),
+        policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
     });
+    if let Some(path) = &config.source {
+        crate::reload::spawn(&app, path.clone());
+    }
     let storage_for_ops = app.storage.clone();
     let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
 
@@ -111,7 +128,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let (shutdown, mut stop) = watch::channel(false);
-    let background = crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    let mut background =
+        crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    if let Some(p) = &proxy {
+        background
+            .tasks
+            .extend(p.spawn_evictor(config.proxy.ttl, shutdown.subscribe()));
+    }
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -157,6 +180,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         shutdown,
         task,
         background: background.tasks,
+        proxy,
     })
 }
 

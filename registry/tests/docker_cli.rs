@@ -462,3 +462,89 @@ async fn token_mode_login_push_pull_and_denied_push() {
     drop(cleanup);
     assert_no_leftovers(&docker, &[&image, &denied, &image_id], "no-container");
 }
+
+/// Immutable tags as docker sees them (`[[policies.immutable]]`, docs/policies.md):
+/// pushing the same image to `v1.0.0` again passes; pushing a changed image
+/// to it fails with docker printing the rule; deleting it is refused too.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs docker (run scripts/test.sh)"]
+async fn immutable_tag_refuses_a_changed_docker_push() {
+    let s = TestServer::start_with(|c| {
+        c.policies =
+            toml::from_str("[[immutable]]\nrepository = \"e2e/**\"\ntags = [\"v*\"]").unwrap();
+    })
+    .await;
+    let host = format!("127.0.0.1:{}", s.addr.port());
+    let docker = Docker::new();
+    let tag = unique();
+    let release = format!("{host}/e2e/release-{tag}:v1.0.0");
+    let mut cleanup = Cleanup {
+        docker: &docker,
+        containers: Vec::new(),
+        images: vec![release.clone()],
+    };
+    docker
+        .run_with_stdin(
+            &["login", &host, "-u", USER, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await;
+    let build = |ctx: &tempfile::TempDir| {
+        let args = [
+            "build".to_owned(),
+            "-q".into(),
+            "--force-rm".into(),
+            "-t".into(),
+            release.clone(),
+            ctx.path().display().to_string(),
+        ];
+        let docker = &docker;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker.ok(&args).await.stdout.trim().to_owned()
+        }
+    };
+    let first = context_dir();
+    let first_id = build(&first).await;
+    cleanup.images.insert(0, first_id.clone());
+    let digest = pushed_digest(&docker.ok(&["push", &release]).await.stdout);
+    // A CI re-run: the same image again.
+    let again = pushed_digest(&docker.ok(&["push", &release]).await.stdout);
+    assert_eq!(again, digest);
+
+    // A changed image (another CMD, so another config and manifest).
+    let second = context_dir();
+    std::fs::write(
+        second.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /busybox\nCMD [\"/busybox\",\"echo\",\"changed\"]\n",
+    )
+    .unwrap();
+    let second_id = build(&second).await;
+    cleanup.images.insert(0, second_id.clone());
+    assert_ne!(second_id, first_id);
+    let out = docker.run(&["push", &release]).await;
+    assert!(!out.ok, "a changed push to an immutable tag succeeded");
+    assert!(
+        out.stderr.contains("denied: tag v1.0.0 of e2e/release-")
+            && out
+                .stderr
+                .contains("is immutable under policies.immutable[0]")
+            && out.stderr.contains(&digest),
+        "docker's message for an immutable tag: {}",
+        out.stderr
+    );
+    let c = s.client();
+    let path = format!("/v2/e2e/release-{tag}/manifests/v1.0.0");
+    let r = c.delete(&path).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = c
+        .head(&path)
+        .header("accept", DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+
+    drop(cleanup);
+    assert_no_leftovers(&docker, &[&release, &first_id, &second_id], "no-container");
+}

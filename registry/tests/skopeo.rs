@@ -665,3 +665,54 @@ async fn delete_by_tag_removes_the_manifest_and_its_tags() {
     let (_, digest, _) = get_manifest(&s, "team/app", "v2").await;
     assert_eq!(digest, two.digest);
 }
+
+/// Immutable tags as skopeo sees them (docs/policies.md): the same image
+/// copied to `v1.0.0` again passes, another one is refused with the rule in
+/// skopeo's message.
+#[tokio::test]
+#[ignore = "needs skopeo (run scripts/test.sh)"]
+async fn immutable_tag_refuses_a_changed_copy() {
+    let s = TestServer::start_with(|c| {
+        c.policies =
+            toml::from_str("[[immutable]]\nrepository = \"team/**\"\ntags = [\"v*\"]").unwrap();
+    })
+    .await;
+    let sk = Skopeo::new();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let mut layout = Layout::create(&src);
+    for (tag, content) in [("first", b"one\n"), ("second", b"two\n")] {
+        let image = layout.add_image(
+            "linux",
+            "amd64",
+            &[Layer::tar_gz(Tar::new().file("f", 0o644, content).finish())],
+        );
+        layout.tag(tag, &image);
+    }
+    let dest = format!("docker://{}/team/app:v1.0.0", s.addr);
+    let copy = |tag: &str| {
+        [
+            "copy".to_owned(),
+            "--preserve-digests".into(),
+            "--dest-creds".into(),
+            creds(),
+            "--dest-tls-verify=false".into(),
+            oci_ref(&src, tag),
+            dest.clone(),
+        ]
+    };
+    sk.ok(&str_args(&copy("first"))).await;
+    sk.ok(&str_args(&copy("first"))).await;
+    let out = sk.fails(&str_args(&copy("second"))).await;
+    assert!(
+        out.stderr
+            .contains("denied: tag v1.0.0 of team/app is immutable under policies.immutable[0]"),
+        "skopeo's message for an immutable tag: {}",
+        out.stderr
+    );
+    s.stop().await;
+}
+
+fn str_args(a: &[String]) -> Vec<&str> {
+    a.iter().map(String::as_str).collect()
+}

@@ -131,6 +131,9 @@ async fn browser(driver: &Driver) -> Browser {
 
 fn with_acl(c: &mut Config) {
     support::users_and_acl(c, USERS, ACL);
+    // public/base's releases cannot change: the UI marks them.
+    c.policies =
+        toml::from_str("[[immutable]]\nrepository = \"public/**\"\ntags = [\"v*\"]").unwrap();
 }
 
 /// Pushes the test's content; returns (image digest, index digest,
@@ -427,6 +430,7 @@ async fn ui_in_a_real_browser() {
     shot(&b, "login").await;
     b.goto(&format!("{base}/ui/r/public/base")).await.unwrap();
     assert_eq!(texts(&b, "a.tag").await, ["v1"]);
+    assert_eq!(texts(&b, "span.badge").await, ["immutable"]);
     assert!(b.find(Locator::Css("a.delete")).await.is_err());
 
     // Login: wrong, then right.

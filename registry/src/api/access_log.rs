@@ -45,6 +45,10 @@ pub async fn log(request: Request, next: Next) -> Response {
         .get::<User>()
         .map(|u| u.0.clone())
         .unwrap_or_default();
+    let cache = response
+        .extensions()
+        .get::<crate::proxy::CacheStatus>()
+        .map_or("", |c| c.as_str());
     let bytes_out = super::body::content_length(response.headers()).unwrap_or(0);
     tracing::info!(
         target: "access",
@@ -56,6 +60,7 @@ pub async fn log(request: Request, next: Next) -> Response {
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         user = %user,
         client = %peer,
+        cache,
     );
     response
 }

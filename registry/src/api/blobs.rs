@@ -119,7 +119,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
         .expect("valid response"))
 }
 
-pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
     let digest = parse_digest(raw)?;
     if !state.delete_enabled {
         return Err(ApiError::new(
@@ -127,6 +127,8 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
             "deletes are disabled on this registry",
         ));
     }
+    // A layer of an image an immutable tag protects stays.
+    super::manifests::refuse_if_protected(state, name, &digest, parts).await?;
     if !state.storage.unlink_blob(name, &digest).await? {
         return Err(ApiError::new(Code::BlobUnknown, "blob unknown to registry"));
     }

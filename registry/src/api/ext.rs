@@ -89,14 +89,14 @@ pub async fn visible_repositories(
     let Some(grant) = grant else {
         return Ok(Vec::new());
     };
-    let acl = &state.auth.acl;
+    let acl = state.auth.acl.get();
     Ok(state
         .listing
         .repository_names()
         .await?
         .into_iter()
         .filter(|n| filter.is_none_or(|f| n.contains(f)))
-        .filter(|n| grant.lists(acl, n))
+        .filter(|n| grant.lists(&acl, n))
         .collect())
 }
 

@@ -9,9 +9,11 @@ use serde_json::json;
 use super::body::content_length;
 use super::error::{ApiError, ApiResult, Code};
 use super::refuse_unread;
+use crate::auth::User;
 use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
 use crate::oci::name::ReferenceError;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::policy::immutable::Protection;
 use crate::AppState;
 
 const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -175,6 +177,25 @@ pub async fn put(
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
     };
+    // An immutable tag is checked before anything is stored, and claimed
+    // (created only if absent) after, so racing pushes cannot both win.
+    let claim = match tag {
+        Some(t) => binding_protection(state, name, t, parts),
+        None => None,
+    };
+    if let (Some(t), Some(p)) = (tag, &claim) {
+        if let Some(current) = state.storage.resolve_tag(name, t).await? {
+            if current != digest {
+                return Err(immutable_refusal(
+                    name,
+                    t,
+                    &current,
+                    p,
+                    "pushed with another digest",
+                ));
+            }
+        }
+    }
     // Acknowledged only once the manifest is visible and everything it
     // references is still there and not being garbage-collected
     // (storage::gc_guard explains the race this closes).
@@ -185,7 +206,7 @@ pub async fn put(
             &digest,
             body,
             parsed.subject.as_ref(),
-            tag,
+            if claim.is_some() { None } else { tag },
             &parsed.blobs,
             &parsed.children,
         )
@@ -204,6 +225,30 @@ pub async fn put(
         };
         return Err(ApiError::new(Code::ManifestBlobUnknown, message)
             .detail(json!({ "digest": d.to_string() })));
+    }
+    if let (Some(t), Some(p)) = (tag, &claim) {
+        if let Err(current) = state.storage.claim_tag(name, t, &digest).await? {
+            return Err(immutable_refusal(
+                name,
+                t,
+                &current,
+                p,
+                "pushed with another digest",
+            ));
+        }
+    }
+    // A whole-repository delete that began after the checks above takes
+    // this push with it: refuse rather than acknowledge a tag it is
+    // removing the manifest of (crate::repository_delete).
+    if !state.storage.manifest_still_stands(name, &digest).await? {
+        if let Some(t) = tag {
+            state.storage.untag_if(name, t, &digest).await?;
+        }
+        return Err(ApiError::new(
+            Code::ManifestBlobUnknown,
+            "the repository was deleted while this manifest was pushed; push it again",
+        )
+        .detail(json!({ "digest": digest.to_string() })));
     }
     // Audited by the auth middleware, which knows the user and client.
     let mut response = (
@@ -272,7 +317,7 @@ async fn check_references(state: &AppState, name: &RepoName, m: &Manifest) -> Ap
     Ok(())
 }
 
-pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
+pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
     let reference = lookup_reference(raw)?;
     if !state.delete_enabled {
         return Err(ApiError::new(
@@ -281,8 +326,16 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
         ));
     }
     let deleted = match &reference {
-        Reference::Tag(t) => state.storage.delete_tag(name, t).await?,
+        Reference::Tag(t) => {
+            if let Some(p) = binding_protection(state, name, t, parts) {
+                if let Some(current) = state.storage.resolve_tag(name, t).await? {
+                    return Err(immutable_refusal(name, t, &current, &p, "deleted"));
+                }
+            }
+            state.storage.delete_tag(name, t).await?
+        }
         Reference::Digest(d) => {
+            refuse_if_protected(state, name, d, parts).await?;
             let subject = match state.storage.read_manifest(name, d).await? {
                 Some(body) => manifest::parse(&body, None).ok().and_then(|m| m.subject),
                 None => None,
@@ -297,4 +350,103 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str) -> ApiResult {
         return Err(manifest_unknown(&reference));
     }
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+/// The immutable rule that protects `tag` in `name` from this request's
+/// user (an admin is exempt where the rule allows it).
+pub(crate) fn binding_protection(
+    state: &AppState,
+    name: &RepoName,
+    tag: &Tag,
+    parts: &Parts,
+) -> Option<Protection> {
+    let policies = state.policies.get();
+    let p = policies.immutable.protection(name.as_str(), tag.as_str())?;
+    p.binds(requester_is_admin(state, parts)).then_some(p)
+}
+
+pub(crate) fn requester_is_admin(state: &AppState, parts: &Parts) -> bool {
+    let user = parts.extensions.get::<User>().map(|u| u.0.as_str());
+    user.is_some_and(|u| u != crate::auth::ANONYMOUS) && state.auth.acl.get().is_admin(user)
+}
+
+/// Refuses deleting `d` from `name` (a manifest by digest, or a blob) when
+/// a tag an immutable rule protects reaches it: the manifest the tag names,
+/// a child of that index, or a blob either references. Deleting any of them
+/// would break the protected image.
+pub(crate) async fn refuse_if_protected(
+    state: &AppState,
+    name: &RepoName,
+    d: &Digest,
+    parts: &Parts,
+) -> ApiResult<()> {
+    if state.policies.get().immutable.is_empty() {
+        return Ok(());
+    }
+    for tag in state.storage.tags(name).await?.unwrap_or_default() {
+        let Ok(tag) = tag.parse::<Tag>() else {
+            continue;
+        };
+        let Some(p) = binding_protection(state, name, &tag, parts) else {
+            continue;
+        };
+        let Some(top) = state.storage.resolve_tag(name, &tag).await? else {
+            continue;
+        };
+        if reaches(state, name, &top, d).await? {
+            let what = if &top == d {
+                "untagged by deleting its manifest".to_owned()
+            } else {
+                format!("broken by deleting {d}, which its image includes")
+            };
+            return Err(immutable_refusal(name, &tag, &top, &p, &what));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `d` is `top`, or a manifest or blob `top` references (through
+/// index children, to any depth).
+async fn reaches(state: &AppState, name: &RepoName, top: &Digest, d: &Digest) -> ApiResult<bool> {
+    let mut pending = vec![top.clone()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(m) = pending.pop() {
+        if &m == d {
+            return Ok(true);
+        }
+        if !seen.insert(m.clone()) {
+            continue;
+        }
+        let Some(body) = state.storage.read_manifest(name, &m).await? else {
+            continue;
+        };
+        let Ok(parsed) = manifest::parse(&body, None) else {
+            continue;
+        };
+        if parsed.blobs.contains(d) {
+            return Ok(true);
+        }
+        pending.extend(parsed.children);
+    }
+    Ok(false)
+}
+
+/// 409 `DENIED`, naming the rule: what registries with immutable tags
+/// (Harbor, ECR) answer, and what docker and skopeo print as `denied: ...`.
+pub(crate) fn immutable_refusal(
+    name: &RepoName,
+    tag: &Tag,
+    current: &Digest,
+    p: &Protection,
+    what: &str,
+) -> ApiError {
+    ApiError::new(
+        Code::Denied,
+        format!(
+            "tag {tag} of {name} is immutable under {} and cannot be {what}; it points at {current}",
+            p.rule
+        ),
+    )
+    .status(StatusCode::CONFLICT)
+    .detail(json!({ "repository": name.as_str(), "tag": tag.as_str(), "digest": current.to_string(), "rule": p.rule }))
 }

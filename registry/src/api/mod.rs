@@ -8,8 +8,10 @@ pub mod body;
 pub mod error;
 pub mod ext;
 pub mod manifests;
+pub mod proxied;
 pub mod readonly;
 pub mod referrers;
+pub mod repositories;
 pub mod route;
 pub mod tags;
 pub mod token_endpoint;
@@ -146,6 +148,20 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let kind = RouteKind(route.kind());
     let method = request.method().clone();
     let (parts, body) = request.into_parts();
+    if let Some(proxy) = &state.proxy {
+        if let Some(error) = proxied::refuse_write(proxy, &route, &method, &parts) {
+            let mut response = refuse_unread(error, body).await.into_response();
+            response.extensions_mut().insert(kind);
+            return response;
+        }
+        if matches!(method, Method::GET | Method::HEAD) {
+            if let Some(result) = proxied::read(&state, proxy, &route, &parts).await {
+                let mut response = result.unwrap_or_else(IntoResponse::into_response);
+                response.extensions_mut().insert(kind);
+                return response;
+            }
+        }
+    }
     let result = match (route, method) {
         (Route::Catalog, Method::GET | Method::HEAD) => tags::catalog(&state, &parts).await,
         (Route::Tags(name), Method::GET | Method::HEAD) => tags::list(&state, &name, &parts).await,
@@ -155,11 +171,13 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Manifest(name, r), Method::PUT) => {
             manifests::put(&state, &name, &r, &parts, body).await
         }
-        (Route::Manifest(name, r), Method::DELETE) => manifests::delete(&state, &name, &r).await,
+        (Route::Manifest(name, r), Method::DELETE) => {
+            manifests::delete(&state, &name, &r, &parts).await
+        }
         (Route::Blob(name, d), Method::GET | Method::HEAD) => {
             blobs::get(&state, &name, &d, &parts).await
         }
-        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d).await,
+        (Route::Blob(name, d), Method::DELETE) => blobs::delete(&state, &name, &d, &parts).await,
         (Route::UploadStart(name), Method::POST) => {
             uploads::start(&state, &name, &parts, body).await
         }
@@ -180,6 +198,10 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::ExtTags(name), Method::GET | Method::HEAD) => {
             ext::tags(&state, &name, &parts).await
         }
+        (Route::Repository(name), Method::DELETE) => {
+            repositories::delete(&state, &name, &parts).await
+        }
+        (Route::Repository(_), _) => Ok(method_not_allowed("DELETE")),
         (Route::Catalog | Route::Tags(_) | Route::ExtRepositories | Route::ExtTags(_), _) => {
             Ok(method_not_allowed("GET, HEAD"))
         }

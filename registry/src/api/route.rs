@@ -17,6 +17,8 @@ pub enum Route {
     ExtRepositories,
     /// `/v2/<name>/_ext/tags`: tags with digest, size and push time.
     ExtTags(RepoName),
+    /// `_ext/repositories/<name>`: the whole repository (DELETE).
+    Repository(RepoName),
 }
 
 impl Route {
@@ -32,6 +34,7 @@ impl Route {
             Route::Referrers(..) => "referrers",
             Route::ExtRepositories => "ext_repositories",
             Route::ExtTags(_) => "ext_tags",
+            Route::Repository(_) => "repository",
         }
     }
 }
@@ -50,6 +53,12 @@ pub fn parse(rest: &str) -> Result<Route, RouteError> {
     }
     if rest == "_ext/repositories" {
         return Ok(Route::ExtRepositories);
+    }
+    if let Some(name) = rest.strip_prefix("_ext/repositories/") {
+        return name
+            .parse()
+            .map(Route::Repository)
+            .map_err(RouteError::Name);
     }
     let parts: Vec<&str> = rest.split('/').collect();
     let n = parts.len();
@@ -85,6 +94,10 @@ mod tests {
     #[test]
     fn parses_from_the_right() {
         assert_eq!(parse("_catalog"), Ok(Route::Catalog));
+        assert_eq!(
+            parse("_ext/repositories/a/b"),
+            Ok(Route::Repository(name("a/b")))
+        );
         assert_eq!(parse("a/b/c/tags/list"), Ok(Route::Tags(name("a/b/c"))));
         assert_eq!(
             parse("a/manifests/b/manifests/latest"),

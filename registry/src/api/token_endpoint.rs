@@ -159,7 +159,7 @@ struct Issue<'a> {
 
 /// Grants, signs, audits, answers.
 fn issue(state: &AppState, token: &TokenAuth, credentials: &Credentials, req: Issue) -> Response {
-    let access = grant(&state.auth.acl, req.user, &req.scopes);
+    let access = grant(&state.auth.acl.get(), req.user, &req.scopes);
     let granted = scope_string(&access);
     let subject = req.user.unwrap_or_default();
     let issued = match token.issue(subject, access) {

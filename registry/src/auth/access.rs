@@ -147,7 +147,8 @@ pub fn needed(method: &Method, path: &str) -> Needed {
         | Route::Blob(name, _)
         | Route::UploadStart(name)
         | Route::Upload(name, _)
-        | Route::Referrers(name, _) => vec![repository(name, by_method)],
+        | Route::Referrers(name, _)
+        | Route::Repository(name) => vec![repository(name, by_method)],
     };
     Needed {
         accesses,

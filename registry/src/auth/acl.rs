@@ -133,7 +133,7 @@ impl Acl {
         })
     }
 
-    fn is_admin(&self, user: Option<&str>) -> bool {
+    pub fn is_admin(&self, user: Option<&str>) -> bool {
         user.is_some_and(|u| self.names(&self.admins, u))
     }
 
@@ -205,7 +205,7 @@ impl Acl {
 
 /// Glob match over repository names: `*` any run of characters but `/`,
 /// `**` any run including `/`, `?` one character but `/`.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.split_first() {
         None => name.is_empty(),
         Some((b'*', rest)) if rest.first() == Some(&b'*') => {

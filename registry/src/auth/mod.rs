@@ -60,7 +60,8 @@ pub enum Mode {
 
 pub struct Authenticator {
     pub mode: Mode,
-    pub acl: Arc<Acl>,
+    /// Replaced when the config file changes (`crate::reload`).
+    pub acl: crate::reload::Live<Acl>,
     pub audit: Audit,
     /// Whether the listener is TLS (the scheme of a derived token realm).
     pub tls: bool,
@@ -70,7 +71,7 @@ impl Authenticator {
     pub fn open() -> Authenticator {
         Authenticator {
             mode: Mode::Open,
-            acl: Arc::new(Acl::open_to_users()),
+            acl: crate::reload::Live::new(Acl::open_to_users()),
             audit: Audit::disabled(),
             tls: false,
         }
@@ -279,7 +280,7 @@ async fn basic(
     };
     let grant = Grant::Acl {
         user: user.clone(),
-        acl: auth.acl.clone(),
+        acl: auth.acl.get(),
     };
     let allowed = needed.accesses.iter().all(|a| grant.allows(a));
     match user {
@@ -525,6 +526,9 @@ fn audit_change(
         {
             ("delete", name, r.clone())
         }
+        (Some(Route::Repository(name)), &Method::DELETE) if status == StatusCode::ACCEPTED => {
+            ("delete", name, "*".to_owned())
+        }
         _ => return,
     };
     auth.audit.record(&Event {
@@ -606,7 +610,7 @@ pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Crea
     Ok((
         Authenticator {
             mode,
-            acl: Arc::new(acl),
+            acl: crate::reload::Live::new(acl),
             audit,
             tls: config.http.tls.is_some(),
         },

@@ -177,6 +177,10 @@ impl Storage {
         if !self.exists(&layout::gc_lock()).await? {
             return Ok(None);
         }
+        // The whole repository is being deleted: everything in it goes.
+        if self.exists(&layout::gc_pending_repository(name)).await? {
+            return Ok(digests.first().cloned());
+        }
         for d in digests {
             if self.exists(&layout::gc_pending_blob(d)).await?
                 || self.exists(&layout::gc_pending_link(name, d)).await?

@@ -171,6 +171,13 @@ pub fn gc_pending_blob(d: &Digest) -> Path {
     ))
 }
 
+/// Written while repository `name` is being deleted as a whole
+/// (`crate::repository_delete`): a manifest push into it fails. The last
+/// component starts with `_`, so no nested repository's marker is a prefix.
+pub fn gc_pending_repository(name: &RepoName) -> Path {
+    key(format!("{ROOT}/_gc/pending/deleting/{name}/_repository"))
+}
+
 /// Like `gc_pending_blob`, for removing `name`'s links to `d` (its
 /// `_layers` link, or the revision link of an untagged manifest).
 pub fn gc_pending_link(name: &RepoName, d: &Digest) -> Path {

@@ -93,7 +93,14 @@ pub struct MetaCache {
     /// Bumped by every invalidation: a read fills the cache only if no
     /// write happened since it began.
     epoch: AtomicU64,
+    /// One storage read per key at a time (striped: keys that share a
+    /// stripe wait for each other's misses, which are short).
+    turns: Vec<tokio::sync::Mutex<()>>,
+    stripe: std::collections::hash_map::RandomState,
 }
+
+/// Stripes of `MetaCache::turns`.
+const TURNS: usize = 256;
 
 /// Where a lookup that missed may store what it then read.
 pub struct Ticket(u64);
@@ -129,7 +136,18 @@ impl MetaCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripe: Default::default(),
         }
+    }
+
+    /// Waits until no other lookup of `key` is reading storage; None when
+    /// the cache is off (nothing would be shared).
+    pub async fn turn(&self, key: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.table.as_ref()?;
+        use std::hash::BuildHasher;
+        let stripe = self.stripe.hash_one(key) as usize % TURNS;
+        Some(self.turns[stripe].lock().await)
     }
 
     pub fn disabled() -> MetaCache {

@@ -20,6 +20,8 @@ mod local_dirs;
 mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;
+mod repository_keys;
+mod tag_claim;
 pub mod uploads;
 pub mod walk;
 
@@ -548,35 +550,54 @@ impl Storage {
 pub struct Cached<'a>(&'a Storage);
 
 impl Cached<'_> {
-    async fn size_of(&self, key: &Path) -> Result<Option<u64>> {
-        let ticket = match self.0.meta.get(key.as_ref()) {
-            Ok(meta_cache::Value::Size(s)) => return Ok(s),
-            Ok(_) => None,
-            Err(ticket) => Some(ticket),
-        };
-        let size = self.0.size_of(key).await?;
-        if let Some(ticket) = ticket {
-            self.0
-                .meta
-                .fill(ticket, key.as_ref(), meta_cache::Value::Size(size));
+    /// The cached value for `key`, else `read`'s, stored. Concurrent misses
+    /// of one key wait for the first (`MetaCache::turn`) instead of all
+    /// reading storage: an expired tag list of 1,000 tags under 32
+    /// connections was 32 listings at once, each slower than the ttl.
+    async fn lookup<F, Fut>(&self, key: &str, read: F) -> Result<meta_cache::Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<meta_cache::Value>>,
+    {
+        let meta = &self.0.meta;
+        if let Ok(v) = meta.get(key) {
+            return Ok(v);
         }
-        Ok(size)
+        let Some(_turn) = meta.turn(key).await else {
+            return read().await; // the cache is off
+        };
+        let ticket = match meta.get(key) {
+            Ok(v) => return Ok(v),
+            Err(ticket) => ticket,
+        };
+        let v = read().await?;
+        meta.fill(ticket, key, v.clone());
+        Ok(v)
+    }
+
+    async fn size_of(&self, key: &Path) -> Result<Option<u64>> {
+        let v = self
+            .lookup(key.as_ref(), || async {
+                Ok(meta_cache::Value::Size(self.0.size_of(key).await?))
+            })
+            .await?;
+        match v {
+            meta_cache::Value::Size(s) => Ok(s),
+            _ => self.0.size_of(key).await,
+        }
     }
 
     pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
         let key = layout::tag_current_link(name, tag);
-        let ticket = match self.0.meta.get(key.as_ref()) {
-            Ok(meta_cache::Value::Link(d)) => return Ok(d),
-            Ok(_) => None,
-            Err(ticket) => Some(ticket),
-        };
-        let d = self.0.read_link(&key).await?;
-        if let Some(ticket) = ticket {
-            self.0
-                .meta
-                .fill(ticket, key.as_ref(), meta_cache::Value::Link(d.clone()));
+        let v = self
+            .lookup(key.as_ref(), || async {
+                Ok(meta_cache::Value::Link(self.0.read_link(&key).await?))
+            })
+            .await?;
+        match v {
+            meta_cache::Value::Link(d) => Ok(d),
+            _ => self.0.read_link(&key).await,
         }
-        Ok(d)
     }
 
     pub async fn manifest_in_repo(&self, name: &RepoName, d: &Digest) -> Result<bool> {
@@ -602,17 +623,16 @@ impl Cached<'_> {
 
     pub async fn tags(&self, name: &RepoName) -> Result<Option<Arc<Vec<String>>>> {
         let key = meta_cache::tags_key(&layout::repository(name));
-        let ticket = match self.0.meta.get(&key) {
-            Ok(meta_cache::Value::Tags(t)) => return Ok(t),
-            Ok(_) => None,
-            Err(ticket) => Some(ticket),
-        };
-        let tags = self.0.tags(name).await?.map(Arc::new);
-        if let Some(ticket) = ticket {
-            self.0
-                .meta
-                .fill(ticket, &key, meta_cache::Value::Tags(tags.clone()));
+        let v = self
+            .lookup(&key, || async {
+                Ok(meta_cache::Value::Tags(
+                    self.0.tags(name).await?.map(Arc::new),
+                ))
+            })
+            .await?;
+        match v {
+            meta_cache::Value::Tags(t) => Ok(t),
+            _ => Ok(self.0.tags(name).await?.map(Arc::new)),
         }
-        Ok(tags)
     }
 }

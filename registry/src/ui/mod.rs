@@ -184,7 +184,7 @@ fn viewer(state: &App, headers: &HeaderMap) -> Viewer {
             Mode::Open => Grant::All,
             _ => Grant::Acl {
                 user: None,
-                acl: state.auth.acl.clone(),
+                acl: state.auth.acl.get(),
             },
         };
         // Forms still need a token there: a page of another site must not
@@ -205,7 +205,7 @@ fn viewer(state: &App, headers: &HeaderMap) -> Viewer {
         csrf: session.as_ref().map(|s| ui.sessions.csrf(s)),
         grant: Grant::Acl {
             user: session.as_ref().map(|s| s.user.clone()),
-            acl: state.auth.acl.clone(),
+            acl: state.auth.acl.get(),
         },
         session,
         can_login: true,
@@ -409,10 +409,21 @@ async fn repository_page(
             .unwrap_or_default();
         format!("{}?{q}", pages::repo_href(name.as_str()))
     });
+    let policies = state.policies.get();
+    let immutable: Vec<bool> = tags
+        .iter()
+        .map(|t| {
+            policies
+                .immutable
+                .protection(name.as_str(), &t.tag)
+                .is_some()
+        })
+        .collect();
     let page = pages::RepoPage {
         name: name.as_str(),
         host: &pull_host(headers),
         tags: &tags,
+        immutable: &immutable,
         sort,
         can_delete: can_delete(state, v, name),
         next,
@@ -729,10 +740,10 @@ async fn confirm_delete(
 async fn delete(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let v = viewer(&state, &headers);
+    let (mut parts, body) = request.into_parts();
+    let v = viewer(&state, &parts.headers);
     let form = read_form(body).await;
     if !csrf_checked(&v, &form) {
         return forbidden(&v, "Not logged in, or the form expired; reload the page.");
@@ -741,9 +752,15 @@ async fn delete(
         Ok(t) => t,
         Err(response) => return *response,
     };
-    match crate::api::manifests::delete(&state, &name, &reference).await {
+    // The API's delete reads the user from the request (an admin may
+    // override an immutable-tag rule that allows it).
+    let user = v
+        .session
+        .as_ref()
+        .map_or(crate::auth::ANONYMOUS, |s| s.user.as_str());
+    parts.extensions.insert(crate::auth::User(user.to_owned()));
+    match crate::api::manifests::delete(&state, &name, &reference, &parts).await {
         Ok(_) => {
-            let user = v.session.as_ref().map_or("anonymous", |s| s.user.as_str());
             state.auth.audit.record(&Event {
                 event: "delete",
                 user,

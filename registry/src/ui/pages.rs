@@ -230,6 +230,8 @@ pub struct RepoPage<'a> {
     pub name: &'a str,
     pub host: &'a str,
     pub tags: &'a [TagInfo],
+    /// Per tag: whether an immutable-tag rule protects it (`[policies]`).
+    pub immutable: &'a [bool],
     pub sort: Sort,
     pub can_delete: bool,
     /// The next page of tags, if more follow.
@@ -264,7 +266,12 @@ pub fn repository(chrome: &Chrome, page: &RepoPage) -> Markup {
                         tbody {
                             @for (i, t) in page.tags.iter().enumerate() {
                                 tr data-tag=(t.tag) {
-                                    td { a.tag href=(tag_href(name, &t.tag)) { (t.tag) } }
+                                    td {
+                                        a.tag href=(tag_href(name, &t.tag)) { (t.tag) }
+                                        @if page.immutable.get(i).copied().unwrap_or(false) {
+                                            " " span.badge title="An immutable-tag rule protects this tag" { "immutable" }
+                                        }
+                                    }
                                     td { a.digest href=(digest_href(name, &t.digest.to_string())) title=(t.digest.to_string()) { code { (short_digest(&t.digest.to_string())) } } }
                                     td { (kind_of(&t.media_type)) }
                                     td.platforms { (t.platforms.join(", ")) }

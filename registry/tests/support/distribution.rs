@@ -73,6 +73,34 @@ impl DockerRegistry {
 
     /// `storage` as above; `extra` is YAML appended at the top level.
     pub async fn start_with_config(storage: &str, extra: &str) -> DockerRegistry {
+        DockerRegistry::start_inner(storage, extra, false).await
+    }
+
+    /// As [`Self::start_with_config`], with its access log on (in `log`), to
+    /// count the requests it served ([`Self::requests`]).
+    pub async fn start_logged(storage: &str, extra: &str) -> DockerRegistry {
+        DockerRegistry::start_inner(storage, extra, true).await
+    }
+
+    /// Access-log lines of requests whose request line starts with
+    /// `METHOD path` and whose status is `status` (any when None).
+    pub fn requests(&self, method: &str, path: &str, status: Option<u16>) -> usize {
+        let needle = format!("\"{method} {path}");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter(|l| {
+                status.is_none_or(|s| {
+                    l.split('"')
+                        .nth(2)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .is_some_and(|code| code == s.to_string())
+                })
+            })
+            .count()
+    }
+
+    async fn start_inner(storage: &str, extra: &str, access_log: bool) -> DockerRegistry {
         assert!(
             Path::new(DOCKER_REGISTRY).exists(),
             "{DOCKER_REGISTRY} is missing: run scripts/ci-deps.sh (apt package docker-registry)"
@@ -81,7 +109,7 @@ impl DockerRegistry {
         // The port is free when picked; another process may take it before
         // the child binds, so a start that dies early is retried.
         for _ in 0..3 {
-            match DockerRegistry::try_start(storage, extra, free_port()).await {
+            match DockerRegistry::try_start(storage, extra, free_port(), access_log).await {
                 Ok(r) => return r,
                 Err(log) => last_log = log,
             }
@@ -89,16 +117,22 @@ impl DockerRegistry {
         panic!("docker-registry did not start:\n{last_log}");
     }
 
-    async fn try_start(storage: &str, extra: &str, port: u16) -> Result<DockerRegistry, String> {
+    async fn try_start(
+        storage: &str,
+        extra: &str,
+        port: u16,
+        access_log: bool,
+    ) -> Result<DockerRegistry, String> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\n\
-                 log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 log:\n  level: warn\n  accesslog:\n    disabled: {}\n\
                  storage:\n{storage}  delete:\n    enabled: true\n\
                  http:\n  addr: 127.0.0.1:{port}\n  secret: layout-compat-test\n{extra}",
+                !access_log
             ),
         )
         .unwrap();

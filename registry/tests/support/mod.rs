@@ -99,6 +99,13 @@ impl TestServer {
         server
     }
 
+    /// A second replica: another server on this one's storage (the same
+    /// directory or bucket) and config, with its own port. It must stop
+    /// before this one (which owns the storage).
+    pub async fn start_replica(&self) -> TestServer {
+        TestServer::start_config(self.config.clone(), tempfile::tempdir().unwrap()).await
+    }
+
     /// Where `/metrics` is served, when `[metrics] addr` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.running.as_ref()?.metrics_addr
@@ -181,6 +188,18 @@ impl Client {
 
     /// Pushes a blob monolithically; returns its digest string.
     pub async fn push_blob(&self, name: &str, data: &[u8]) -> String {
+        match self.try_push_blob(name, data).await {
+            Ok(digest) => digest,
+            Err(r) => panic!("push blob: {} {}", r.status(), r.text().await.unwrap()),
+        }
+    }
+
+    /// Pushes a blob monolithically: its digest, or the refusal.
+    pub async fn try_push_blob(
+        &self,
+        name: &str,
+        data: &[u8],
+    ) -> Result<String, reqwest::Response> {
         let digest = sha256_digest(data);
         let r = self
             .post(&format!("/v2/{name}/blobs/uploads/?digest={digest}"))
@@ -189,8 +208,11 @@ impl Client {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
-        digest
+        if r.status() == 201 {
+            Ok(digest)
+        } else {
+            Err(r)
+        }
     }
 
     /// Pushes an OCI image manifest with a config and the given layers

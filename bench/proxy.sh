@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Pull-through cache benchmark: our registry (`REGISTRY_PROXY_REMOTEURL`)
+# next to Debian's docker-registry in proxy mode (`proxy.remoteurl`, what
+# registry:2 runs), same upstream (a docker-registry with its access log on),
+# same client, one run.
+#
+#   bench/proxy.sh                  # prints the results (markdown)
+#   LAYERS=3 LAYER_MIB=8 CLIENTS=20 WRK_SECONDS=10 bench/proxy.sh
+#
+# Per mirror: a cold pull of one image (Docker schema2: config + LAYERS
+# layers of LAYER_MIB), a warm pull, then on fresh storage CLIENTS
+# concurrent cold pulls; for each, the time and what the upstream served
+# (requests by kind, bytes, from its access log). Then warm manifest GETs by
+# tag with wrk (p50/p99). Set UPDATE_DOCS=1 to replace the section in
+# docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAYERS=${LAYERS:-3}
+LAYER_MIB=${LAYER_MIB:-8}
+CLIENTS=${CLIENTS:-20}
+WRK_SECONDS=${WRK_SECONDS:-10}
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+
+cargo build --release --locked -p registry --bins >&2
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
+BIN=$TARGET/release/registry
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
+
+distribution() { # name port extra-yaml access-log(true|false)
+  local name=$1 port=$2 extra=$3 log=$4
+  mkdir -p "$work/$name"
+  cat >"$work/$name.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: $([ "$log" = true ] && echo false || echo true)
+storage:
+  filesystem:
+    rootdirectory: $work/$name/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+  secret: bench-proxy
+$extra
+EOF
+  /usr/bin/docker-registry serve "$work/$name.yml" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  wait_ready "$port"
+}
+
+UP_PORT=$(free_port)
+distribution upstream "$UP_PORT" "" true
+UPSTREAM=http://127.0.0.1:$UP_PORT
+
+# The image: random layers, pushed POST + PUT as docker-registry accepts.
+python3 - "$UPSTREAM" "$LAYERS" "$LAYER_MIB" <<'EOF'
+import hashlib, json, os, sys, urllib.request
+base, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def req(method, url, data=None, headers={}):
+    r = urllib.request.Request(url, data=data, method=method, headers=headers)
+    return urllib.request.urlopen(r)
+def push(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    loc = req("POST", f"{base}/v2/bench/image/blobs/uploads/").headers["Location"]
+    if loc.startswith("/"): loc = base + loc
+    sep = "&" if "?" in loc else "?"
+    req("PUT", f"{loc}{sep}digest={d}", data, {"Content-Type": "application/octet-stream"})
+    return d
+config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+layers = [os.urandom(mib << 20) for _ in range(n)]
+manifest = json.dumps({
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config), "digest": push(config)},
+    "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(l), "digest": push(l)} for l in layers],
+}).encode()
+req("PUT", f"{base}/v2/bench/image/manifests/v1", manifest,
+    {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+EOF
+
+start_theirs() { # storage-name port
+  distribution "$1" "$2" "proxy:
+  remoteurl: $UPSTREAM" false
+}
+start_ours() { # storage-name port
+  mkdir -p "$work/$1"
+  REGISTRY_HTTP_ADDR=127.0.0.1:$2 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/$1/data \
+    REGISTRY_AUTH=none REGISTRY_LOG_LEVEL=error REGISTRY_PROXY_REMOTEURL=$UPSTREAM \
+    REGISTRY_STORAGE_FILESYSTEM_FSYNC=${FSYNC:-true} \
+    "$BIN" serve >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  wait_ready "$2"
+}
+# docker-registry never fsyncs; ours does by default before a blob is
+# acknowledged (here: before its last byte reaches the clients).
+start_ours_nofsync() { FSYNC=false start_ours "$@"; }
+stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+
+# Pulls the image CLIENTS times at once from the mirror on port $1, as a
+# client does (manifest by tag, then config and layers by digest, bodies
+# read whole); prints the seconds the slowest took.
+pull() { # port clients
+  python3 - "$1" "$2" <<'EOF'
+import json, sys, threading, time, urllib.request
+port, clients = sys.argv[1], int(sys.argv[2])
+base = f"http://127.0.0.1:{port}/v2/bench/image"
+accept = "application/vnd.docker.distribution.manifest.v2+json"
+errors = []
+def one():
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(f"{base}/manifests/v1", headers={"Accept": accept}))
+        m = json.loads(r.read())
+        for d in [m["config"]] + m["layers"]:
+            with urllib.request.urlopen(f"{base}/blobs/{d['digest']}") as b:
+                got = 0
+                while chunk := b.read(1 << 20):
+                    got += len(chunk)
+            assert got == d["size"], (got, d["size"])
+    except Exception as e:
+        errors.append(repr(e))
+start = time.monotonic()
+threads = [threading.Thread(target=one) for _ in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+if errors: sys.exit(f"pull failed: {errors[:3]}")
+print(f"{time.monotonic() - start:.2f}")
+EOF
+}
+
+# What the upstream served since line $1 of its access log:
+# "manifests N, blobs N, MiB M".
+served_since() {
+  tail -n +"$(( $1 + 1 ))" "$work/upstream.log" | awk '
+    /"(GET|HEAD) \/v2\/bench\/image\/manifests\// { m++ }
+    /"GET \/v2\/bench\/image\/blobs\// { b++ }
+    /"(GET|HEAD) \/v2\/bench\/image\// { split($0, q, "\""); split(q[3], f, " "); bytes += f[2] }
+    END { printf "%d manifest, %d blob requests, %.1f MiB", m, b, bytes / 1048576 }'
+}
+log_lines() { wc -l <"$work/upstream.log"; }
+
+rows=()
+wrk_rows=()
+for who in theirs ours ours_nofsync; do
+  port=$(free_port)
+  "start_$who" "$who-1" "$port"
+  mark=$(log_lines); t=$(pull "$port" 1); rows+=("| $who | cold pull | $t s | $(served_since "$mark") |")
+  mark=$(log_lines); t=$(pull "$port" 1); rows+=("| $who | warm pull | $t s | $(served_since "$mark") |")
+  if command -v wrk >/dev/null; then
+    mark=$(log_lines)
+    out=$(wrk -t2 -c16 -d"${WRK_SECONDS}s" --latency -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
+      "http://127.0.0.1:$port/v2/bench/image/manifests/v1")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    wrk_rows+=("| $who | $rps | $p50 | $p99 | $(served_since "$mark") |")
+  fi
+  stop_last
+  port=$(free_port)
+  "start_$who" "$who-2" "$port"
+  mark=$(log_lines); t=$(pull "$port" "$CLIENTS"); rows+=("| $who | $CLIENTS concurrent cold pulls | $t s | $(served_since "$mark") |")
+  stop_last
+done
+
+image_mib=$(( LAYERS * LAYER_MIB ))
+{
+  echo "## Pull-through cache vs docker-registry's proxy mode"
+  echo
+  echo "Command: \`bench/proxy.sh\` (LAYERS=$LAYERS, LAYER_MIB=$LAYER_MIB, CLIENTS=$CLIENTS, WRK_SECONDS=$WRK_SECONDS). Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores."
+  echo "Upstream: Debian's docker-registry ($(/usr/bin/docker-registry --version 2>/dev/null | head -1)), no auth, one Docker schema2 image"
+  echo "of a config and $LAYERS layers of $LAYER_MIB MiB (${image_mib} MiB). theirs: the same docker-registry in proxy mode (\`proxy.remoteurl\`);"
+  echo "ours: \`REGISTRY_PROXY_REMOTEURL\` (tag_ttl 5m), with fsync (the default) and without (ours_nofsync, as docker-registry, which never fsyncs)."
+  echo "Client: Python, manifest by tag then every blob, bodies read whole. Load average at the start: $load_at_start (other builds shared the machine)."
+  echo
+  echo "| mirror | run | time | upstream served |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  if [ ${#wrk_rows[@]} -gt 0 ]; then
+    echo
+    echo "Warm manifest GETs by tag (wrk, 2 threads, 16 connections, ${WRK_SECONDS} s):"
+    echo
+    echo "| mirror | requests/s | p50 | p99 | upstream served meanwhile |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${wrk_rows[@]}"
+  fi
+} | tee "$work/section.md"
+
+if [ "${UPDATE_DOCS:-0}" = 1 ]; then
+  python3 - "$work/section.md" docs/benchmarks.md <<'EOF'
+import re, sys
+section, path = open(sys.argv[1]).read(), sys.argv[2]
+doc = open(path).read()
+title = "## Pull-through cache vs docker-registry's proxy mode"
+pattern = re.compile(re.escape(title) + r".*?(?=\n## |\Z)", re.S)
+doc = pattern.sub(section.rstrip("\n") + "\n", doc) if title in doc else doc.rstrip("\n") + "\n\n" + section
+open(path, "w").write(doc)
+EOF
+fi

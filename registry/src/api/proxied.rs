@@ -1,0 +1,324 @@
+//! The HTTP edge of the pull-through cache (`proxy`): reads of a proxied
+//! repository make sure the cache holds what is asked (one upstream request
+//! at most), then are served from storage by the ordinary handlers; a blob
+//! still arriving is streamed from its fetch. Writes into a proxied prefix
+//! are refused with `UNSUPPORTED` naming it.
+
+use axum::body::Body;
+use axum::http::{header, request::Parts, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::blobs::{self, parse_range, ByteRange};
+use super::error::{ApiError, ApiResult, Code};
+use super::route::Route;
+use super::{manifests, query, referrers, tags};
+use crate::oci::{Reference, RepoName};
+use crate::proxy::{CacheStatus, Proxy, ProxyError, Routed, Target};
+use crate::AppState;
+
+/// The spec error for an upstream failure; `not_found` is what a 404 means
+/// for the resource asked.
+fn upstream_error(e: ProxyError, not_found: ApiError) -> ApiError {
+    match e {
+        ProxyError::NotFound { .. } => not_found,
+        ProxyError::NoAccess { .. } => {
+            let message = format!("{}: {e}", not_found.message);
+            ApiError {
+                message,
+                ..not_found
+            }
+        }
+        ProxyError::RateLimited {
+            upstream,
+            retry_after,
+        } => {
+            let error = ApiError::new(
+                Code::TooManyRequests,
+                format!("upstream {upstream} is rate-limiting this registry; try again later"),
+            )
+            .detail(json!({ "upstream": upstream }));
+            match retry_after {
+                Some(s) => error.header(header::RETRY_AFTER, s.to_string()),
+                None => error,
+            }
+        }
+        ProxyError::Storage(m) => {
+            ApiError::new(Code::Unavailable, format!("storage is unavailable: {m}"))
+        }
+        ProxyError::Unreachable { ref upstream, .. }
+        | ProxyError::Status { ref upstream, .. }
+        | ProxyError::Denied { ref upstream, .. }
+        | ProxyError::DigestMismatch { ref upstream, .. } => {
+            let upstream = upstream.clone();
+            ApiError::new(Code::Unavailable, e.to_string())
+                .status(StatusCode::BAD_GATEWAY)
+                .detail(json!({ "upstream": upstream }))
+        }
+    }
+}
+
+fn with_cache(mut response: Response, status: CacheStatus) -> Response {
+    response.extensions_mut().insert(status);
+    response
+}
+
+fn ns(parts: &Parts) -> Option<String> {
+    query(parts).remove("ns")
+}
+
+/// The target of a proxied read, or None when `name` is hosted here.
+async fn target_of(
+    state: &AppState,
+    proxy: &Proxy,
+    name: &RepoName,
+    parts: &Parts,
+) -> Option<Target> {
+    match proxy.route(name, ns(parts).as_deref()) {
+        Routed::Hosted => None,
+        Routed::Proxied(t) => Some(t),
+        // A hosted repository of that name wins over Docker Hub's.
+        Routed::Mirror(t) => match state.storage.tags(name).await {
+            Ok(None) => Some(t),
+            _ => None,
+        },
+    }
+}
+
+/// A write into a proxied repository: refused, naming the prefix.
+pub fn refuse_write(
+    proxy: &Proxy,
+    route: &Route,
+    method: &Method,
+    parts: &Parts,
+) -> Option<ApiError> {
+    let name = match (route, method) {
+        (Route::UploadStart(n) | Route::Upload(n, _), _) => n,
+        (Route::Manifest(n, _) | Route::Blob(n, _), &Method::PUT | &Method::DELETE) => n,
+        _ => return None,
+    };
+    let Routed::Proxied(t) = proxy.route(name, ns(parts).as_deref()) else {
+        return None;
+    };
+    let url = &t.upstream.client.url;
+    let message = if t.upstream.prefix.is_empty() {
+        format!("this registry is a pull-through cache of {url}: pushes and deletes are refused")
+    } else {
+        format!(
+            "repository {name} is under the proxied prefix {:?} (a pull-through cache of {url}): pushes and deletes are refused there",
+            t.upstream.prefix
+        )
+    };
+    Some(
+        ApiError::new(Code::Unsupported, message)
+            .detail(json!({ "prefix": t.upstream.prefix, "upstream": url })),
+    )
+}
+
+/// A read of a proxied repository, or None when the route is hosted.
+pub async fn read(
+    state: &AppState,
+    proxy: &Proxy,
+    route: &Route,
+    parts: &Parts,
+) -> Option<ApiResult> {
+    let (Route::Manifest(name, _)
+    | Route::Blob(name, _)
+    | Route::Tags(name)
+    | Route::Referrers(name, _)) = route
+    else {
+        return None;
+    };
+    let target = target_of(state, proxy, name, parts).await?;
+    Some(match route {
+        Route::Manifest(_, raw) => manifest(state, proxy, &target, raw, parts).await,
+        Route::Blob(_, raw) => blob(state, proxy, &target, raw, parts).await,
+        Route::Tags(name) => tag_list(state, proxy, &target, name, parts).await,
+        Route::Referrers(_, raw) => referrer_list(state, proxy, &target, raw, parts).await,
+        Route::Catalog
+        | Route::UploadStart(_)
+        | Route::Upload(..)
+        | Route::Repository(_)
+        | Route::ExtRepositories
+        | Route::ExtTags(_) => return None,
+    })
+}
+
+async fn manifest(
+    state: &AppState,
+    proxy: &Proxy,
+    t: &Target,
+    raw: &str,
+    parts: &Parts,
+) -> ApiResult {
+    // A malformed reference gets the ordinary handler's error.
+    let Ok(reference) = raw.parse::<Reference>() else {
+        return manifests::get(state, &t.local, raw, parts).await;
+    };
+    let unknown = ApiError::new(Code::ManifestUnknown, "manifest unknown to the upstream")
+        .detail(json!({ "reference": raw, "upstream": t.upstream.client.url }));
+    let status = proxy
+        .ensure_manifest(t, &reference)
+        .await
+        .map_err(|e| upstream_error(e, unknown))?;
+    Ok(with_cache(
+        manifests::get(state, &t.local, raw, parts).await?,
+        status,
+    ))
+}
+
+async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Parts) -> ApiResult {
+    let digest = blobs::parse_digest(raw)?;
+    let storage = &state.storage;
+    let cached = match storage.repo_blob_size(&t.local, &digest).await? {
+        Some(_) => true,
+        // Content is content: a blob another repository cached is linked.
+        None if storage.blob_size(&digest).await?.is_some() => {
+            storage.link_blob(&t.local, &digest).await?;
+            true
+        }
+        None => false,
+    };
+    if cached {
+        proxy.record_hit(t);
+        let response = blobs::get(state, &t.local, raw, parts).await?;
+        return Ok(with_cache(response, CacheStatus::Hit));
+    }
+    let unknown = || {
+        ApiError::new(Code::BlobUnknown, "blob unknown to the upstream")
+            .detail(json!({ "digest": digest.to_string(), "upstream": t.upstream.client.url }))
+    };
+    if parts.method == Method::HEAD {
+        let size = proxy
+            .head_blob(t, &digest)
+            .await
+            .map_err(|e| upstream_error(e, unknown()))?;
+        let mut b = Response::builder()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header("docker-content-digest", digest.to_string());
+        if let Some(size) = size {
+            b = b.header(header::CONTENT_LENGTH, size);
+        }
+        return Ok(with_cache(
+            b.body(Body::empty()).expect("valid response"),
+            CacheStatus::Miss,
+        ));
+    }
+    let fetch = proxy.blob_fetch(t, &digest);
+    let size = fetch
+        .started()
+        .await
+        .map_err(|e| upstream_error(e, unknown()))?;
+    let range_header = parts
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let range = match size {
+        Some(size) => parse_range(range_header, size),
+        None => ByteRange::Whole,
+    };
+    let mut b = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string())
+        .header(header::ETAG, format!("\"{digest}\""));
+    let body = match (range, size) {
+        (ByteRange::Part { start, end }, Some(size)) => {
+            b = b
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_LENGTH, end + 1 - start)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+            fetch.reader(start, Some(end + 1))
+        }
+        (ByteRange::Unsatisfiable, Some(size)) => {
+            return Err(
+                ApiError::new(Code::SizeInvalid, "requested range not satisfiable")
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            )
+        }
+        (_, size) => {
+            if let Some(size) = size {
+                b = b.header(header::CONTENT_LENGTH, size);
+            }
+            fetch.reader(0, None)
+        }
+    };
+    let response = b.body(Body::from_stream(body)).expect("valid response");
+    Ok(with_cache(response, CacheStatus::Miss))
+}
+
+/// The upstream's referrers of a digest; the cached ones when it cannot
+/// answer (a registry without the referrers API included).
+async fn referrer_list(
+    state: &AppState,
+    proxy: &Proxy,
+    t: &Target,
+    raw: &str,
+    parts: &Parts,
+) -> ApiResult {
+    let digest = blobs::parse_digest(raw)?;
+    let q = client_query(parts);
+    match proxy.referrers(t, &digest, &q).await {
+        Ok((body, content_type)) => {
+            let response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+            Ok(with_cache(response, CacheStatus::Miss))
+        }
+        Err(e) => {
+            tracing::debug!(upstream = %t.upstream.client.url, error = %e, "proxy: upstream referrers unavailable; listing the cached ones");
+            let response = referrers::list(state, &t.local, raw, parts).await?;
+            Ok(with_cache(response, CacheStatus::Stale))
+        }
+    }
+}
+
+/// The client's query without containerd's `ns`, for the upstream.
+fn client_query(parts: &Parts) -> String {
+    parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("ns="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The upstream's list (it knows tags never pulled here); the cached tags
+/// when it cannot answer.
+async fn tag_list(
+    state: &AppState,
+    proxy: &Proxy,
+    t: &Target,
+    name: &RepoName,
+    parts: &Parts,
+) -> ApiResult {
+    let q = client_query(parts);
+    let unknown = ApiError::new(
+        Code::NameUnknown,
+        "repository name not known to the upstream",
+    )
+    .detail(json!({ "name": name.as_str(), "upstream": t.upstream.client.url }));
+    match proxy.tags(t, &q).await {
+        Ok((tags, link)) => {
+            let mut response =
+                axum::Json(json!({ "name": name.as_str(), "tags": tags })).into_response();
+            let link =
+                link.map(|l| l.replace(&format!("/v2/{}/", t.remote), &format!("/v2/{name}/")));
+            if let Some(v) = link.and_then(|l| l.parse().ok()) {
+                response.headers_mut().insert(header::LINK, v);
+            }
+            Ok(with_cache(response, CacheStatus::Miss))
+        }
+        Err(e @ ProxyError::NotFound { .. }) => Err(upstream_error(e, unknown)),
+        Err(e) => match state.storage.tags(&t.local).await? {
+            Some(_) => {
+                tracing::warn!(upstream = %t.upstream.client.url, repository = %t.local, error = %e, "proxy: upstream cannot list tags; listing the cached ones");
+                let response = tags::list(state, &t.local, parts).await?;
+                Ok(with_cache(response, CacheStatus::Stale))
+            }
+            None => Err(upstream_error(e, unknown)),
+        },
+    }
+}
