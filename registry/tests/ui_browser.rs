@@ -255,6 +255,10 @@ async fn shot(b: &Browser, name: &str) {
     }
 }
 
+async fn click(b: &Browser, at: Locator<'_>) {
+    b.find(at).await.unwrap().click().await.unwrap();
+}
+
 async fn texts(b: &Browser, css: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in b.find_all(Locator::Css(css)).await.unwrap() {
@@ -528,12 +532,7 @@ async fn ui_in_a_real_browser() {
         ["signature (cosign)"]
     );
     shot(&b, "image").await;
-    b.find(Locator::Css("a.referrer"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Css("a.referrer")).await;
     wait_for_path(&b, &format!("/ui/r/team-a/app@{sig}")).await;
     assert_eq!(text(&b, "#digest").await, sig);
     assert_eq!(text(&b, "#subject").await, image);
@@ -554,20 +553,11 @@ async fn ui_in_a_real_browser() {
 
     // Delete a tag, through the confirmation page.
     b.goto(&format!("{base}/ui/r/team-a/app")).await.unwrap();
-    let v2_delete = b
-        .find(Locator::Css("tr[data-tag='v2'] a.delete"))
-        .await
-        .unwrap();
-    v2_delete.click().await.unwrap();
+    click(&b, Locator::Css("tr[data-tag='v2'] a.delete")).await;
     wait_for_path(&b, "/ui/delete?name=team-a%2Fapp&reference=v2").await;
     assert!(text(&b, "#confirm-text").await.contains("team-a/app:v2"));
     shot(&b, "delete").await;
-    b.find(Locator::Id("confirm-delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Id("confirm-delete")).await;
     wait_for_path(&b, "/ui/r/team-a/app").await;
     assert!(!texts(&b, "a.tag").await.contains(&"v2".to_owned()));
     assert!(!tags_of(&s, "team-a/app").await.contains(&"v2".to_owned()));
@@ -630,12 +620,7 @@ async fn ui_in_a_real_browser() {
         .value()
         .to_owned();
     b.goto(&format!("{base}/ui/")).await.unwrap();
-    b.find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Id("logout")).await;
     wait_for_path(&b, "/ui/").await;
     assert!(b.find(Locator::Id("login-link")).await.is_ok());
     b.goto(&format!("{base}/ui/r/team-a/app")).await.unwrap();
