@@ -27,7 +27,8 @@ STORMS=${STORMS:-16,64}
 [ -n "${RENDER_FROM:-}" ] || ./scripts/ci-deps.sh >&2
 # moto_server (S3=1) lives in the virtual environment ci-deps.sh makes.
 export PATH="${CI_VENV:-$PWD/.venv}/bin:$PATH"
-[ -n "${RENDER_FROM:-}" ] || cargo build --release --locked -p registry -p htpasswd --bins --example regbench >&2
+# NO_BUILD=1: measure the binaries already in target/release.
+[ -n "${RENDER_FROM:-}" ] || [ "${NO_BUILD:-0}" = 1 ] || cargo build --release --locked -p registry -p htpasswd --bins --example regbench >&2
 BIN=$PWD/target/release
 BENCH=$BIN/examples/regbench
 work=$(mktemp -d)
