@@ -15,6 +15,7 @@ mod durability;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
+pub mod listing;
 mod local_dirs;
 mod manifest_cache;
 pub mod meta_cache;
