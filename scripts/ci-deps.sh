@@ -26,7 +26,8 @@ die() { echo "ci-deps: error: $*" >&2; exit 1; }
 
 need=()
 for pair in skopeo:skopeo docker-registry:docker-registry redis-server:redis-server \
-    wrk:wrk busybox:busybox-static docker-compose:docker-compose openssl:openssl curl:curl; do
+    wrk:wrk busybox:busybox-static docker-compose:docker-compose openssl:openssl curl:curl \
+    chromium:chromium chromedriver:chromium-driver tidy:tidy; do
   bin=${pair%%:*} pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || need+=("$pkg")
 done

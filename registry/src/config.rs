@@ -32,6 +32,8 @@ pub struct Config {
     /// Events sent to webhooks (registry:2's `notifications`), queued in
     /// storage until delivered (`notify`).
     pub notifications: Notifications,
+    /// The built-in web UI at `/ui/`.
+    pub ui: Ui,
     /// Pull-through cache: registry:2's `proxy` section plus upstreams
     /// under repository prefixes (`proxy::`).
     pub proxy: Proxy,
@@ -54,8 +56,9 @@ pub struct Config {
 pub struct Http {
     /// `host:port`; registry:2's `:5000` form means all interfaces.
     pub addr: String,
-    /// Shared by replicas; accepted for registry:2 compatibility. Upload
-    /// state lives in storage, so nothing needs signing with it yet.
+    /// Shared by replicas: web UI session cookies are signed under a key
+    /// derived from it (a random key per process when unset). Upload
+    /// state lives in storage and needs no secret.
     pub secret: Option<String>,
     pub tls: Option<Tls>,
     /// How long in-flight requests (uploads) may run after SIGTERM before
@@ -709,6 +712,7 @@ impl Config {
             "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN" => {
                 m.uploadpurging.dryrun = parse_bool(k, value)?
             }
+            "REGISTRY_UI_ENABLED" => self.ui.enabled = parse_bool(k, value)?,
             "REGISTRY_STORAGE_CACHE_TTL" => self.storage.cache.ttl = parse_duration(k, value)?,
             "REGISTRY_STORAGE_CACHE_MAX_ENTRIES" => {
                 self.storage.cache.max_entries = parse_number(k, value)?
@@ -799,6 +803,16 @@ mod ops_tests {
         assert_eq!(c.gc.grace_period, Duration::from_secs(3600));
         assert_eq!(c.metrics_addr().unwrap(), None);
         assert_eq!(c.http.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn ui_is_on_unless_switched_off() {
+        assert!(Config::load(None, env(&[])).unwrap().ui.enabled);
+        let c = Config::from_toml("[ui]\nenabled = false").unwrap();
+        assert!(!c.ui.enabled);
+        let c = Config::load(None, env(&[("REGISTRY_UI_ENABLED", "false")])).unwrap();
+        assert!(!c.ui.enabled);
+        assert!(Config::load(None, env(&[("REGISTRY_UI_ENABLED", "maybe")])).is_err());
     }
 
     #[test]
@@ -928,6 +942,21 @@ pub enum AclAction {
     Pull,
     Push,
     Delete,
+}
+
+/// `[ui]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ui {
+    /// Serve the web UI at `/ui/` (on by default; it shows only what the
+    /// ACL lets each user pull).
+    pub enabled: bool,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui { enabled: true }
+    }
 }
 
 /// `[acl]` in the config file.

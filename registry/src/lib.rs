@@ -17,17 +17,22 @@ pub mod repository_delete;
 pub mod scrub;
 pub mod server;
 pub mod storage;
+pub mod ui;
 
 use std::sync::Arc;
 
 /// What every handler shares.
 pub struct App {
     pub storage: storage::Storage,
+    /// Tags and repositories with sizes and push times (`/v2/_ext`, the UI).
+    pub listing: storage::listing::Listing,
     pub auth: auth::Authenticator,
     pub delete_enabled: bool,
     /// Maintenance: pulls only (`storage.maintenance.readonly`).
     pub read_only: bool,
     pub metrics: Arc<metrics::Metrics>,
+    /// The web UI's session signer, when `[ui] enabled`.
+    pub ui: Option<ui::Ui>,
     /// The pull-through cache, when `[proxy]` configures one.
     pub proxy: Option<Arc<proxy::Proxy>>,
     /// Immutable tags and quotas in force (`[policies]`, reloaded).

@@ -105,11 +105,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         metrics.add_registry(p.metrics.registry());
     }
     let app = Arc::new(App {
+        listing: storage::listing::Listing::new(storage.clone()),
         storage,
         auth,
         delete_enabled: config.storage.delete_enabled,
         read_only,
         metrics: metrics.clone(),
+        ui: config
+            .ui
+            .enabled
+            .then(|| crate::ui::Ui::new(config.http.secret.as_deref(), config.http.tls.is_some())),
         proxy: proxy.clone(),
         policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
     });

@@ -35,19 +35,11 @@ anonymous = ["pull"]
 "#;
 
 fn with_acl(c: &mut Config) {
-    let text: String = USERS
-        .iter()
-        .map(|(u, p)| format!("{u}:{}\n", htpasswd::hash_bcrypt(p, 4).unwrap()))
-        .collect();
-    std::fs::write(&c.auth.htpasswd.path, text).unwrap();
-    c.acl = Some(toml::from_str(ACL).unwrap());
+    support::users_and_acl(c, USERS, ACL);
 }
 
 fn as_user(s: &TestServer, user: &str) -> Client {
-    let mut c = s.anonymous();
-    let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
-    c.auth = Some((user.to_owned(), password.to_owned()));
-    c
+    support::client_as(s, USERS, user)
 }
 
 async fn push_blob_status(c: &Client, repo: &str, data: &[u8]) -> u16 {

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod blobs;
 pub mod body;
 pub mod error;
+pub mod ext;
 pub mod headers;
 pub mod manifests;
 pub mod proxied;
@@ -46,8 +47,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_auth,
         ));
+    let ui = if state.ui.is_some() {
+        crate::ui::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(v2)
+        .merge(ui)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -186,11 +193,19 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::Referrers(name, d), Method::GET) => {
             referrers::list(&state, &name, &d, &parts).await
         }
+        (Route::ExtRepositories, Method::GET | Method::HEAD) => {
+            ext::repositories(&state, &parts).await
+        }
+        (Route::ExtTags(name), Method::GET | Method::HEAD) => {
+            ext::tags(&state, &name, &parts).await
+        }
         (Route::Repository(name), Method::DELETE) => {
             repositories::delete(&state, &name, &parts).await
         }
         (Route::Repository(_), _) => Ok(method_not_allowed("DELETE")),
-        (Route::Catalog | Route::Tags(_), _) => Ok(method_not_allowed("GET, HEAD")),
+        (Route::Catalog | Route::Tags(_) | Route::ExtRepositories | Route::ExtTags(_), _) => {
+            Ok(method_not_allowed("GET, HEAD"))
+        }
         (Route::Manifest(..), _) => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
         (Route::Blob(..), _) => Ok(method_not_allowed("GET, HEAD, DELETE")),
         (Route::UploadStart(_), _) => Ok(method_not_allowed("POST")),

@@ -135,9 +135,12 @@ pub async fn read(
         Route::Blob(_, raw) => blob(state, proxy, &target, raw, parts).await,
         Route::Tags(name) => tag_list(state, proxy, &target, name, parts).await,
         Route::Referrers(_, raw) => referrer_list(state, proxy, &target, raw, parts).await,
-        Route::Catalog | Route::UploadStart(_) | Route::Upload(..) | Route::Repository(_) => {
-            return None
-        }
+        Route::Catalog
+        | Route::UploadStart(_)
+        | Route::Upload(..)
+        | Route::Repository(_)
+        | Route::ExtRepositories
+        | Route::ExtTags(_) => return None,
     })
 }
 

@@ -13,6 +13,10 @@ pub enum Route {
     UploadStart(RepoName),
     Upload(RepoName, String),
     Referrers(RepoName, String),
+    /// `/v2/_ext/repositories`: the catalog with sizes and push times.
+    ExtRepositories,
+    /// `/v2/<name>/_ext/tags`: tags with digest, size and push time.
+    ExtTags(RepoName),
     /// `_ext/repositories/<name>`: the whole repository (DELETE).
     Repository(RepoName),
 }
@@ -28,6 +32,8 @@ impl Route {
             Route::UploadStart(_) => "upload_start",
             Route::Upload(..) => "upload",
             Route::Referrers(..) => "referrers",
+            Route::ExtRepositories => "ext_repositories",
+            Route::ExtTags(_) => "ext_tags",
             Route::Repository(_) => "repository",
         }
     }
@@ -44,6 +50,9 @@ pub enum RouteError {
 pub fn parse(rest: &str) -> Result<Route, RouteError> {
     if rest == "_catalog" {
         return Ok(Route::Catalog);
+    }
+    if rest == "_ext/repositories" {
+        return Ok(Route::ExtRepositories);
     }
     if let Some(name) = rest.strip_prefix("_ext/repositories/") {
         return name
@@ -66,6 +75,7 @@ pub fn parse(rest: &str) -> Result<Route, RouteError> {
         (Some("blobs"), Some("uploads"), id) => Ok(Route::Upload(name_of(3)?, owned(id))),
         (_, Some("blobs"), Some("uploads")) => Ok(Route::UploadStart(name_of(2)?)),
         (_, Some("tags"), Some("list")) => Ok(Route::Tags(name_of(2)?)),
+        (_, Some("_ext"), Some("tags")) => Ok(Route::ExtTags(name_of(2)?)),
         (_, Some("manifests"), r) => Ok(Route::Manifest(name_of(2)?, owned(r))),
         (_, Some("blobs"), d) => Ok(Route::Blob(name_of(2)?, owned(d))),
         (_, Some("referrers"), d) => Ok(Route::Referrers(name_of(2)?, owned(d))),
@@ -113,6 +123,8 @@ mod tests {
             parse("r/referrers/sha256:1"),
             Ok(Route::Referrers(name("r"), "sha256:1".into()))
         );
+        assert_eq!(parse("_ext/repositories"), Ok(Route::ExtRepositories));
+        assert_eq!(parse("a/b/_ext/tags"), Ok(Route::ExtTags(name("a/b"))));
     }
 
     #[test]

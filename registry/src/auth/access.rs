@@ -134,7 +134,7 @@ pub fn needed(method: &Method, path: &str) -> Needed {
         actions,
     };
     let accesses = match &route {
-        Route::Catalog => vec![Access {
+        Route::Catalog | Route::ExtRepositories => vec![Access {
             resource: Resource::Catalog,
             actions: Actions::ALL,
         }],
@@ -142,6 +142,7 @@ pub fn needed(method: &Method, path: &str) -> Needed {
             vec![repository(name, Actions::PUSH)]
         }
         Route::Tags(name)
+        | Route::ExtTags(name)
         | Route::Manifest(name, _)
         | Route::Blob(name, _)
         | Route::UploadStart(name)

@@ -131,6 +131,18 @@ impl Grant {
         })
     }
 
+    /// Whether a listing (the catalog, `/v2/_ext/...`) shows `repository`
+    /// to this request: its user may pull it. A catalog token names no
+    /// repositories, so for a token the ACL decides for its subject.
+    pub fn lists(&self, acl: &Acl, repository: &str) -> bool {
+        let user = match self {
+            Grant::All => return true,
+            Grant::Acl { user, .. } => user.as_deref(),
+            Grant::Token(v) => Some(v.subject.as_str()).filter(|s| !s.is_empty()),
+        };
+        acl.actions(user, repository).contains(Actions::PULL)
+    }
+
     /// Whether every repository is readable: the condition for mounting a
     /// blob without `from`. A token names repositories one by one, so in
     /// token mode this is never the case.

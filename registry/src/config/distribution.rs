@@ -725,6 +725,9 @@ fn map(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if let Some(policies) = r.native("policies")? {
         c.policies = policies;
     }
+    if let Some(ui) = r.native("ui")? {
+        c.ui = ui;
+    }
     if let Some(endpoints) = r.native("notifications.endpoints")? {
         c.notifications.endpoints = endpoints;
     }

@@ -16,6 +16,7 @@ mod event_queue;
 pub mod gc_guard;
 mod hashing;
 pub mod layout;
+pub mod listing;
 mod local_dirs;
 mod manifest_cache;
 pub mod meta_cache;

@@ -661,3 +661,103 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
         data = &data[size + 2..];
     }
 }
+
+/// Writes `users` (bcrypt cost 4) as the htpasswd file and sets `[acl]` from
+/// `acl` (TOML): for `TestServer::start_with`.
+pub fn users_and_acl(c: &mut Config, users: &[(&str, &str)], acl: &str) {
+    let text: String = users
+        .iter()
+        .map(|(u, p)| format!("{u}:{}\n", htpasswd::hash_bcrypt(p, 4).unwrap()))
+        .collect();
+    std::fs::write(&c.auth.htpasswd.path, text).unwrap();
+    c.acl = Some(toml::from_str(acl).unwrap());
+}
+
+/// A client sending `user`'s password from `users`.
+pub fn client_as(s: &TestServer, users: &[(&str, &str)], user: &str) -> Client {
+    let mut c = s.anonymous();
+    let password = users.iter().find(|(u, _)| *u == user).unwrap().1;
+    c.auth = Some((user.to_owned(), password.to_owned()));
+    c
+}
+
+// ----- the web UI's form login, for tests that make raw requests -----
+
+/// Posts the UI's login form as `user` (fetching the form first for its
+/// cookie and CSRF token); the response is not followed.
+pub async fn ui_login(base: &str, user: &str, password: &str) -> reqwest::Response {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(format!("{base}/ui/login")).send().await.unwrap();
+    let login_cookie = set_cookie(&r, "registry_login").unwrap();
+    let page = r.text().await.unwrap();
+    let csrf = hidden(&page, "csrf");
+    http.post(format!("{base}/ui/login"))
+        .header("cookie", format!("registry_login={login_cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("csrf", csrf.as_str()),
+            ("username", user),
+            ("password", password),
+            ("next", "/ui/"),
+        ]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A UI session: the `Cookie` header value and its pages' CSRF token.
+pub async fn ui_session(base: &str, user: &str, password: &str) -> (String, String) {
+    let r = ui_login(base, user, password).await;
+    assert_eq!(r.status(), 303, "login as {user}");
+    let session = format!(
+        "registry_session={}",
+        set_cookie(&r, "registry_session").unwrap()
+    );
+    let page = reqwest::Client::new()
+        .get(format!("{base}/ui/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (session, hidden(&page, "csrf"))
+}
+
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(fields).unwrap()
+}
+
+/// The value a response sets cookie `name` to.
+pub fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers().get_all("set-cookie").iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let (pair, _) = v.split_once(';')?;
+        let (k, value) = pair.split_once('=')?;
+        (k == name).then(|| value.to_owned())
+    })
+}
+
+/// The value of the hidden input `name` in a page.
+pub fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+/// The `href` of the element with id `id` in a page.
+pub fn href_of(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in {page}"));
+    let href = page[at..].find("href=\"").unwrap() + at + 6;
+    page[href..href + page[href..].find('"').unwrap()].replace("&amp;", "&")
+}

@@ -230,16 +230,38 @@ impl Layout {
     /// Writes config, layers and the image manifest (untagged).
     pub fn add_image(&self, os: &str, arch: &str, layers: &[Layer]) -> Written {
         let config = json!({
+            "config": { "Cmd": ["/bin/true"], "Env": ["PATH=/bin"] },
+            "history": layers.iter().map(|_| json!({"created_by": "registry integration test"})).collect::<Vec<_>>(),
+        });
+        self.add_image_with_config(os, arch, config, layers)
+    }
+
+    /// Like `add_image`, with the config's other fields (`config`,
+    /// `history`, `author`...) from `config`; `created`, `os`,
+    /// `architecture` and `rootfs` are filled in unless given.
+    pub fn add_image_with_config(
+        &self,
+        os: &str,
+        arch: &str,
+        mut config: Value,
+        layers: &[Layer],
+    ) -> Written {
+        let defaults = json!({
             "created": "2024-01-01T00:00:00Z",
             "architecture": arch,
             "os": os,
-            "config": { "Cmd": ["/bin/true"], "Env": ["PATH=/bin"] },
             "rootfs": {
                 "type": "layers",
                 "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
             },
-            "history": layers.iter().map(|_| json!({"created_by": "registry integration test"})).collect::<Vec<_>>(),
         });
+        for (k, v) in defaults.as_object().unwrap() {
+            config
+                .as_object_mut()
+                .unwrap()
+                .entry(k.clone())
+                .or_insert(v.clone());
+        }
         let config = serde_json::to_vec(&config).unwrap();
         let config_digest = self.add_blob(&config);
         let mut blobs = vec![config_digest.clone()];
