@@ -29,7 +29,7 @@ profile() { # name ttl
   local name=$1 ttl=$2 port; port=$(free_port)
   REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/$name \
     REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn REGISTRY_STORAGE_CACHE_TTL=$ttl \
-    valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$work/$name.out" \
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.out" \
     "$BIN/registry" serve >"$work/$name.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$port/livez" && break; sleep 0.1; done

@@ -25,7 +25,7 @@ REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
   --test conformance_discovery --test conformance_management \
   --test bad_input --test auth_basic --test skopeo \
   --test policies_immutable --test policies_delete --test policies_reload \
-  --test listing
+  --test listing --test metadata_cache
 # The multi-node swarm (3 engines in containers, our registry over TLS):
 # deploy with the seed's placement, the Active/Drain lab, rolling update under
 # load, automatic rollback, node loss. Cleans up after itself; prints each

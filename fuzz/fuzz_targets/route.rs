@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         Route::UploadStart(n) => vec![format!("{n}/blobs/uploads"), format!("{n}/blobs/uploads/")],
         Route::Upload(n, id) => vec![format!("{n}/blobs/uploads/{id}")],
         Route::Referrers(n, d) => vec![format!("{n}/referrers/{d}")],
+        Route::ExtRepositories => vec!["_ext/repositories".into()],
+        Route::ExtTags(n) => vec![format!("{n}/_ext/tags")],
+        Route::Repository(n) => vec![format!("_ext/repositories/{n}")],
     };
     assert!(
         candidates.iter().any(|c| c == rest),
