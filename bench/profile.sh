@@ -19,7 +19,7 @@ cargo build --profile profiling --locked -p registry -p htpasswd --bins --exampl
 BIN=$PWD/target/profiling
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 "$BIN/htpasswd" -nbB -C 5 bench benchpw > "$work/htpasswd"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -63,10 +63,10 @@ profile() { # name ttl
     callgrind_control -i off "$pid" >/dev/null
     callgrind_control -d "$name-$what" "$pid" >/dev/null
     local file; file=$(ls -t "$work/$name.out"* | head -1)
-    local total; total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+    local total; total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); t=$1} END {print t}')
     IR[$name.$what]=$(( total / N ))
     echo "== $name $what: $(( total / N )) instructions per request" >&2
-    callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' | head -25 > "$work/$name-$what.top"
+    callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' | head -25 > "$work/$name-$what.top" || true
     cp "$work/$name-$what.top" "${PROFILE_OUT:-/tmp}/profile-$name-$what.txt"
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
