@@ -68,17 +68,22 @@ profile() { # name ttl
     echo "== $name $what: $(( total / N )) instructions per request" >&2
     callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' | head -25 > "$work/$name-$what.top" || true
     cp "$work/$name-$what.top" "${PROFILE_OUT:-/tmp}/profile-$name-$what.txt"
+    # Self cost: where the instructions are spent, not whose futures nest.
+    callgrind_annotate "$file" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' | head -40 \
+      > "${PROFILE_OUT:-/tmp}/profile-$name-$what.self.txt" || true
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
-profile uncached 0s
-profile cached 1s
+# PROFILES="cached": only that run (its table column stays empty).
+for p in ${PROFILES:-uncached cached}; do
+  case $p in uncached) profile uncached 0s ;; cached) profile cached 1s ;; esac
+done
 echo
 echo "| request ($N on one connection, Basic auth) | cache off (ttl 0s) | cache on (ttl 1s) | ratio |"
 echo "|---|---:|---:|---:|"
 for what in manifest_tag_get manifest_digest_head blob_head tags_list_1000 v2; do
-  a=${IR[uncached.$what]} b=${IR[cached.$what]}
-  echo "| $what | $a | $b | $(python3 -c "print(f'{$a/$b:.1f}x')") |"
+  a=${IR[uncached.$what]:-0} b=${IR[cached.$what]:-0}
+  echo "| $what | $a | $b | $(python3 -c "print(f'{$a/$b:.1f}x' if $b else 'n/a')") |"
 done
 echo
 echo "Top inclusive functions per case: ${PROFILE_OUT:-/tmp}/profile-*.txt"
