@@ -113,6 +113,10 @@ struct Cleanup<'a> {
     docker: &'a Docker,
     containers: Vec<String>,
     images: Vec<String>,
+    /// Image ids this test built, removed without `-f` after the tags: the
+    /// same Dockerfile builds the same id in another test running at the
+    /// same time, and a forced removal by id would untag that test's image.
+    ids: Vec<String>,
 }
 
 impl Drop for Cleanup<'_> {
@@ -122,6 +126,9 @@ impl Drop for Cleanup<'_> {
         }
         for i in self.images.iter().rev() {
             let _ = self.docker.command(&["rmi", "-f", i]).output();
+        }
+        for i in &self.ids {
+            let _ = self.docker.command(&["rmi", i]).output();
         }
     }
 }
@@ -178,6 +185,7 @@ async fn login_push_pull_run_logout() {
         docker: &docker,
         containers: vec![container.clone()],
         images: vec![image.clone(), mirror.clone()],
+        ids: Vec::new(),
     };
 
     // Login: a wrong password is refused and nothing is stored.
@@ -374,6 +382,7 @@ async fn token_mode_login_push_pull_and_denied_push() {
         docker: &docker,
         containers: Vec::new(),
         images: vec![image.clone(), denied.clone()],
+        ids: Vec::new(),
     };
 
     let out = docker
@@ -482,6 +491,7 @@ async fn immutable_tag_refuses_a_changed_docker_push() {
         docker: &docker,
         containers: Vec::new(),
         images: vec![release.clone()],
+        ids: Vec::new(),
     };
     docker
         .run_with_stdin(
@@ -506,7 +516,7 @@ async fn immutable_tag_refuses_a_changed_docker_push() {
     };
     let first = context_dir();
     let first_id = build(&first).await;
-    cleanup.images.insert(0, first_id.clone());
+    cleanup.ids.push(first_id.clone());
     let digest = pushed_digest(&docker.ok(&["push", &release]).await.stdout);
     // A CI re-run: the same image again.
     let again = pushed_digest(&docker.ok(&["push", &release]).await.stdout);
@@ -520,7 +530,7 @@ async fn immutable_tag_refuses_a_changed_docker_push() {
     )
     .unwrap();
     let second_id = build(&second).await;
-    cleanup.images.insert(0, second_id.clone());
+    cleanup.ids.push(second_id.clone());
     assert_ne!(second_id, first_id);
     let out = docker.run(&["push", &release]).await;
     assert!(!out.ok, "a changed push to an immutable tag succeeded");
