@@ -163,11 +163,6 @@ impl Storage {
         Cached(self)
     }
 
-    /// Forgets every cached entry (tests; after an outside change).
-    pub fn forget_cached(&self) {
-        self.meta.clear();
-    }
-
     pub fn with_rename_limit(mut self, bytes: u64) -> Storage {
         self.rename_limit = Some(bytes);
         self
