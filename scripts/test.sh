@@ -17,6 +17,25 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 STATIC_BIN_DIR=$(./scripts/static-build.sh)
 export STATIC_BIN_DIR
+# The multi-node swarm (3 engines in containers, our registry over TLS):
+# deploy with the seed's placement, the Active/Drain lab, rolling update under
+# load, automatic rollback, node loss. Cleans up after itself; prints each
+# phase's duration (about 4 minutes alone). It mostly waits on engines, so it
+# runs alongside the cargo suites below (its own names, networks and ports);
+# its output is printed when it ends, and every path out of this script waits
+# for it, so a failure elsewhere never leaves a half-torn-down cluster.
+cluster_log=$(mktemp)
+./scripts/cluster-test.sh >"$cluster_log" 2>&1 &
+cluster_pid=$!
+cluster_done() {
+  local rc=0
+  wait "$cluster_pid" || rc=$?
+  echo "--- scripts/cluster-test.sh (exit $rc)"
+  cat "$cluster_log"
+  rm -f "$cluster_log"
+  return "$rc"
+}
+trap 'trap - EXIT; cluster_done || true' EXIT
 cargo test --workspace --locked -- --include-ignored
 # The protocol suites again with every test registry on S3 (moto) instead of
 # disk: one suite, both backends.
@@ -26,11 +45,8 @@ REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
   --test bad_input --test auth_basic --test skopeo \
   --test policies_immutable --test policies_delete --test policies_reload \
   --test listing --test metadata_cache
-# The multi-node swarm (3 engines in containers, our registry over TLS):
-# deploy with the seed's placement, the Active/Drain lab, rolling update under
-# load, automatic rollback, node loss. Cleans up after itself; prints each
-# phase's duration (about 4 minutes here).
-./scripts/cluster-test.sh
 # The fuzz targets (fuzz/, docs/fuzzing.md): build, replay the committed
 # corpus, fuzz each briefly. FUZZ_SKIP=1 skips it.
 ./scripts/fuzz-smoke.sh
+trap - EXIT
+cluster_done
