@@ -29,6 +29,8 @@
 //!   `..._evictions_total`, `registry_storage_cache_entries`,
 //!   `registry_storage_cache_bytes`: the metadata cache (`[storage.cache]`),
 //!   read when scraped
+//! * `registry_storage_reads_joined_total`: blob GETs that shared a backend
+//!   read already in progress (S3; `storage::read_coalesce`)
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -143,6 +145,8 @@ struct CacheMetrics {
     evictions: Counter,
     entries: Gauge,
     bytes: Gauge,
+    /// Blob GETs that joined a backend read already running (S3).
+    reads_joined: Counter,
 }
 
 impl CacheMetrics {
@@ -176,6 +180,11 @@ impl CacheMetrics {
             "registry_storage_cache_bytes",
             "Metadata cache memory, estimated",
             self.bytes.clone(),
+        );
+        registry.register(
+            "registry_storage_reads_joined",
+            "Blob GETs that shared a backend read already in progress (object stores)",
+            self.reads_joined.clone(),
         );
     }
 
@@ -343,6 +352,10 @@ impl Metrics {
     pub fn encode(&self) -> String {
         if let Some(storage) = self.cache_source.get() {
             self.cache.update(storage.cache_stats());
+            self.cache.reads_joined.inner().store(
+                storage.coalesced_reads(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)

@@ -327,6 +327,65 @@ async fn twenty_clients_pushing_one_blob_all_succeed_and_one_object_is_stored() 
     }
 }
 
+/// Twenty clients pulling one blob at once (a pull storm) cost the bucket
+/// one GET of it, counted in the S3 server's own request log; each client
+/// gets every byte. A pull after they are done is a GET of its own: the
+/// shared read is a meeting point, not a cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_pulls_of_one_blob_cost_one_s3_get() {
+    const CLIENTS: usize = 20;
+    let moto = s3::Moto::start_logged().await;
+    moto.create_bucket("storm").await;
+    let s = TestServer::start_with(|c| {
+        moto.configure(c, "storm");
+        c.metrics.addr = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    let digest = s.client().push_blob("storm/app", &data).await;
+    let hex = digest.trim_start_matches("sha256:");
+    let key = format!(
+        "/storm/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    );
+    let path = format!("/v2/storm/app/blobs/{digest}");
+    let client = s.client();
+    // Connections open and credentials verified first, so the GETs below
+    // arrive together.
+    let heads: Vec<_> = (0..CLIENTS).map(|_| client.head(&path).send()).collect();
+    for r in futures::future::join_all(heads).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let before = moto.requests("GET", &key);
+    let gets: Vec<_> = (0..CLIENTS)
+        .map(|_| async {
+            let r = client.get(&path).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        })
+        .collect();
+    for body in futures::future::join_all(gets).await {
+        assert!(body[..] == data[..], "a client got other bytes");
+    }
+    assert_eq!(
+        moto.requests("GET", &key) - before,
+        1,
+        "S3 GETs of the blob"
+    );
+    let r = client.get(&path).send().await.unwrap();
+    assert!(r.bytes().await.unwrap()[..] == data[..]);
+    assert_eq!(moto.requests("GET", &key) - before, 2);
+    // A range of a blob nobody else is reading is read directly.
+    let r = client
+        .get(&path)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap()[..], data[10..20]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_backend_answers_503_with_a_spec_error() {
     let mut moto = s3::Moto::start().await;

@@ -3,8 +3,6 @@
 use axum::body::Body;
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
-use object_store::GetRange;
 
 use super::error::{ApiError, ApiResult, Code};
 use crate::oci::{Digest, RepoName};
@@ -71,7 +69,7 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
         ByteRange::Whole => (StatusCode::OK, None, size),
         ByteRange::Part { start, end } => (
             StatusCode::PARTIAL_CONTENT,
-            Some(GetRange::Bounded(start..end + 1)),
+            Some(start..end + 1),
             end + 1 - start,
         ),
         ByteRange::Unsatisfiable => {
@@ -108,12 +106,11 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
             .body(Body::empty())
             .expect("valid response"));
     }
-    let result = state
+    let stream = state
         .storage
-        .blob_get(&digest, get_range)
+        .blob_body(&digest, get_range)
         .await?
         .ok_or_else(|| ApiError::new(Code::BlobUnknown, "blob unknown to registry"))?;
-    let stream = result.into_stream().map_err(std::io::Error::other);
     Ok(builder
         .body(Body::from_stream(stream))
         .expect("valid response"))

@@ -119,7 +119,15 @@ fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {
         Arc::new(PrefixStore::new(s3.clone(), prefix))
     };
     let mut storage = Storage::new(store, PartSizes::growing(config.chunksize, S3_MAX_PARTS))
-        .with_rename_limit(S3_COPY_LIMIT);
+        .with_rename_limit(S3_COPY_LIMIT)
+        .with_read_coalescing()
+        .map_err(|e| BackendError {
+            key: "storage.s3",
+            message: format!(
+                "read spool directory in {}: {e}",
+                std::env::temp_dir().display()
+            ),
+        })?;
     if config.redirect {
         storage = storage.with_redirect(Redirect {
             signer: s3,

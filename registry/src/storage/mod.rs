@@ -21,7 +21,9 @@ mod local_dirs;
 mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;
+mod read_coalesce;
 mod repository_keys;
+pub mod spool;
 mod tag_claim;
 pub mod uploads;
 pub mod walk;
@@ -77,7 +79,13 @@ pub struct Storage {
     /// The local-disk backend's root, where keys are files and directories
     /// can be left empty (`local_dirs`).
     local_root: Option<std::path::PathBuf>,
+    /// Concurrent GETs of one blob sharing one backend GET (object stores
+    /// only; `read_coalesce`).
+    reads: Option<Arc<read_coalesce::CoalescedReads>>,
 }
+
+/// A blob's content (or a range of it) as it streams.
+pub type BlobBody = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Memory for upload data in flight, across all uploads (at least four
 /// parts, what one upload needs at full speed).
@@ -98,7 +106,20 @@ impl Storage {
             meta: Arc::new(meta_cache::MetaCache::disabled()),
             rename_limit: None,
             local_root: None,
+            reads: None,
         }
+    }
+
+    /// Concurrent GETs of one blob share one backend GET, through spool
+    /// files in the system's temporary directory (`read_coalesce`).
+    pub fn with_read_coalescing(mut self) -> std::io::Result<Storage> {
+        self.reads = Some(Arc::new(read_coalesce::CoalescedReads::in_temp_dir()?));
+        Ok(self)
+    }
+
+    /// Requests that joined a blob read already in progress.
+    pub fn coalesced_reads(&self) -> u64 {
+        self.reads.as_ref().map_or(0, |r| r.joined())
     }
 
     pub fn with_local_root(mut self, root: std::path::PathBuf) -> Storage {
@@ -321,6 +342,40 @@ impl Storage {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Streams a blob's content, whole or bytes `range` of it. With read
+    /// coalescing on, a whole-blob GET joins (or starts) the shared read of
+    /// that blob, and a range GET reads from one already running.
+    pub async fn blob_body(
+        &self,
+        d: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<BlobBody>> {
+        if let Some(reads) = &self.reads {
+            let shared = match &range {
+                None => Some(reads.join_or_start(&self.store, layout::blob_data(d), d)),
+                Some(_) => reads.in_progress(d),
+            };
+            if let Some(read) = shared {
+                return match read.started().await {
+                    Ok(_) => {
+                        let (start, end) = range.map_or((0, None), |r| (r.start, Some(r.end)));
+                        Ok(Some(read.reader(start, end).boxed()))
+                    }
+                    Err(read_coalesce::ReadError::NotFound) => Ok(None),
+                    Err(e) => Err(StorageError::Backend(object_store::Error::Generic {
+                        store: "shared read",
+                        source: Box::new(e),
+                    })),
+                };
+            }
+        }
+        let range = range.map(GetRange::Bounded);
+        Ok(self
+            .blob_get(d, range)
+            .await?
+            .map(|r| r.into_stream().map_err(std::io::Error::other).boxed()))
     }
 
     pub async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {

@@ -11,6 +11,8 @@ use registry::config::{Config, StorageBackend};
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    /// The server's request log (werkzeug's, on stderr), when kept.
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl Drop for Moto {
@@ -49,12 +51,25 @@ fn free_port() -> u16 {
 
 impl Moto {
     pub async fn start() -> Moto {
+        Moto::start_with_log(None).await
+    }
+
+    /// A server whose request log `requests` can count.
+    pub async fn start_logged() -> Moto {
+        Moto::start_with_log(Some(tempfile::NamedTempFile::new().unwrap())).await
+    }
+
+    async fn start_with_log(log: Option<tempfile::NamedTempFile>) -> Moto {
         let port = free_port();
         let program = moto_server();
+        let stderr = match &log {
+            Some(f) => Stdio::from(f.reopen().unwrap()),
+            None => Stdio::null(),
+        };
         let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -66,6 +81,7 @@ impl Moto {
         let moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            log,
         };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -119,6 +135,26 @@ impl Moto {
             .collect();
         keys.sort();
         keys
+    }
+
+    /// Requests the server logged so far with `method` whose path ends
+    /// with `path_end` (a start_logged server).
+    pub fn requests(&self, method: &str, path_end: &str) -> usize {
+        let log = self
+            .log
+            .as_ref()
+            .expect("a server started with start_logged");
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        // `... "GET /bucket/key HTTP/1.1" 200 -`, the request line
+        // coloured by status (ANSI codes stuck to its ends).
+        text.lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter(|request| {
+                let mut words = request.split_whitespace();
+                words.next().is_some_and(|m| m.ends_with(method))
+                    && words.next().is_some_and(|p| p.ends_with(path_end))
+            })
+            .count()
     }
 
     pub fn kill(&mut self) {
