@@ -1517,6 +1517,9 @@ pub struct Proxy {
     /// Local directory for blobs while they arrive (what concurrent clients
     /// read from); unset: `<temp dir>/registry-proxy-spool`. Emptied at start.
     pub spool_dir: Option<PathBuf>,
+    /// Size cap of the `remoteurl` mirror's cache in bytes (what its tags
+    /// reach); past it the least recently pulled tags are removed. 0: none.
+    pub max_bytes: u64,
     pub upstreams: Vec<ProxyUpstream>,
 }
 
@@ -1529,6 +1532,7 @@ impl Default for Proxy {
             ttl: Duration::from_secs(168 * 3600),
             tag_ttl: Duration::from_secs(300),
             spool_dir: None,
+            max_bytes: 0,
             upstreams: Vec::new(),
         }
     }
@@ -1560,6 +1564,10 @@ pub struct ProxyUpstream {
     /// Overrides `proxy.tag_ttl` for this upstream.
     #[serde(deserialize_with = "de_opt_duration")]
     pub tag_ttl: Option<Duration>,
+    /// Size cap of this upstream's cache in bytes (what its cached tags
+    /// reach, each blob once); past it the least recently pulled tags are
+    /// removed. 0: none.
+    pub max_bytes: u64,
 }
 
 fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -1582,6 +1590,7 @@ impl Proxy {
             "REGISTRY_PROXY_TTL" => self.ttl = parse_duration(k, value)?,
             "REGISTRY_PROXY_TAG_TTL" => self.tag_ttl = parse_duration(k, value)?,
             "REGISTRY_PROXY_SPOOL_DIR" => self.spool_dir = Some(value.into()),
+            "REGISTRY_PROXY_MAX_BYTES" => self.max_bytes = parse_number(k, value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1597,6 +1606,7 @@ impl Proxy {
                 url: url.clone(),
                 username: self.username.clone(),
                 password: self.password.clone(),
+                max_bytes: self.max_bytes,
                 ..Default::default()
             });
         }
@@ -1674,6 +1684,7 @@ mod proxy_tests {
             ("REGISTRY_PROXY_USERNAME", "u"),
             ("REGISTRY_PROXY_PASSWORD", "p"),
             ("REGISTRY_PROXY_TTL", "24h"),
+            ("REGISTRY_PROXY_MAX_BYTES", "1000000"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let c = Config::load(None, env).unwrap();
@@ -1683,6 +1694,7 @@ mod proxy_tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].prefix, "");
         assert_eq!(all[0].username.as_deref(), Some("u"));
+        assert_eq!(all[0].max_bytes, 1_000_000);
         assert!(c.ignored_env.is_empty(), "{:?}", c.ignored_env);
     }
 

@@ -11,6 +11,7 @@ mod oci_layout;
 mod skopeo;
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -190,6 +191,18 @@ async fn proxy_metric(s: &TestServer, name: &str) -> (u64, String) {
         &format!("registry_proxy_{name}_total{{upstream=\"up\"}}"),
     );
     (value, text)
+}
+
+/// `registry gc --delete-untagged` on `s`'s storage, no grace period.
+async fn gc_untagged(s: &TestServer) {
+    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
+    let options = registry::gc::Options {
+        dry_run: false,
+        delete_untagged: true,
+        grace: Duration::ZERO,
+        upload_max_age: None,
+    };
+    registry::gc::run(&storage, &options, None).await.unwrap();
 }
 
 fn metric(text: &str, line_start: &str) -> u64 {
@@ -860,14 +873,7 @@ async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
     let (evicted, m) = proxy_metric(&s, "evicted").await;
     assert_eq!(evicted, 1, "{m}");
     // gc (deleting untagged manifests) removes what only the evicted tag held.
-    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
-    let options = registry::gc::Options {
-        dry_run: false,
-        delete_untagged: true,
-        grace: Duration::ZERO,
-        upload_max_age: None,
-    };
-    registry::gc::run(&storage, &options, None).await.unwrap();
+    gc_untagged(&s).await;
     for d in &kept_blobs {
         assert!(blob_file(&s.storage_root(), d).exists(), "kept: {d}");
     }
@@ -877,4 +883,84 @@ async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
     // Evicted is not lost: the next pull fetches it again.
     let r = fetch_manifest(&c, reqwest::Method::GET, "/v2/up/team/app/manifests/gone").await;
     assert_eq!(r.status(), 200);
+}
+
+/// `max_bytes`: past the cap, the least recently pulled tags leave the
+/// cache (a tag pulled again is newer than one pulled once), never more than
+/// needed, and gc then frees exactly their blobs.
+#[tokio::test]
+async fn a_size_capped_cache_drops_the_least_recently_pulled_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = htpasswd_upstream(dir.path()).await;
+    let uc = upstream_client(&up);
+    let mut images = HashMap::new();
+    for (i, tag) in ["a", "b", "c"].into_iter().enumerate() {
+        let (_, _, blobs) = push_image(
+            &uc,
+            "team/app",
+            tag,
+            &[pseudo_random(40 + i as u64, 300_000)],
+        )
+        .await;
+        images.insert(tag, blobs);
+    }
+    // Two of the three images fit.
+    let cap = 700_000;
+    let s = proxy_with(
+        vec![ProxyUpstream {
+            max_bytes: cap,
+            ..upstream("up", &up.base, Duration::from_secs(60))
+        }],
+        |_| {},
+    )
+    .await;
+    let c = s.client();
+    let pull = |tag: &'static str| {
+        let c = &c;
+        let blobs = &images[tag];
+        async move {
+            let r = fetch_manifest(
+                c,
+                reqwest::Method::GET,
+                &format!("/v2/up/team/app/manifests/{tag}"),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            for d in blobs {
+                let r = get(c, &format!("/v2/up/team/app/blobs/{d}")).await;
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+        }
+    };
+    // a is pulled again after b: b is the least recently pulled when c comes.
+    for tag in ["a", "b", "a", "c"] {
+        pull(tag).await;
+    }
+    let tag_link = |tag: &str| {
+        s.storage_root().join(format!(
+            "docker/registry/v2/repositories/up/team/app/_manifests/tags/{tag}/current/link"
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tag_link("b").exists() {
+        assert!(Instant::now() < deadline, "the cap was not enforced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tag_link("a").exists() && tag_link("c").exists(),
+        "only what was needed went"
+    );
+    let (evicted, m) = proxy_metric(&s, "evicted").await;
+    assert_eq!(evicted, 1, "{m}");
+    gc_untagged(&s).await;
+    for (tag, blobs) in &images {
+        for d in blobs {
+            assert_eq!(
+                blob_file(&s.storage_root(), d).exists(),
+                *tag != "b",
+                "{tag}: {d}"
+            );
+        }
+    }
 }

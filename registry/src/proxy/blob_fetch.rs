@@ -32,6 +32,8 @@ pub struct Fetches {
     inflight: Mutex<HashMap<Digest, Arc<Inflight>>>,
     spool_dir: PathBuf,
     storage: Storage,
+    /// Told after each blob is cached (the size caps' sweeper).
+    cached: Arc<tokio::sync::Notify>,
 }
 
 /// What a fetch reports to the metrics as it goes.
@@ -41,11 +43,12 @@ pub trait FetchObserver: Send + Sync + 'static {
 }
 
 impl Fetches {
-    pub fn new(storage: Storage, spool_dir: PathBuf) -> Fetches {
+    pub fn new(storage: Storage, spool_dir: PathBuf, cached: Arc<tokio::sync::Notify>) -> Fetches {
         Fetches {
             inflight: Mutex::default(),
             spool_dir,
             storage,
+            cached,
         }
     }
 
@@ -71,7 +74,10 @@ impl Fetches {
                 .fetch(&target, &digest, &mut writer, observer.as_ref())
                 .await;
             match result {
-                Ok(size) => writer.finish(size),
+                Ok(size) => {
+                    writer.finish(size);
+                    fetches.cached.notify_one();
+                }
                 Err(e) => {
                     if !matches!(e, ProxyError::NotFound { .. }) {
                         observer.upstream_error();

@@ -1,9 +1,13 @@
-//! `proxy.ttl`: a cached tag nobody pulled for `ttl` is removed (its
-//! manifest and blobs then go with the next `gc` that deletes untagged
-//! manifests, `gc.delete_untagged`), as registry:2's proxy expires what it
-//! cached. Pulls are remembered in memory; tags cached before this process
-//! started count as pulled at its start.
+//! What leaves the cache. `proxy.ttl`: a cached tag nobody pulled for `ttl`
+//! is removed, as registry:2's proxy expires what it cached. `max_bytes`
+//! (per upstream): when what an upstream's cached tags reach (each blob
+//! once) exceeds it, its least recently pulled tags are removed until it
+//! fits. Either way the manifests and blobs then go with the next `gc` that
+//! deletes untagged manifests (`gc.delete_untagged`). Pulls are remembered
+//! in memory; tags cached before this process started count as pulled at
+//! its start.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +15,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Proxy, Routed, Target};
-use crate::oci::{RepoName, Tag};
+use super::{Proxy, Routed, Target, Upstream};
+use crate::oci::{Digest, RepoName, Tag};
+use crate::storage::listing::Listing;
+use crate::storage::StorageError;
+
+/// After a blob was cached, how long the size sweeper waits for more (a
+/// pull brings several) before it measures.
+const CAP_SETTLE: Duration = Duration::from_millis(500);
+
+/// A cached tag, for the size sweeper.
+struct CachedTag {
+    last_pull: Option<Instant>,
+    repo: RepoName,
+    tag: Tag,
+    reached: HashMap<Digest, u64>,
+}
 
 impl Proxy {
     /// A client pulled `tag` (from the cache or through it).
@@ -23,31 +41,49 @@ impl Proxy {
             .insert((target.local.to_string(), tag.to_string()), Instant::now());
     }
 
-    /// The sweeper, when `ttl` is not zero: every quarter of it (at most
-    /// hourly) it removes the tags not pulled for `ttl`.
+    /// The sweeper, when `ttl` is not zero or an upstream has a size cap:
+    /// every quarter of `ttl` (at most hourly) it removes the tags not
+    /// pulled for `ttl`; shortly after blobs were cached, and with each
+    /// sweep, it brings capped upstreams back under their caps.
     pub fn spawn_evictor(
         self: &Arc<Self>,
         ttl: Duration,
         mut stop: watch::Receiver<bool>,
     ) -> Option<JoinHandle<()>> {
-        if ttl.is_zero() {
+        let capped = self.upstreams.iter().any(|u| u.max_bytes > 0);
+        if ttl.is_zero() && !capped {
             return None;
         }
-        let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        let period = if ttl.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600))
+        };
         let proxy = self.clone();
         Some(tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(period) => {}
+                let grew = tokio::select! {
+                    _ = tokio::time::sleep(period) => false,
+                    _ = proxy.grown.notified(), if capped => true,
                     _ = stop.wait_for(|s| *s) => return,
+                };
+                if grew {
+                    tokio::time::sleep(CAP_SETTLE).await;
                 }
-                match proxy.evict_once(ttl).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        tags = n,
-                        "proxy: removed cached tags not pulled within proxy.ttl"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "proxy: expiring cached tags failed"),
+                if !ttl.is_zero() {
+                    match proxy.evict_once(ttl).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            tags = n,
+                            "proxy: removed cached tags not pulled within proxy.ttl"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "proxy: expiring cached tags failed"),
+                    }
+                }
+                if capped {
+                    if let Err(e) = proxy.enforce_caps().await {
+                        tracing::warn!(error = %e, "proxy: enforcing cache size caps failed");
+                    }
                 }
             }
         }))
@@ -61,25 +97,32 @@ impl Proxy {
             })
     }
 
-    async fn evict_once(&self, ttl: Duration) -> Result<usize, crate::storage::StorageError> {
-        if !self.adopted.swap(true, Ordering::Relaxed) {
-            let now = Instant::now();
-            for repo in self.storage.repositories().await? {
-                let Ok(name) = repo.parse::<RepoName>() else {
-                    continue;
-                };
-                if !self.is_cached(&name) {
-                    continue;
-                }
-                for tag in self.storage.tags(&name).await?.unwrap_or_default() {
-                    self.pulled
-                        .lock()
-                        .unwrap()
-                        .entry((repo.clone(), tag))
-                        .or_insert(now);
-                }
+    /// Tags cached before this process started count as pulled now.
+    async fn adopt(&self) -> Result<(), StorageError> {
+        if self.adopted.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        for repo in self.storage.repositories().await? {
+            let Ok(name) = repo.parse::<RepoName>() else {
+                continue;
+            };
+            if !self.is_cached(&name) {
+                continue;
+            }
+            for tag in self.storage.tags(&name).await?.unwrap_or_default() {
+                self.pulled
+                    .lock()
+                    .unwrap()
+                    .entry((repo.clone(), tag))
+                    .or_insert(now);
             }
         }
+        Ok(())
+    }
+
+    async fn evict_once(&self, ttl: Duration) -> Result<usize, StorageError> {
+        self.adopt().await?;
         let expired: Vec<(String, String)> = self
             .pulled
             .lock()
@@ -94,30 +137,144 @@ impl Proxy {
                 continue;
             };
             // Pulled again since it was listed: kept.
-            let key = (repo.clone(), tag.clone());
             if self
                 .pulled
                 .lock()
                 .unwrap()
-                .get(&key)
+                .get(&(repo.clone(), tag.clone()))
                 .is_some_and(|t| t.elapsed() < ttl)
             {
                 continue;
             }
-            if self.storage.delete_tag(&name, &t).await? {
+            if self.remove_cached_tag(&name, &t).await? {
                 removed += 1;
-                let label = self
-                    .route(&name, None)
-                    .label()
-                    .unwrap_or_else(|| repo.clone());
-                super::metrics::ProxyMetrics::inc(&self.metrics.evicted, &label);
             }
-            self.pulled.lock().unwrap().remove(&key);
-            self.validated
-                .lock()
-                .unwrap()
-                .remove(&format!("{repo}|{tag}"));
         }
         Ok(removed)
+    }
+
+    /// Removes a cached tag and what is remembered of it; true when it was
+    /// there.
+    async fn remove_cached_tag(&self, name: &RepoName, tag: &Tag) -> Result<bool, StorageError> {
+        let removed = self.storage.delete_tag(name, tag).await?;
+        if removed {
+            let label = self
+                .route(name, None)
+                .label()
+                .unwrap_or_else(|| name.to_string());
+            super::metrics::ProxyMetrics::inc(&self.metrics.evicted, &label);
+        }
+        self.pulled
+            .lock()
+            .unwrap()
+            .remove(&(name.to_string(), tag.to_string()));
+        self.validated
+            .lock()
+            .unwrap()
+            .remove(&format!("{name}|{tag}"));
+        Ok(removed)
+    }
+
+    /// Every upstream with `max_bytes` back under it: its least recently
+    /// pulled tags removed first, the most recently pulled one never (a cap
+    /// smaller than one image would otherwise refetch it on every pull).
+    /// Returns how many tags went.
+    async fn enforce_caps(&self) -> Result<usize, StorageError> {
+        self.adopt().await?;
+        let listing = Listing::new(self.storage.clone());
+        let repos = self.storage.repositories().await?;
+        let mut removed = 0;
+        for u in self.upstreams.iter().filter(|u| u.max_bytes > 0) {
+            let mut tags = self.cached_tags(u, &repos, &listing).await?;
+            // Never pulled since it was cached (None) first, then oldest.
+            tags.sort_by_key(|t| t.last_pull);
+            // (size, tags reaching it) per blob and manifest.
+            let mut refs: HashMap<&Digest, (u64, usize)> = HashMap::new();
+            for t in &tags {
+                for (d, size) in &t.reached {
+                    refs.entry(d).or_insert((*size, 0)).1 += 1;
+                }
+            }
+            let mut total: u64 = refs.values().map(|(size, _)| size).sum();
+            if total <= u.max_bytes {
+                continue;
+            }
+            let before = total;
+            let mut gone = Vec::new();
+            for t in tags.iter().take(tags.len().saturating_sub(1)) {
+                if total <= u.max_bytes {
+                    break;
+                }
+                if self.remove_cached_tag(&t.repo, &t.tag).await? {
+                    gone.push(format!("{}:{}", t.repo, t.tag));
+                }
+                for d in t.reached.keys() {
+                    if let Some(r) = refs.get_mut(d) {
+                        r.1 -= 1;
+                        if r.1 == 0 {
+                            total -= r.0;
+                        }
+                    }
+                }
+            }
+            removed += gone.len();
+            if total > u.max_bytes {
+                tracing::warn!(
+                    upstream = u.label(),
+                    max_bytes = u.max_bytes,
+                    bytes = total,
+                    "proxy: the most recently pulled image alone is over the cache size cap; kept"
+                );
+            }
+            if !gone.is_empty() {
+                tracing::info!(upstream = u.label(), max_bytes = u.max_bytes, before, after = total, tags = ?gone, "proxy: removed the least recently pulled tags to stay within max_bytes");
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The tags cached from `u`, with what each reaches.
+    async fn cached_tags(
+        &self,
+        u: &Arc<Upstream>,
+        repos: &[String],
+        listing: &Listing,
+    ) -> Result<Vec<CachedTag>, StorageError> {
+        let mut out = Vec::new();
+        for repo in repos {
+            let Ok(name) = repo.parse::<RepoName>() else {
+                continue;
+            };
+            let mine = match self.route(&name, None) {
+                Routed::Proxied(t) | Routed::Mirror(t) => {
+                    Arc::ptr_eq(&t.upstream, u) && t.local == name
+                }
+                Routed::Hosted => false,
+            };
+            if !mine {
+                continue;
+            }
+            for tag in self.storage.tags(&name).await?.unwrap_or_default() {
+                let Ok(t) = tag.parse::<Tag>() else {
+                    continue;
+                };
+                let Some(digest) = self.storage.resolve_tag(&name, &t).await? else {
+                    continue;
+                };
+                let last_pull = self
+                    .pulled
+                    .lock()
+                    .unwrap()
+                    .get(&(repo.clone(), tag.clone()))
+                    .copied();
+                out.push(CachedTag {
+                    last_pull,
+                    reached: listing.reached(&name, &digest).await?,
+                    repo: name.clone(),
+                    tag: t,
+                });
+            }
+        }
+        Ok(out)
     }
 }

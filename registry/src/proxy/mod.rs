@@ -95,6 +95,8 @@ pub struct Upstream {
     pub library: bool,
     pub docker_mirror: bool,
     pub tag_ttl: Duration,
+    /// Cache size cap (`evict`); 0: none.
+    pub max_bytes: u64,
     pub client: client::UpstreamClient,
 }
 
@@ -192,6 +194,8 @@ pub struct Proxy {
     pulled: Mutex<HashMap<(String, String), Instant>>,
     /// The tags cached before this process started are in `pulled`.
     adopted: std::sync::atomic::AtomicBool,
+    /// Told when a blob was cached, so size caps are checked at once.
+    grown: Arc<tokio::sync::Notify>,
     pub metrics: Arc<ProxyMetrics>,
 }
 
@@ -224,6 +228,7 @@ impl Proxy {
                 library: u.library,
                 docker_mirror: u.docker_mirror,
                 tag_ttl: u.tag_ttl.unwrap_or(proxy.tag_ttl),
+                max_bytes: u.max_bytes,
                 client,
             }));
         }
@@ -249,9 +254,11 @@ impl Proxy {
             std::fs::remove_dir_all(&spool).map_err(spool_err)?;
         }
         std::fs::create_dir_all(&spool).map_err(spool_err)?;
+        let grown = Arc::new(tokio::sync::Notify::new());
         Ok(Some(Arc::new(Proxy {
             upstreams,
-            fetches: Arc::new(Fetches::new(storage.clone(), spool)),
+            fetches: Arc::new(Fetches::new(storage.clone(), spool, grown.clone())),
+            grown,
             storage,
             flights: Default::default(),
             validated: Arc::default(),

@@ -160,6 +160,14 @@ impl Listing {
         Ok(Some(facts))
     }
 
+    /// Every blob and manifest the manifest `d` of `name` reaches, each
+    /// once, with its size (empty when the repository does not hold it).
+    pub async fn reached(&self, name: &RepoName, d: &Digest) -> Result<HashMap<Digest, u64>> {
+        let mut into = HashMap::new();
+        self.reach(name, d, &mut into).await?;
+        Ok(into)
+    }
+
     /// Every blob and manifest `d` reaches (itself, its config and layers,
     /// an index's stored children), each once, with its size.
     async fn reach(
