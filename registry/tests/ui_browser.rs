@@ -298,6 +298,16 @@ async fn wait_for_path(b: &Browser, path: &str) {
     }
 }
 
+/// Waits until the page shows an element: for a navigation that ends on the
+/// path it started from.
+async fn wait_for_element(b: &Browser, at: Locator<'_>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.find(at).await.is_err() {
+        assert!(Instant::now() < deadline, "{at:?} never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Logs in through the form, typing as a keyboard user would: Tab from the
 /// user field to the password field, Enter to submit.
 async fn login(b: &Browser, base: &str, user: &str, password: &str) {
@@ -621,8 +631,11 @@ async fn ui_in_a_real_browser() {
         .to_owned();
     b.goto(&format!("{base}/ui/")).await.unwrap();
     click(&b, Locator::Id("logout")).await;
-    wait_for_path(&b, "/ui/").await;
-    assert!(b.find(Locator::Id("login-link")).await.is_ok());
+    // The page was /ui/ before the click too, so wait for what logout
+    // changes: the login link replaces the logout button.
+    wait_for_element(&b, Locator::Id("login-link")).await;
+    assert_eq!(path_of(&b).await, "/ui/");
+    assert!(b.find(Locator::Id("logout")).await.is_err());
     b.goto(&format!("{base}/ui/r/team-a/app")).await.unwrap();
     assert!(path_of(&b).await.starts_with("/ui/login"));
     let (status, _) = get_page(
