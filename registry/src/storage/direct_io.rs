@@ -18,6 +18,7 @@
 //! filesystems) the probe at start switches it off and every operation goes
 //! to `LocalFileSystem` unchanged.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -37,6 +38,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Objects smaller than this are read through the page cache: links,
 /// records and small configs, which are read often and cheap to cache.
@@ -47,6 +49,12 @@ const BUFFERED_READ_BLOCK: usize = 256 * 1024;
 /// Reads of one object in flight at once: a few, so the device queue stays
 /// busy while a block is being sent (measured: 1 → ~550, 4 → ~800 MiB/s).
 const READS_IN_FLIGHT: usize = 4;
+/// Memory for blocks read ahead of their consumers, across all reads of
+/// one store: a pull storm of 64 clients × 3 layers would otherwise hold
+/// 4 MiB per read (~770 MiB). Past it, reads go on one block at a time.
+const READ_AHEAD_BUDGET: usize = 64 << 20;
+/// What one read-ahead permit stands for.
+const AHEAD_UNIT: usize = 64 << 10;
 
 const STORE: &str = "DirectIo";
 
@@ -86,11 +94,21 @@ pub fn supported(dir: &FsPath) -> bool {
 pub struct DirectIo {
     inner: Arc<LocalFileSystem>,
     fsync: bool,
+    /// The read-ahead budget (`READ_AHEAD_BUDGET`), in `AHEAD_UNIT`s.
+    ahead: Arc<Semaphore>,
 }
 
 impl DirectIo {
     pub fn new(inner: Arc<LocalFileSystem>, fsync: bool) -> DirectIo {
-        DirectIo { inner, fsync }
+        DirectIo::with_read_ahead(inner, fsync, READ_AHEAD_BUDGET)
+    }
+
+    fn with_read_ahead(inner: Arc<LocalFileSystem>, fsync: bool, budget: usize) -> DirectIo {
+        DirectIo {
+            inner,
+            fsync,
+            ahead: Arc::new(Semaphore::new(budget / AHEAD_UNIT)),
+        }
     }
 }
 
@@ -318,15 +336,104 @@ impl Drop for DirectUpload {
     }
 }
 
+/// A block read from a file; its read-ahead permit, if it has one, goes
+/// back when the block's last `Bytes` is dropped (sent to the client).
+struct Block {
+    buf: Aligned,
+    _ahead: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+}
+
+/// Read-ahead budget permits for `len` bytes.
+fn ahead_permits(len: usize) -> u32 {
+    len.div_ceil(AHEAD_UNIT) as u32
+}
+
+/// One read of a file in progress (`read_stream`).
+struct FileRead {
+    file: Arc<File>,
+    /// Where the next block to start begins (aligned when direct).
+    next: u64,
+    range: Range<u64>,
+    direct: bool,
+    block: u64,
+    queue: VecDeque<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
+    ahead: Arc<Semaphore>,
+}
+
+impl FileRead {
+    /// Starts reading the next block on the blocking pool.
+    fn start(&mut self, permit: Option<OwnedSemaphorePermit>) {
+        let (at, end, range) = (self.next, self.range.end, self.range.clone());
+        // Direct reads cover whole blocks; the slice below trims them.
+        let want = (self.block.min(end - at) as usize).next_multiple_of(if self.direct {
+            ALIGN
+        } else {
+            1
+        });
+        self.next = at + self.block;
+        let keep = (range.start.max(at) - at) as usize..(end.min(at + want as u64) - at) as usize;
+        let file = self.file.clone();
+        self.queue.push_back(tokio::task::spawn_blocking(move || {
+            let mut buf = Aligned::zeroed(want);
+            let mut filled = 0;
+            while filled < want {
+                match file.read_at(&mut buf.as_mut_slice()[filled..], at + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(generic(e)),
+                }
+            }
+            if filled < keep.end {
+                return Err(generic(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "file shorter than its recorded size",
+                )));
+            }
+            let block = Block {
+                buf,
+                _ahead: permit,
+            };
+            Ok(Bytes::from_owner(block).slice(keep))
+        }));
+    }
+
+    /// The block the consumer wants next always starts (every read
+    /// progresses); up to `READS_IN_FLIGHT - 1` more start ahead of it
+    /// while the process-wide read-ahead budget has room for them.
+    fn fill(&mut self) {
+        if self.queue.is_empty() && self.next < self.range.end {
+            self.start(None);
+        }
+        while self.queue.len() < READS_IN_FLIGHT && self.next < self.range.end {
+            let len = self.block.min(self.range.end - self.next) as usize;
+            match self
+                .ahead
+                .clone()
+                .try_acquire_many_owned(ahead_permits(len))
+            {
+                Ok(permit) => self.start(Some(permit)),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// Reads `range` of `file` as a stream of `Bytes`, `O_DIRECT` when `direct`
 /// (the file must then be opened with it), at most `READS_IN_FLIGHT` blocks
-/// ahead of the consumer.
+/// ahead of the consumer, the blocks beyond the first within `ahead`.
 fn read_stream(
     file: File,
     range: Range<u64>,
     direct: bool,
+    ahead: Arc<Semaphore>,
 ) -> BoxStream<'static, object_store::Result<Bytes>> {
-    let file = Arc::new(file);
     let (block, first) = if direct {
         (
             DIRECT_READ_BLOCK as u64,
@@ -335,39 +442,29 @@ fn read_stream(
     } else {
         (BUFFERED_READ_BLOCK as u64, range.start)
     };
-    let end = range.end;
-    let starts = (first..end).step_by(block as usize);
-    futures::stream::iter(starts)
-        .map(move |at| {
-            let file = file.clone();
-            // Direct reads cover whole blocks; the slice below trims them.
-            let want =
-                (block.min(end - at) as usize).next_multiple_of(if direct { ALIGN } else { 1 });
-            let keep =
-                (range.start.max(at) - at) as usize..(end.min(at + want as u64) - at) as usize;
-            tokio::task::spawn_blocking(move || {
-                let mut buf = Aligned::zeroed(want);
-                let mut filled = 0;
-                while filled < want {
-                    match file.read_at(&mut buf.as_mut_slice()[filled..], at + filled as u64) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Err(generic(e)),
-                    }
-                }
-                if filled < keep.end {
-                    return Err(generic(std::io::Error::new(
-                        ErrorKind::UnexpectedEof,
-                        "file shorter than its recorded size",
-                    )));
-                }
-                Ok(Bytes::from_owner(buf).slice(keep))
-            })
-            .map(|r| r.unwrap_or_else(|e| Err(generic(std::io::Error::other(e)))))
-        })
-        .buffered(READS_IN_FLIGHT)
-        .boxed()
+    let read = FileRead {
+        file: Arc::new(file),
+        next: first,
+        range,
+        direct,
+        block,
+        queue: VecDeque::new(),
+        ahead,
+    };
+    futures::stream::unfold(read, |mut read| async move {
+        read.fill();
+        let next = read.queue.pop_front()?;
+        let got = next
+            .await
+            .unwrap_or_else(|e| Err(generic(std::io::Error::other(e))));
+        if got.is_err() {
+            // Nothing after a failed block.
+            read.queue.clear();
+            read.next = read.range.end;
+        }
+        Some((got, read))
+    })
+    .boxed()
 }
 
 #[async_trait]
@@ -429,11 +526,11 @@ impl ObjectStore for DirectIo {
             })
             .await;
             match reopened {
-                Ok(Ok(direct)) => read_stream(direct, range, true),
-                _ => read_stream(file, range, false),
+                Ok(Ok(direct)) => read_stream(direct, range, true, self.ahead.clone()),
+                _ => read_stream(file, range, false, self.ahead.clone()),
             }
         } else {
-            read_stream(file, range, false)
+            read_stream(file, range, false, self.ahead.clone())
         };
         result.payload = GetResultPayload::Stream(stream);
         Ok(result)
@@ -623,5 +720,56 @@ mod tests {
         assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
         let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
         assert!(listed.is_empty());
+    }
+    #[tokio::test]
+    async fn read_ahead_stays_in_its_budget_and_every_read_progresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let budget = 2 * DIRECT_READ_BLOCK;
+        let store = DirectIo::with_read_ahead(Arc::new(local), true, budget);
+        let total = budget / AHEAD_UNIT;
+        let all = data((8 << 20) + 5);
+        let key = Path::from("blob");
+        upload(&store, &key, &[&all]).await;
+
+        // A slow client: its first block is held, its read-ahead fills the
+        // budget and stays there while the client does not read on.
+        let mut slow = store.get(&key).await.unwrap().into_stream();
+        let first = slow.try_next().await.unwrap().unwrap();
+        assert_eq!(&first[..], &all[..first.len()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.ahead.available_permits() == total {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no read-ahead started"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Others still read whole objects, block by block, correctly.
+        for _ in 0..3 {
+            assert_eq!(read(&store, &key, None).await, all);
+        }
+        // The slow client reads on and finishes; every permit comes back.
+        let mut got = first.to_vec();
+        while let Some(piece) = slow.try_next().await.unwrap() {
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, all);
+        drop((slow, first));
+        while store.ahead.available_permits() != total {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "permits were not returned"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+
+        // No budget at all: one block at a time, still correct.
+        let local = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let none = DirectIo::with_read_ahead(Arc::new(local), true, 0);
+        assert_eq!(
+            read(&none, &key, Some(GetRange::Offset(4095))).await,
+            &all[4095..]
+        );
     }
 }
