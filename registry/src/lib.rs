@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod notify;
 pub mod oci;
 pub mod ops;
+pub mod otel;
 pub mod policy;
 pub mod proxy;
 pub mod referrers_index;

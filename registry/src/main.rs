@@ -204,23 +204,61 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
+    init_logging_with(config, None);
+}
+
+/// Log lines to stderr at the configured level and, with `tracing`, spans
+/// to the OpenTelemetry exporter, each through its own filter.
+fn init_logging_with(config: &Config, tracing: Option<&registry::otel::Tracing>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter =
         tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| "info".into());
     // A closed stderr (a log pipe whose reader went away) must not take
     // requests down with it: by default write errors are reported with
     // eprintln!, which panics on a broken pipe.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = match config.log.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let otel = tracing.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t.tracer())
+            .with_filter(tracing_subscriber::filter::filter_fn(
+                registry::otel::exported,
+            ))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .init();
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    init_logging(&config);
+    let tracing = registry::otel::Tracing::from_env().map_err(|e| format!("registry: {e}"))?;
+    init_logging_with(&config, tracing.as_ref());
+    if tracing.is_some() {
+        let endpoint = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .find_map(|k| std::env::var(k).ok())
+        .unwrap_or_else(|| "http://localhost:4318".into());
+        tracing::info!(%endpoint, "exporting OpenTelemetry traces (OTLP/HTTP)");
+    }
+    let served = serve_until_stopped(config);
+    if let Some(t) = tracing {
+        t.shutdown();
+    }
+    served
+}
+
+fn serve_until_stopped(config: Config) -> Result<(), String> {
     // File I/O runs on the blocking pool; a bounded pool bounds the memory
     // of a burst (each thread keeps its own malloc arena) at no cost in
     // throughput on a machine with a handful of cores.

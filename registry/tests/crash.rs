@@ -119,12 +119,7 @@ async fn client(base: String, c: usize, acked: Arc<Mutex<Acknowledged>>) {
 async fn sigkill_under_fifty_pushing_clients_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("storage");
-    let htpasswd = dir.path().join("htpasswd");
-    std::fs::write(
-        &htpasswd,
-        format!("{USER}:{}\n", htpasswd::hash_bcrypt(PASSWORD, 4).unwrap()),
-    )
-    .unwrap();
+    let htpasswd = support::write_htpasswd(dir.path());
     let start = || {
         let mut cmd = registry_bin::command(&root, &htpasswd, &[]);
         cmd.env("REGISTRY_STORAGE_FILESYSTEM_FSYNC", "true");

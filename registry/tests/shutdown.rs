@@ -8,21 +8,10 @@ mod registry_bin;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{basic_auth_value, sha256_digest, PASSWORD, USER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn htpasswd(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("htpasswd");
-    std::fs::write(
-        &path,
-        format!("{USER}:{}\n", htpasswd::hash_bcrypt(PASSWORD, 4).unwrap()),
-    )
-    .unwrap();
-    path
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -98,7 +87,7 @@ async fn upload_size(addr: &str, location: &str) -> (u16, Option<String>) {
 async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("storage");
-    let htpasswd = htpasswd(dir.path());
+    let htpasswd = support::write_htpasswd(dir.path());
     let mut cmd = registry_bin::command(&root, &htpasswd, &[]);
     cmd.env("REGISTRY_METRICS_ADDR", "127.0.0.1:0")
         .env("REGISTRY_HTTP_DRAINTIMEOUT", "30s");
@@ -174,7 +163,7 @@ async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
 async fn sigterm_gives_up_on_a_stalled_upload_after_the_drain_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("storage");
-    let htpasswd = htpasswd(dir.path());
+    let htpasswd = support::write_htpasswd(dir.path());
     let mut cmd = registry_bin::command(&root, &htpasswd, &[]);
     cmd.env("REGISTRY_METRICS_ADDR", "127.0.0.1:0")
         .env("REGISTRY_HTTP_DRAINTIMEOUT", "1s");

@@ -16,6 +16,7 @@ pub mod repositories;
 pub mod route;
 pub mod tags;
 pub mod token_endpoint;
+pub mod trace;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::metrics::track,
         ))
+        .layer(middleware::from_fn(trace::span))
         .with_state(state)
 }
 

@@ -37,6 +37,38 @@ impl Route {
             Route::Repository(_) => "repository",
         }
     }
+
+    /// The route as OpenTelemetry's `http.route`: the path with its
+    /// variable parts named, so spans of one endpoint group together.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Catalog => "/v2/_catalog",
+            Route::Tags(_) => "/v2/{name}/tags/list",
+            Route::Manifest(..) => "/v2/{name}/manifests/{reference}",
+            Route::Blob(..) => "/v2/{name}/blobs/{digest}",
+            Route::UploadStart(_) => "/v2/{name}/blobs/uploads/",
+            Route::Upload(..) => "/v2/{name}/blobs/uploads/{uuid}",
+            Route::Referrers(..) => "/v2/{name}/referrers/{digest}",
+            Route::ExtRepositories => "/v2/_ext/repositories",
+            Route::ExtTags(_) => "/v2/{name}/_ext/tags",
+            Route::Repository(_) => "/v2/_ext/repositories/{name}",
+        }
+    }
+
+    /// The repository the request is about, if any.
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Route::Catalog | Route::ExtRepositories => None,
+            Route::Tags(n)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::UploadStart(n)
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _)
+            | Route::ExtTags(n)
+            | Route::Repository(n) => Some(n),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! An `ObjectStore` wrapper that counts backend failures per operation, for
-//! the `registry_storage_errors_total` metric. "Not found" and "already
+//! the `registry_storage_errors_total` metric, and opens a span per
+//! operation beneath the request's for OpenTelemetry (`crate::otel`; debug
+//! level, so never built while tracing is off). "Not found" and "already
 //! exists" are answers, not failures, and are not counted.
 
 use std::fmt;
@@ -15,6 +17,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
+use tracing::Instrument as _;
 
 use super::Storage;
 
@@ -29,6 +32,22 @@ fn counts(e: &object_store::Error) -> bool {
             | object_store::Error::Precondition { .. }
             | object_store::Error::NotModified { .. }
     )
+}
+
+/// The span of one backend operation on `object`.
+fn op_span(op: &'static str, object: &Path) -> tracing::Span {
+    let span = tracing::debug_span!(
+        target: "registry::storage",
+        "storage",
+        otel.name = tracing::field::Empty,
+        otel.kind = "client",
+        storage.operation = op,
+        storage.object = %object,
+    );
+    if !span.is_disabled() {
+        span.record("otel.name", format!("storage {op}"));
+    }
+    span
 }
 
 struct Metered {
@@ -67,7 +86,11 @@ impl ObjectStore for Metered {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let r = self.inner.put_opts(location, payload, opts).await;
+        let r = self
+            .inner
+            .put_opts(location, payload, opts)
+            .instrument(op_span("put", location))
+            .await;
         self.note("put", r)
     }
 
@@ -76,7 +99,11 @@ impl ObjectStore for Metered {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let r = self.inner.put_multipart_opts(location, opts).await;
+        let r = self
+            .inner
+            .put_multipart_opts(location, opts)
+            .instrument(op_span("put_multipart", location))
+            .await;
         let upload = self.note("put", r)?;
         Ok(Box::new(MeteredUpload {
             inner: upload,
@@ -90,7 +117,11 @@ impl ObjectStore for Metered {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let op = if options.head { "head" } else { "get" };
-        let r = self.inner.get_opts(location, options).await;
+        let r = self
+            .inner
+            .get_opts(location, options)
+            .instrument(op_span(op, location))
+            .await;
         self.note(op, r)
     }
 
@@ -99,7 +130,11 @@ impl ObjectStore for Metered {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        let r = self.inner.get_ranges(location, ranges).await;
+        let r = self
+            .inner
+            .get_ranges(location, ranges)
+            .instrument(op_span("get", location))
+            .await;
         self.note("get", r)
     }
 
@@ -153,7 +188,12 @@ impl ObjectStore for Metered {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let r = self.inner.list_with_delimiter(prefix).await;
+        let span = op_span("list", prefix.unwrap_or(&Path::default()));
+        let r = self
+            .inner
+            .list_with_delimiter(prefix)
+            .instrument(span)
+            .await;
         self.note("list", r)
     }
 
@@ -163,7 +203,11 @@ impl ObjectStore for Metered {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let r = self.inner.copy_opts(from, to, options).await;
+        let r = self
+            .inner
+            .copy_opts(from, to, options)
+            .instrument(op_span("copy", to))
+            .await;
         self.note("copy", r)
     }
 
@@ -173,7 +217,11 @@ impl ObjectStore for Metered {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        let r = self.inner.rename_opts(from, to, options).await;
+        let r = self
+            .inner
+            .rename_opts(from, to, options)
+            .instrument(op_span("rename", to))
+            .await;
         self.note("rename", r)
     }
 }

@@ -40,12 +40,7 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(
-            &htpasswd,
-            format!("{USER}:{}\n", htpasswd::hash_bcrypt(PASSWORD, 4).unwrap()),
-        )
-        .unwrap();
+        let htpasswd = write_htpasswd(dir.path());
         let mut config = Config::default();
         config.http.addr = "127.0.0.1:0".into();
         config.storage.filesystem.rootdirectory = dir.path().join("storage");
@@ -284,6 +279,17 @@ impl Client {
             .unwrap()
             .to_owned()
     }
+}
+
+/// `dir/htpasswd` holding the test user (bcrypt at the lowest cost, fast).
+pub fn write_htpasswd(dir: &Path) -> PathBuf {
+    let path = dir.join("htpasswd");
+    std::fs::write(
+        &path,
+        format!("{USER}:{}\n", htpasswd::hash_bcrypt(PASSWORD, 4).unwrap()),
+    )
+    .unwrap();
+    path
 }
 
 pub fn sha256_digest(data: &[u8]) -> String {
