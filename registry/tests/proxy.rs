@@ -885,6 +885,85 @@ async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
     assert_eq!(r.status(), 200);
 }
 
+/// Pull times survive a restart: a tag pulled before it expires on its own
+/// schedule, not as if it had been pulled when the server came back (the
+/// order `max_bytes` evicts in comes from the same record).
+#[tokio::test]
+async fn pull_times_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = htpasswd_upstream(dir.path()).await;
+    let uc = upstream_client(&up);
+    push_image(&uc, "team/app", "before", &[pseudo_random(22, 3000)]).await;
+    push_image(&uc, "team/app", "after", &[pseudo_random(23, 3000)]).await;
+    let ttl = Duration::from_secs(4);
+    let s = proxy_with(
+        vec![upstream("up", &up.base, Duration::from_secs(60))],
+        |c| c.proxy.ttl = ttl,
+    )
+    .await;
+    let pull = |s: &TestServer, tag: &'static str| {
+        let c = s.client();
+        async move {
+            let path = format!("/v2/up/team/app/manifests/{tag}");
+            let r = fetch_manifest(&c, reqwest::Method::GET, &path).await;
+            assert_eq!(r.status(), 200, "{tag}");
+        }
+    };
+    let pulled = Instant::now();
+    let pulled_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    pull(&s, "before").await;
+    // Recorded within a quarter of the ttl, not per pull.
+    let record_file = s
+        .storage_root()
+        .join("docker/registry/v2/_proxy/up/team/app/_pulls.json");
+    let record = || -> serde_json::Value {
+        std::fs::read(&record_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    while record()["before"].is_null() {
+        assert!(pulled.elapsed() < ttl / 2, "no pull record written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = record()["before"].as_u64().unwrap();
+    assert!(
+        at.abs_diff(pulled_at) <= 2,
+        "recorded {at}, pulled {pulled_at}"
+    );
+
+    let s = s.restart().await;
+    tokio::time::sleep_until((pulled + ttl / 2).into()).await;
+    pull(&s, "after").await;
+    let tag_link = |tag: &str| {
+        s.storage_root().join(format!(
+            "docker/registry/v2/repositories/up/team/app/_manifests/tags/{tag}/current/link"
+        ))
+    };
+    // Counted from its pull, "before" expires half a ttl ahead of "after";
+    // counted from the restart it would go in the same sweep or later.
+    while tag_link("before").exists() {
+        assert!(
+            pulled.elapsed() < ttl * 2,
+            "the tag pulled before the restart was not evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        tag_link("after").exists(),
+        "evicted together: the restart forgot when \"before\" was pulled"
+    );
+    // The evicted tag leaves the record with the next batch.
+    while !record()["before"].is_null() {
+        assert!(pulled.elapsed() < ttl * 3, "{}", record());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!record()["after"].is_null(), "{}", record());
+}
+
 /// `max_bytes`: past the cap, the least recently pulled tags leave the
 /// cache (a tag pulled again is newer than one pulled once), never more than
 /// needed, and gc then frees exactly their blobs.

@@ -4,13 +4,16 @@
 //! once) exceeds it, its least recently pulled tags are removed until it
 //! fits. Either way the manifests and blobs then go with the next `gc` that
 //! deletes untagged manifests (`gc.delete_untagged`). Pulls are remembered
-//! in memory; tags cached before this process started count as pulled at
-//! its start.
+//! in memory and written in batches to each repository's pull record
+//! (`storage::pull_record`), at most `RECORD_EVERY` apart and when the
+//! server stops, so a restart keeps them; a tag with no record (cached by a
+//! version without them, or pulled just before a crash) counts as pulled
+//! when this process first looked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,11 +21,30 @@ use tokio::task::JoinHandle;
 use super::{Proxy, Routed, Target, Upstream};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::listing::Listing;
+use crate::storage::pull_record::PullTimes;
 use crate::storage::StorageError;
 
 /// After a blob was cached, how long the size sweeper waits for more (a
 /// pull brings several) before it measures.
 const CAP_SETTLE: Duration = Duration::from_millis(500);
+
+/// Pulls are written to storage at least this often (more often when a
+/// quarter of `ttl` is shorter): what a crash can forget.
+const RECORD_EVERY: Duration = Duration::from_secs(30);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What woke the sweeper.
+enum Wake {
+    Sweep,
+    Grew,
+    Record,
+    Stop,
+}
 
 /// A cached tag, for the size sweeper.
 struct CachedTag {
@@ -35,10 +57,12 @@ struct CachedTag {
 impl Proxy {
     /// A client pulled `tag` (from the cache or through it).
     pub(super) fn note_pull(&self, target: &Target, tag: &Tag) {
+        let repo = target.local.to_string();
         self.pulled
             .lock()
             .unwrap()
-            .insert((target.local.to_string(), tag.to_string()), Instant::now());
+            .insert((repo.clone(), tag.to_string()), Instant::now());
+        self.unrecorded.lock().unwrap().insert(repo);
     }
 
     /// The sweeper, when `ttl` is not zero or an upstream has a size cap:
@@ -61,14 +85,34 @@ impl Proxy {
         };
         let proxy = self.clone();
         Some(tokio::spawn(async move {
+            let mut record = tokio::time::interval(RECORD_EVERY.min(period));
+            record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_sweep = tokio::time::Instant::now() + period;
             loop {
-                let grew = tokio::select! {
-                    _ = tokio::time::sleep(period) => false,
-                    _ = proxy.grown.notified(), if capped => true,
-                    _ = stop.wait_for(|s| *s) => return,
+                // (No await inside select!: its output holds the stop
+                // channel's guard, which must not live across one.)
+                let wake = tokio::select! {
+                    _ = tokio::time::sleep_until(next_sweep) => Wake::Sweep,
+                    _ = proxy.grown.notified(), if capped => Wake::Grew,
+                    _ = record.tick() => Wake::Record,
+                    _ = stop.wait_for(|s| *s) => Wake::Stop,
+                };
+                let grew = match wake {
+                    Wake::Sweep => false,
+                    Wake::Grew => true,
+                    Wake::Record => {
+                        proxy.record_pulls_logged().await;
+                        continue;
+                    }
+                    Wake::Stop => {
+                        proxy.record_pulls_logged().await;
+                        return;
+                    }
                 };
                 if grew {
                     tokio::time::sleep(CAP_SETTLE).await;
+                } else {
+                    next_sweep = tokio::time::Instant::now() + period;
                 }
                 if !ttl.is_zero() {
                     match proxy.evict_once(ttl).await {
@@ -89,6 +133,73 @@ impl Proxy {
         }))
     }
 
+    async fn record_pulls_logged(&self) {
+        if let Err(e) = self.record_pulls().await {
+            tracing::warn!(error = %e, "proxy: recording pull times failed; retrying with the next batch");
+        }
+    }
+
+    /// Writes the pulls not yet recorded into the repositories' pull
+    /// records, merged with what is there (another replica's pulls: the
+    /// later time wins) and without the tags no longer stored.
+    async fn record_pulls(&self) -> Result<(), StorageError> {
+        let repos = std::mem::take(&mut *self.unrecorded.lock().unwrap());
+        if repos.is_empty() {
+            return Ok(());
+        }
+        let (now, wall) = (Instant::now(), unix_now());
+        // Every repository in the batch is rewritten, also one whose last
+        // tag was evicted (its record then drops the tag).
+        let mut batch: HashMap<String, PullTimes> = repos
+            .iter()
+            .map(|r| (r.clone(), PullTimes::new()))
+            .collect();
+        for ((repo, tag), at) in self.pulled.lock().unwrap().iter() {
+            if repos.contains(repo) {
+                let secs = wall.saturating_sub(now.duration_since(*at).as_secs());
+                batch
+                    .entry(repo.clone())
+                    .or_default()
+                    .insert(tag.clone(), secs);
+            }
+        }
+        let mut left: HashSet<String> = repos;
+        for (repo, times) in batch {
+            let Ok(name) = repo.parse::<RepoName>() else {
+                left.remove(&repo);
+                continue;
+            };
+            let written = async {
+                let stored: HashSet<String> = self
+                    .storage
+                    .tags(&name)
+                    .await?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let mut record = self.storage.pull_times(&name).await?;
+                for (tag, secs) in times {
+                    let e = record.entry(tag).or_insert(secs);
+                    *e = (*e).max(secs);
+                }
+                record.retain(|tag, _| stored.contains(tag));
+                self.storage.record_pull_times(&name, &record).await
+            }
+            .await;
+            match written {
+                Ok(()) => {
+                    left.remove(&repo);
+                }
+                Err(e) => {
+                    // What is left is tried again with the next batch.
+                    self.unrecorded.lock().unwrap().extend(left);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `repo` (a stored repository) is a cache of an upstream.
     fn is_cached(&self, repo: &RepoName) -> bool {
         matches!(self.route(repo, None), Routed::Proxied(t) if t.local == *repo)
@@ -97,12 +208,21 @@ impl Proxy {
             })
     }
 
-    /// Tags cached before this process started count as pulled now.
+    /// Tags cached before this process started: pulled when their pull
+    /// record says, or now when it says nothing of them.
     async fn adopt(&self) -> Result<(), StorageError> {
         if self.adopted.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        let now = Instant::now();
+        let adopted = self.adopt_all().await;
+        if adopted.is_err() {
+            self.adopted.store(false, Ordering::Relaxed);
+        }
+        adopted
+    }
+
+    async fn adopt_all(&self) -> Result<(), StorageError> {
+        let (now, wall) = (Instant::now(), unix_now());
         for repo in self.storage.repositories().await? {
             let Ok(name) = repo.parse::<RepoName>() else {
                 continue;
@@ -110,12 +230,19 @@ impl Proxy {
             if !self.is_cached(&name) {
                 continue;
             }
+            let recorded = self.storage.pull_times(&name).await?;
             for tag in self.storage.tags(&name).await?.unwrap_or_default() {
+                let at = recorded
+                    .get(&tag)
+                    .and_then(|&secs| {
+                        now.checked_sub(Duration::from_secs(wall.saturating_sub(secs)))
+                    })
+                    .unwrap_or(now);
                 self.pulled
                     .lock()
                     .unwrap()
                     .entry((repo.clone(), tag))
-                    .or_insert(now);
+                    .or_insert(at);
             }
         }
         Ok(())
@@ -168,6 +295,8 @@ impl Proxy {
             .lock()
             .unwrap()
             .remove(&(name.to_string(), tag.to_string()));
+        // Its pull record drops it with the next batch.
+        self.unrecorded.lock().unwrap().insert(name.to_string());
         self.validated
             .lock()
             .unwrap()

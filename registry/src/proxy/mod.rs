@@ -192,6 +192,8 @@ pub struct Proxy {
     validated: Arc<Mutex<HashMap<String, Instant>>>,
     /// When each cached tag (repository, tag) was last pulled (`evict`).
     pulled: Mutex<HashMap<(String, String), Instant>>,
+    /// Repositories with pulls not yet written to their pull record.
+    unrecorded: Mutex<std::collections::HashSet<String>>,
     /// The tags cached before this process started are in `pulled`.
     adopted: std::sync::atomic::AtomicBool,
     /// Told when a blob was cached, so size caps are checked at once.
@@ -263,6 +265,7 @@ impl Proxy {
             flights: Default::default(),
             validated: Arc::default(),
             pulled: Mutex::default(),
+            unrecorded: Mutex::default(),
             adopted: Default::default(),
             metrics: Arc::default(),
         })))

@@ -21,6 +21,7 @@ mod local_dirs;
 mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;
+pub mod pull_record;
 mod read_coalesce;
 mod repository_keys;
 pub mod spool;

@@ -1,0 +1,47 @@
+//! (ours) When the pull-through cache's tags were last pulled, so that
+//! `proxy.ttl` and the size caps' least-recently-pulled order survive a
+//! restart: `docker/registry/v2/_proxy/<name>/_pulls.json`, one object per
+//! cached repository, `{"<tag>": <unix seconds>}`. Written in batches by the
+//! proxy's sweeper, never per pull. (`_pulls.json` cannot be a repository
+//! name component: those start with a letter or digit.) registry:2, GC and
+//! scrub never look there.
+
+use std::collections::BTreeMap;
+
+use object_store::path::Path;
+use object_store::{ObjectStoreExt as _, PutPayload};
+
+use super::{is_not_found, Result, Storage};
+use crate::oci::RepoName;
+
+/// Tag → when it was last pulled, in seconds since the Unix epoch.
+pub type PullTimes = BTreeMap<String, u64>;
+
+fn key(name: &RepoName) -> Path {
+    Path::from(format!("docker/registry/v2/_proxy/{name}/_pulls.json"))
+}
+
+impl Storage {
+    /// What was recorded for `name`; empty when nothing was, or when the
+    /// record does not parse (it only orders evictions: a lost record makes
+    /// its tags count as pulled now, never loses content).
+    pub async fn pull_times(&self, name: &RepoName) -> Result<PullTimes> {
+        let bytes = match self.store.get(&key(name)).await {
+            Ok(r) => r.bytes().await?,
+            Err(e) if is_not_found(&e) => return Ok(PullTimes::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(repository = %name, error = %e, "proxy: unreadable pull record; its tags count as pulled now");
+            PullTimes::new()
+        }))
+    }
+
+    /// Replaces the record of `name` (a whole-object put: never half
+    /// written).
+    pub async fn record_pull_times(&self, name: &RepoName, times: &PullTimes) -> Result<()> {
+        let body = serde_json::to_vec(times).expect("a map of strings to numbers serialises");
+        self.store.put(&key(name), PutPayload::from(body)).await?;
+        Ok(())
+    }
+}
