@@ -1384,17 +1384,74 @@ impl Notifications {
     }
 }
 
-// ----- policies: immutable tags (`policy`) -----
+// ----- policies: immutable tags, retention (`policy`) -----
 
 /// `[policies]` in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policies {
     /// `[[policies.immutable]]`: tags that, once pushed, keep their digest.
-    /// (Quotas and retention are not built yet: `[[policies.quota]]` and
-    /// `[[policies.retention]]` are refused as unknown keys rather than
-    /// accepted and ignored.)
+    /// (Quotas are not built yet: `[[policies.quota]]` is refused as an
+    /// unknown key rather than accepted and ignored.)
     pub immutable: Vec<ImmutableRule>,
+    /// `[[policies.retention]]`: which tags stay; the others are removed by
+    /// `registry retention --apply` or the server's scheduled run.
+    pub retention: Vec<RetentionRule>,
+    /// How often the server applies the retention rules (`0s`: never; then
+    /// only `registry retention --apply` does).
+    #[serde(deserialize_with = "de_duration")]
+    pub retention_interval: Duration,
+}
+
+/// One `[[policies.retention]]` entry: a tag of a matching repository
+/// stays when any of the `keep_*` conditions holds for it (or an immutable
+/// rule protects it); the rest go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionRule {
+    /// Repository glob, as in `[[acl.rules]]`; the first matching rule (in
+    /// file order) governs a repository.
+    pub repository: String,
+    /// Keep the N most recently pushed tags.
+    pub keep_last: Option<usize>,
+    /// Keep the tags matching these patterns (`*`, `?`): `latest`, `v*`.
+    pub keep_tags: Vec<String>,
+    /// Keep the tags pushed within this long.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub keep_pushed_within: Option<Duration>,
+    /// Only report what would go (the default: a new rule removes nothing
+    /// until someone read its report and set this to false).
+    pub dry_run: bool,
+}
+
+impl Default for RetentionRule {
+    fn default() -> Self {
+        RetentionRule {
+            repository: String::new(),
+            keep_last: None,
+            keep_tags: Vec::new(),
+            keep_pushed_within: None,
+            dry_run: true,
+        }
+    }
+}
+
+/// Tag patterns: tag characters, `*` and `?`.
+fn check_tag_patterns(key: String, list: &[String]) -> Result<(), (String, String)> {
+    for t in list {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?')
+            });
+        if !ok {
+            return Err((
+                key,
+                format!("{t:?} is not a tag pattern (tag characters, * and ?)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One `[[policies.immutable]]` entry.
@@ -1422,20 +1479,21 @@ impl Policies {
                 return Err((key("tags"), "must name at least one tag pattern".into()));
             }
             for (field, list) in [("tags", &r.tags), ("exceptions", &r.exceptions)] {
-                for t in list {
-                    let ok = !t.is_empty()
-                        && t.len() <= 128
-                        && t.bytes().all(|b| {
-                            b.is_ascii_alphanumeric()
-                                || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?')
-                        });
-                    if !ok {
-                        return Err((
-                            key(field),
-                            format!("{t:?} is not a tag pattern (tag characters, * and ?)"),
-                        ));
-                    }
-                }
+                check_tag_patterns(key(field), list)?;
+            }
+        }
+        for (i, r) in self.retention.iter().enumerate() {
+            let key = |field: &str| format!("policies.retention[{i}].{field}");
+            check_repository_glob(key("repository"), &r.repository)?;
+            check_tag_patterns(key("keep_tags"), &r.keep_tags)?;
+            if r.keep_last.is_none() && r.keep_tags.is_empty() && r.keep_pushed_within.is_none() {
+                return Err((
+                    format!("policies.retention[{i}]"),
+                    "keeps nothing: set keep_last, keep_tags or keep_pushed_within (a rule that would remove every tag is refused)".into(),
+                ));
+            }
+            if r.keep_last == Some(0) {
+                return Err((key("keep_last"), "must be at least 1 (or unset)".into()));
             }
         }
         Ok(())
@@ -1463,6 +1521,24 @@ admin_override = true
         assert_eq!(p.immutable[0].tags, ["v*", "release-*"]);
         assert_eq!(p.immutable[0].exceptions, ["latest", "*-rc*"]);
         assert!(p.immutable[0].admin_override);
+        let c = Config::from_toml(
+            r#"
+[policies]
+retention_interval = "24h"
+[[policies.retention]]
+repository = "ci/**"
+keep_last = 10
+keep_tags = ["latest"]
+keep_pushed_within = "7d"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let r = &c.policies.retention[0];
+        assert_eq!(r.keep_last, Some(10));
+        assert_eq!(r.keep_pushed_within, Some(Duration::from_secs(7 * 86400)));
+        assert!(r.dry_run, "a new rule is a dry run");
+        assert_eq!(c.policies.retention_interval, Duration::from_secs(86400));
     }
 
     #[test]
@@ -1480,17 +1556,26 @@ admin_override = true
                 "[[policies.immutable]]\nrepository = \"a\"\ntags = [\"v*\"]\nexceptions = [\"a/b\"]",
                 "policies.immutable[0].exceptions",
             ),
+            (
+                "[[policies.retention]]\nrepository = \"ci/**\"",
+                "policies.retention[0]: keeps nothing",
+            ),
+            (
+                "[[policies.retention]]\nrepository = \"ci/**\"\nkeep_last = 0",
+                "policies.retention[0].keep_last",
+            ),
+            (
+                "[[policies.retention]]\nrepository = \"ci/**\"\nkeep_tags = [\"a b\"]",
+                "policies.retention[0].keep_tags",
+            ),
         ] {
             let c = Config::from_toml(text).unwrap();
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(key), "{text}: {e}");
         }
         // Not built yet: refused, never silently ignored.
-        for section in ["quota", "retention"] {
-            let e = Config::from_toml(&format!("[[policies.{section}]]\nrepository = \"a\""))
-                .unwrap_err();
-            assert!(e.contains(section), "{e}");
-        }
+        let e = Config::from_toml("[[policies.quota]]\nrepository = \"a\"").unwrap_err();
+        assert!(e.contains("quota"), "{e}");
     }
 }
 

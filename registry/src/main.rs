@@ -38,6 +38,21 @@ enum Command {
     /// that another registry, such as registry:2, stored; run once after
     /// moving its storage here. Only adds, safe while the registry serves.
     IndexReferrers(ConfigArg),
+    /// Apply `[[policies.retention]]`: print for every tag of the governed
+    /// repositories whether it stays and why; with --apply remove the tags
+    /// that rules with `dry_run = false` do not keep. The manifests and
+    /// blobs go with the next gc deleting untagged manifests.
+    Retention(RetentionArgs),
+}
+
+#[derive(clap::Args)]
+struct RetentionArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Remove what rules with `dry_run = false` do not keep (without it,
+    /// nothing is removed).
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(clap::Args)]
@@ -183,6 +198,7 @@ fn main() -> ExitCode {
         Command::Healthcheck(arg) => load(&arg).and_then(|c| healthcheck(&c)),
         Command::Gc(args) => load(&args.config).and_then(|c| gc(c, &args)),
         Command::IndexReferrers(arg) => load(&arg).and_then(index_referrers),
+        Command::Retention(args) => load(&args.config).and_then(|c| retention(c, args.apply)),
         Command::Scrub(arg) => {
             return match load(&arg).and_then(scrub) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -318,6 +334,27 @@ where
         let storage = registry::storage::backend::open(&config.storage).map_err(|e| fail(&e))?;
         run(storage).await.map_err(|e| fail(&e))
     })
+}
+
+fn retention(config: Config, apply: bool) -> Result<(), String> {
+    let policies = registry::policy::Policies::from_config(&config.policies);
+    if policies.retention.is_empty() {
+        return Err(
+            "registry retention: no [[policies.retention]] rules in the configuration".into(),
+        );
+    }
+    let report = on_storage(&config, "retention", |storage| async move {
+        registry::policy::retention::run(&storage, &policies.retention, &policies.immutable, apply)
+            .await
+    })?;
+    for t in &report.tags {
+        println!("{}", t.line());
+    }
+    println!("{}", report.summary());
+    if report.removed() > 0 {
+        println!("the removed tags' manifests and blobs go with the next `registry gc --delete-untagged` (or online gc with gc.delete_untagged)");
+    }
+    Ok(())
 }
 
 fn gc(config: Config, args: &GcArgs) -> Result<(), String> {

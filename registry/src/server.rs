@@ -140,6 +140,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .tasks
             .extend(p.spawn_evictor(config.proxy.ttl, shutdown.subscribe()));
     }
+    if !config.policies.retention_interval.is_zero() {
+        let live = app.clone();
+        background
+            .tasks
+            .push(crate::policy::retention::spawn_scheduled(
+                storage_for_ops.clone(),
+                config.policies.retention_interval,
+                move || live.policies.get(),
+                shutdown.subscribe(),
+            ));
+    }
     let notifier = crate::notify::Notifier::new(config, &storage_for_ops, &metrics, addr.port());
     if let Some(n) = &notifier {
         background.tasks.extend(n.spawn(shutdown.subscribe()));

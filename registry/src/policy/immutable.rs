@@ -21,6 +21,11 @@ pub struct Protection {
 }
 
 impl Protection {
+    /// Just `policies.immutable[<i>]`.
+    pub fn rule_name(&self) -> &str {
+        self.rule.split(" (").next().unwrap_or(&self.rule)
+    }
+
     /// Whether `admin` (the requester is an `[acl] admins` member) lifts it.
     pub fn binds(&self, admin: bool) -> bool {
         !(admin && self.admin_override)

@@ -1,9 +1,11 @@
-//! Repository policies checked before a write, as auth is checked before a
-//! handler: immutable tags (`immutable`); quotas and retention are to join
-//! it. Built from `[policies]`; the server swaps in a new set when the
-//! config file changes (`crate::reload`).
+//! Repository policies: immutable tags (`immutable`), checked before a
+//! write as auth is checked before a handler, and retention (`retention`),
+//! run on demand or on a schedule; quotas are to join them. Built from
+//! `[policies]`; the server swaps in a new set when the config file changes
+//! (`crate::reload`).
 
 pub mod immutable;
+pub mod retention;
 
 use crate::config;
 
@@ -11,6 +13,7 @@ use crate::config;
 #[derive(Debug, Default)]
 pub struct Policies {
     pub immutable: immutable::Immutable,
+    pub retention: Vec<config::RetentionRule>,
 }
 
 impl Policies {
@@ -18,6 +21,7 @@ impl Policies {
     pub fn from_config(config: &config::Policies) -> Policies {
         Policies {
             immutable: immutable::Immutable::new(config.immutable.clone()),
+            retention: config.retention.clone(),
         }
     }
 }

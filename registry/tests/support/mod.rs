@@ -254,6 +254,25 @@ impl Client {
         (digest, bytes)
     }
 
+    /// `GET /v2/<name>/tags/list`'s tags (in the server's order: lexical).
+    pub async fn tag_list(&self, name: &str) -> Vec<String> {
+        let r = self
+            .get(&format!("/v2/{name}/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "tags of {name}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub async fn push_manifest(
         &self,
         name: &str,

@@ -1,0 +1,333 @@
+//! Retention: which tags of a repository stay. The first
+//! `[[policies.retention]]` rule (in file order) whose repository glob
+//! matches governs a repository; a tag stays when an immutable rule protects
+//! it or any of the rule's `keep_*` conditions holds, and the rest are
+//! untagged. Retention only removes tags: what they alone reached (manifests,
+//! an index with its platforms, referrers such as signatures, blobs) is left
+//! to the garbage collector deleting untagged manifests, which keeps
+//! whatever a kept tag still reaches and removes referrers with their
+//! subject. A rule is a dry run until it says `dry_run = false`.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use super::immutable::Immutable;
+use crate::auth::acl::glob_match;
+use crate::config::RetentionRule;
+use crate::oci::{Digest, RepoName, Tag};
+use crate::storage::listing::{Listing, Sort};
+use crate::storage::{Storage, StorageError};
+
+/// Why a tag stays or goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Kept, and the condition that kept it.
+    Keep(String),
+    /// Not kept by anything.
+    Remove,
+}
+
+/// What became of one tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Kept(String),
+    /// Removed (or, in a dry run, would be).
+    Removed {
+        dry_run: bool,
+    },
+    /// Planned for removal but pushed again (another digest) meanwhile: kept.
+    Repushed,
+}
+
+#[derive(Debug, Clone)]
+pub struct TagReport {
+    /// `policies.retention[<i>]`.
+    pub rule: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: Digest,
+    pub pushed: Option<SystemTime>,
+    pub outcome: Outcome,
+    /// The removed tag's manifest stays: a kept tag names it too.
+    pub shared: bool,
+}
+
+impl TagReport {
+    /// One line of the report: what, which tag, and why.
+    pub fn line(&self) -> String {
+        let at = format!("{}:{}", self.repository, self.tag);
+        let pushed = self.pushed.map_or_else(
+            || "push time unknown".to_owned(),
+            |t| format!("pushed {}", humantime::format_rfc3339_seconds(t)),
+        );
+        match &self.outcome {
+            Outcome::Kept(why) => format!("keep {at} ({}: {why})", self.rule),
+            Outcome::Removed { dry_run } => format!(
+                "{} {at} ({}: {pushed}, kept by no condition{})",
+                if *dry_run { "would remove" } else { "remove" },
+                self.rule,
+                if self.shared {
+                    "; its manifest stays, a kept tag names it"
+                } else {
+                    ""
+                },
+            ),
+            Outcome::Repushed => format!(
+                "keep {at} ({}: pushed again while retention ran)",
+                self.rule
+            ),
+        }
+    }
+}
+
+/// A whole run: every tag of every governed repository.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub tags: Vec<TagReport>,
+    pub repositories: usize,
+}
+
+impl Report {
+    pub fn removed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Removed { dry_run: false }))
+    }
+
+    pub fn would_remove(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Removed { dry_run: true }))
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.tags.iter().filter(|t| f(&t.outcome)).count()
+    }
+
+    pub fn summary(&self) -> String {
+        let kept = self.tags.len() - self.removed() - self.would_remove();
+        let mut s = format!(
+            "retention: {} repositories, {} tags: {kept} kept, {} removed",
+            self.repositories,
+            self.tags.len(),
+            self.removed()
+        );
+        if self.would_remove() > 0 {
+            s += &format!(", {} to remove in dry-run rules", self.would_remove());
+        }
+        s
+    }
+}
+
+/// The verdicts for one repository's tags, given newest first (ties by
+/// name), under `rule` and the immutable rules.
+pub fn decide(
+    rule: &RetentionRule,
+    immutable: &Immutable,
+    repository: &str,
+    tags: &[(String, Option<SystemTime>)],
+    now: SystemTime,
+) -> Vec<Verdict> {
+    tags.iter()
+        .enumerate()
+        .map(|(rank, (tag, pushed))| {
+            if let Some(p) = immutable.protection(repository, tag) {
+                return Verdict::Keep(format!("immutable under {}", p.rule_name()));
+            }
+            if let Some(pattern) = rule
+                .keep_tags
+                .iter()
+                .find(|p| glob_match(p.as_bytes(), tag.as_bytes()))
+            {
+                return Verdict::Keep(format!("keep_tags {pattern:?}"));
+            }
+            if let Some(n) = rule.keep_last {
+                if rank < n {
+                    return Verdict::Keep(format!("keep_last {n} (#{})", rank + 1));
+                }
+            }
+            let Some(pushed) = pushed else {
+                return Verdict::Keep("push time unknown".into());
+            };
+            if let Some(within) = rule.keep_pushed_within {
+                // A push time in the future (clock skew) counts as now.
+                let age = now.duration_since(*pushed).unwrap_or_default();
+                if age < within {
+                    return Verdict::Keep(format!(
+                        "keep_pushed_within {}",
+                        humantime::format_duration(within)
+                    ));
+                }
+            }
+            Verdict::Remove
+        })
+        .collect()
+}
+
+/// Runs the rules over every repository: removes what they do not keep
+/// when `apply` (and the rule is not a dry run), reports every tag.
+pub async fn run(
+    storage: &Storage,
+    rules: &[RetentionRule],
+    immutable: &Immutable,
+    apply: bool,
+) -> Result<Report, StorageError> {
+    let mut report = Report::default();
+    if rules.is_empty() {
+        return Ok(report);
+    }
+    let listing = Listing::new(storage.clone());
+    let mut repositories = storage.repositories().await?;
+    repositories.sort();
+    for repo in repositories {
+        let Ok(name) = repo.parse::<RepoName>() else {
+            continue;
+        };
+        let Some((index, rule)) = rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| glob_match(r.repository.as_bytes(), repo.as_bytes()))
+        else {
+            continue;
+        };
+        let Some((tags, _)) = listing
+            .tags_page(&name, Sort::Pushed, None, usize::MAX)
+            .await?
+        else {
+            continue;
+        };
+        report.repositories += 1;
+        let times: Vec<(String, Option<SystemTime>)> =
+            tags.iter().map(|t| (t.tag.clone(), t.pushed)).collect();
+        let verdicts = decide(rule, immutable, &repo, &times, SystemTime::now());
+        let kept: HashSet<&Digest> = tags
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| matches!(v, Verdict::Keep(_)))
+            .map(|(t, _)| &t.digest)
+            .collect();
+        let remove = apply && !rule.dry_run;
+        for (t, verdict) in tags.iter().zip(&verdicts) {
+            let outcome = match verdict {
+                Verdict::Keep(why) => Outcome::Kept(why.clone()),
+                Verdict::Remove if !remove => Outcome::Removed { dry_run: true },
+                Verdict::Remove => remove_if_unchanged(storage, &name, &t.tag, &t.digest).await?,
+            };
+            report.tags.push(TagReport {
+                rule: format!("policies.retention[{index}]"),
+                repository: repo.clone(),
+                tag: t.tag.clone(),
+                digest: t.digest.clone(),
+                pushed: t.pushed,
+                shared: matches!(outcome, Outcome::Removed { .. }) && kept.contains(&t.digest),
+                outcome,
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// The server's scheduled runs (`policies.retention_interval`): every
+/// `interval`, the rules in force then (they reload with the config file)
+/// are applied; each removal is logged (target `audit`), and the summary.
+pub fn spawn_scheduled(
+    storage: Storage,
+    interval: std::time::Duration,
+    policies: impl Fn() -> std::sync::Arc<super::Policies> + Send + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let p = policies();
+            if p.retention.is_empty() {
+                continue;
+            }
+            match run(&storage, &p.retention, &p.immutable, true).await {
+                Ok(report) => {
+                    for t in &report.tags {
+                        if t.outcome == (Outcome::Removed { dry_run: false }) {
+                            tracing::info!(target: "audit", action = "retention_remove", repository = %t.repository, tag = %t.tag, digest = %t.digest, rule = %t.rule, "retention removed a tag");
+                        }
+                    }
+                    tracing::info!(summary = %report.summary(), "retention ran");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention failed; trying again at the next interval")
+                }
+            }
+        }
+    })
+}
+
+/// Untags `tag` if it still names `planned`: a push that moved it since the
+/// listing made it new, and it stays.
+async fn remove_if_unchanged(
+    storage: &Storage,
+    name: &RepoName,
+    tag: &str,
+    planned: &Digest,
+) -> Result<Outcome, StorageError> {
+    let Ok(t) = tag.parse::<Tag>() else {
+        return Ok(Outcome::Repushed);
+    };
+    match storage.resolve_tag(name, &t).await? {
+        Some(d) if d == *planned => {
+            storage.delete_tag(name, &t).await?;
+            Ok(Outcome::Removed { dry_run: false })
+        }
+        // Gone already (someone else removed it) counts as removed.
+        None => Ok(Outcome::Removed { dry_run: false }),
+        Some(_) => Ok(Outcome::Repushed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImmutableRule;
+    use std::time::Duration;
+
+    #[test]
+    fn any_keep_condition_keeps_and_the_rest_go() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 86400);
+        let days_ago = |d: u64| Some(now - Duration::from_secs(d * 86400));
+        let rule = RetentionRule {
+            repository: "ci/**".into(),
+            keep_last: Some(2),
+            keep_tags: vec!["latest".into(), "stable-*".into()],
+            keep_pushed_within: Some(Duration::from_secs(7 * 86400)),
+            dry_run: false,
+        };
+        let immutable = Immutable::new(vec![ImmutableRule {
+            repository: "ci/**".into(),
+            tags: vec!["v*".into()],
+            ..Default::default()
+        }]);
+        let tags = [
+            ("c9", days_ago(0)),
+            ("c8", days_ago(1)),
+            ("c7", days_ago(3)),
+            ("latest", days_ago(9)),
+            ("c6", days_ago(10)),
+            ("v1.0", days_ago(30)),
+            ("stable-1", days_ago(40)),
+            ("old", None),
+        ]
+        .map(|(t, p)| (t.to_owned(), p));
+        let verdicts = decide(&rule, &immutable, "ci/app", &tags, now);
+        let keep = |why: &str| Verdict::Keep(why.into());
+        assert_eq!(
+            verdicts,
+            [
+                keep("keep_last 2 (#1)"),
+                keep("keep_last 2 (#2)"),
+                keep("keep_pushed_within 7days"),
+                keep("keep_tags \"latest\""),
+                Verdict::Remove,
+                keep("immutable under policies.immutable[0]"),
+                keep("keep_tags \"stable-*\""),
+                keep("push time unknown"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Retention (`[[policies.retention]]`): the dry run reports every tag and
+//! why it stays or goes, removing nothing; applied, it removes exactly the
+//! tags it reported; gc then frees exactly what only those tags reached (an
+//! index with its platforms, a signature with its subject), the kept images
+//! pull byte for byte as pushed, and pushes during the run lose nothing.
+//! Push times are the tag links' modification times (as the listing reads
+//! them), set back here to make "pushed 12 days ago" without waiting.
+
+#[path = "support/registry_bin.rs"]
+mod registry_bin;
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use registry::policy::retention;
+use support::{sha256_digest, Client, TestServer, OCI_INDEX, OCI_MANIFEST};
+
+const DAY: Duration = Duration::from_secs(86400);
+
+const RULES: &str = r#"
+[[immutable]]
+repository = "ci/**"
+tags = ["v*"]
+[[retention]]
+repository = "ci/**"
+keep_last = 1
+keep_tags = ["latest"]
+keep_pushed_within = "7d"
+"#;
+
+fn policies(dry_run: bool) -> registry::config::Policies {
+    let mut p: registry::config::Policies = toml::from_str(RULES).unwrap();
+    p.retention[0].dry_run = dry_run;
+    p
+}
+
+/// Pushes a single-platform manifest by digest (no tag), returns it.
+async fn push_untagged(c: &Client, name: &str, layer: &[u8]) -> (String, Vec<u8>) {
+    let config = br#"{"architecture":"arm64","os":"linux"}"#;
+    let config_digest = c.push_blob(name, config).await;
+    let layer_digest = c.push_blob(name, layer).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let digest = sha256_digest(&manifest);
+    c.push_manifest(name, &digest, OCI_MANIFEST, &manifest)
+        .await;
+    (digest, manifest)
+}
+
+/// Sets the push time of `tag` (its current link's modification time).
+fn set_pushed(s: &TestServer, name: &str, tag: &str, at: SystemTime) {
+    let link = s.storage_root().join(format!(
+        "docker/registry/v2/repositories/{name}/_manifests/tags/{tag}/current/link"
+    ));
+    std::fs::File::options()
+        .write(true)
+        .open(&link)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+}
+
+fn blob_exists(s: &TestServer, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    s.storage_root()
+        .join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+        .exists()
+}
+
+fn stamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_their_blobs() {
+    if support::storage_is_s3() {
+        // Push times are set back through the files' mtimes.
+        return;
+    }
+    let s = TestServer::start_with(|c| c.policies = policies(true)).await;
+    let c = s.client();
+    let name = "ci/app";
+
+    // CI builds c01..c06, one layer each; latest names c01's manifest.
+    let mut images = Vec::new();
+    for i in 1..=6 {
+        let layer = format!("build {i}").into_bytes();
+        let tag = format!("c{i:02}");
+        let (digest, bytes) = c.push_image(name, &tag, &[&layer]).await;
+        images.push((tag, digest, bytes, sha256_digest(&layer), layer));
+    }
+    let (latest, _) = c.push_image(name, "latest", &[b"build 1"]).await;
+    assert_eq!(latest, images[0].1);
+    let (release, release_bytes) = c.push_image(name, "v1.0", &[b"release 1.0"]).await;
+    // A multi-arch index of two platform manifests, and a signature of c03.
+    let (amd, amd_bytes) = push_untagged(&c, name, b"multi amd64").await;
+    let (arm, arm_bytes) = push_untagged(&c, name, b"multi arm64").await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_bytes.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_bytes.len(),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    c.push_manifest(name, "multi", OCI_INDEX, &index).await;
+    let sig_config = br#"{}"#;
+    let sig_config_digest = c.push_blob(name, sig_config).await;
+    let sig_layer = b"MEUCIQ<signature of c03>";
+    let sig_layer_digest = c.push_blob(name, sig_layer).await;
+    let signature = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": sig_config_digest, "size": sig_config.len()},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": sig_layer_digest, "size": sig_layer.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": images[2].1,
+                    "size": images[2].2.len()},
+    }))
+    .unwrap();
+    let sig = sha256_digest(&signature);
+    c.push_manifest(name, &sig, OCI_MANIFEST, &signature).await;
+    // A repository no rule governs.
+    c.push_image("other/app", "old", &[b"other"]).await;
+
+    // Push times: c06 now, c05 two days ago, the rest older than a week.
+    let now = SystemTime::now();
+    let ages = [
+        ("c01", 13),
+        ("c02", 12),
+        ("c03", 11),
+        ("c04", 10),
+        ("c05", 2),
+        ("latest", 9),
+        ("multi", 20),
+        ("v1.0", 30),
+    ];
+    for (tag, days) in ages {
+        set_pushed(&s, name, tag, now - DAY * days);
+    }
+    set_pushed(&s, "other/app", "old", now - DAY * 300);
+    let pushed = |tag: &str| stamp(now - DAY * ages.iter().find(|a| a.0 == tag).unwrap().1);
+
+    let rule = "policies.retention[0]";
+    let expected = |verb: &str| {
+        vec![
+            format!("keep ci/app:c06 ({rule}: keep_last 1 (#1))"),
+            format!("keep ci/app:c05 ({rule}: keep_pushed_within 7days)"),
+            format!("keep ci/app:latest ({rule}: keep_tags \"latest\")"),
+            format!("{verb} ci/app:c04 ({rule}: pushed {}, kept by no condition)", pushed("c04")),
+            format!("{verb} ci/app:c03 ({rule}: pushed {}, kept by no condition)", pushed("c03")),
+            format!("{verb} ci/app:c02 ({rule}: pushed {}, kept by no condition)", pushed("c02")),
+            format!("{verb} ci/app:c01 ({rule}: pushed {}, kept by no condition; its manifest stays, a kept tag names it)", pushed("c01")),
+            format!("{verb} ci/app:multi ({rule}: pushed {}, kept by no condition)", pushed("multi")),
+            format!("keep ci/app:v1.0 ({rule}: immutable under policies.immutable[0])"),
+        ]
+    };
+    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
+    let before = support::storage_files(&s.storage_root());
+
+    // The dry run, in process and from the command line: the same report,
+    // and nothing changes.
+    let p = registry::policy::Policies::from_config(&policies(true));
+    let report = retention::run(&storage, &p.retention, &p.immutable, true)
+        .await
+        .unwrap();
+    let lines: Vec<String> = report.tags.iter().map(|t| t.line()).collect();
+    assert_eq!(lines, expected("would remove"));
+    assert_eq!(
+        report.summary(),
+        "retention: 1 repositories, 9 tags: 4 kept, 0 removed, 5 to remove in dry-run rules"
+    );
+    let config_file = s.dir().join("retention.toml");
+    std::fs::write(
+        &config_file,
+        format!("[policies]\n{}", RULES.replace("[[", "[[policies.")),
+    )
+    .unwrap();
+    let out = registry_bin::run(
+        &s.storage_root(),
+        &s.dir().join("htpasswd"),
+        &["retention", "-c", config_file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let mut want = expected("would remove");
+    want.push(report.summary());
+    assert_eq!(printed.lines().collect::<Vec<_>>(), want);
+    support::assert_storage_unchanged(&s.storage_root(), &before, "a dry run");
+
+    // Applied, with pushes going on: exactly the reported tags go.
+    let p = registry::policy::Policies::from_config(&policies(false));
+    let pushing = {
+        let c = s.client();
+        tokio::spawn(async move {
+            for i in 0..8 {
+                c.push_image("ci/app", &format!("n{i}"), &[format!("new {i}").as_bytes()])
+                    .await;
+            }
+        })
+    };
+    let report = retention::run(&storage, &p.retention, &p.immutable, true)
+        .await
+        .unwrap();
+    pushing.await.unwrap();
+    let lines: Vec<String> = report.tags.iter().map(|t| t.line()).collect();
+    // Exactly the reported tags were removed; the builds pushed during the
+    // run were not listed yet or are kept (the newest pushes: they may take
+    // keep_last's place from c06, which keep_pushed_within then keeps).
+    let removed: Vec<&String> = lines.iter().filter(|l| !l.starts_with("keep ")).collect();
+    let want = expected("remove");
+    let want_removed: Vec<&String> = want.iter().filter(|l| !l.starts_with("keep ")).collect();
+    assert_eq!(removed, want_removed, "{lines:#?}");
+    assert_eq!(report.removed(), 5);
+    let mut left = vec!["c05", "c06", "latest", "v1.0"];
+    left.extend(["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"]);
+    left.sort();
+    assert_eq!(c.tag_list(name).await, left);
+    assert_eq!(c.tag_list("other/app").await, ["old"]);
+
+    // gc (untagged manifests, no grace) frees what only those tags reached.
+    let options = registry::gc::Options {
+        dry_run: false,
+        delete_untagged: true,
+        grace: Duration::ZERO,
+        upload_max_age: None,
+    };
+    registry::gc::run(&storage, &options, None).await.unwrap();
+    for (tag, _, _, layer, _) in &images {
+        let kept = matches!(tag.as_str(), "c01" | "c05" | "c06");
+        assert_eq!(blob_exists(&s, layer), kept, "{tag}'s layer");
+    }
+    for (what, d) in [
+        ("the index's amd64 manifest", &amd),
+        ("the index's arm64 manifest", &arm),
+        ("c03's signature", &sig),
+        ("the signature's layer", &sig_layer_digest),
+    ] {
+        assert!(!blob_exists(&s, d), "{what} is still stored");
+    }
+    // The kept images pull as pushed.
+    for (tag, digest, bytes) in [
+        // c01's tag is gone, its manifest stays (latest names it).
+        (images[0].1.as_str(), &images[0].1, &images[0].2),
+        ("latest", &images[0].1, &images[0].2),
+        ("c05", &images[4].1, &images[4].2),
+        ("c06", &images[5].1, &images[5].2),
+        ("v1.0", &release, &release_bytes),
+    ] {
+        let r = c.get_manifest(name, tag).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{tag}");
+        assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{tag}");
+    }
+    for (_, _, _, layer, content) in [&images[0], &images[4], &images[5]] {
+        let r = c
+            .get(&format!("/v2/{name}/blobs/{layer}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(&r.bytes().await.unwrap()[..], &content[..]);
+    }
+}
+
+/// `policies.retention_interval`: the server applies the rules by itself.
+#[tokio::test]
+async fn the_server_applies_the_rules_on_its_schedule() {
+    if support::storage_is_s3() {
+        return;
+    }
+    let s = TestServer::start_with(|c| {
+        c.policies = policies(false);
+        c.policies.retention_interval = Duration::from_millis(200);
+    })
+    .await;
+    let c = s.client();
+    c.push_image("ci/app", "old", &[b"old build"]).await;
+    c.push_image("ci/app", "new", &[b"new build"]).await;
+    // Both are within keep_pushed_within until "old" is a month old.
+    assert_eq!(c.tag_list("ci/app").await, ["new", "old"]);
+    set_pushed(&s, "ci/app", "old", SystemTime::now() - DAY * 30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.tag_list("ci/app").await != ["new"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled run did not remove the old tag"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
