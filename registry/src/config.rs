@@ -1419,6 +1419,10 @@ pub struct RetentionRule {
     /// Keep the tags pushed within this long.
     #[serde(deserialize_with = "de_opt_duration")]
     pub keep_pushed_within: Option<Duration>,
+    /// Keep the tags pulled (manifest GET or HEAD by tag) within this long,
+    /// as the pull records say (`crate::pull_log`).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub keep_pulled_within: Option<Duration>,
     /// Only report what would go (the default: a new rule removes nothing
     /// until someone read its report and set this to false).
     pub dry_run: bool,
@@ -1431,6 +1435,7 @@ impl Default for RetentionRule {
             keep_last: None,
             keep_tags: Vec::new(),
             keep_pushed_within: None,
+            keep_pulled_within: None,
             dry_run: true,
         }
     }
@@ -1486,10 +1491,14 @@ impl Policies {
             let key = |field: &str| format!("policies.retention[{i}].{field}");
             check_repository_glob(key("repository"), &r.repository)?;
             check_tag_patterns(key("keep_tags"), &r.keep_tags)?;
-            if r.keep_last.is_none() && r.keep_tags.is_empty() && r.keep_pushed_within.is_none() {
+            if r.keep_last.is_none()
+                && r.keep_tags.is_empty()
+                && r.keep_pushed_within.is_none()
+                && r.keep_pulled_within.is_none()
+            {
                 return Err((
                     format!("policies.retention[{i}]"),
-                    "keeps nothing: set keep_last, keep_tags or keep_pushed_within (a rule that would remove every tag is refused)".into(),
+                    "keeps nothing: set keep_last, keep_tags, keep_pushed_within or keep_pulled_within (a rule that would remove every tag is refused)".into(),
                 ));
             }
             if r.keep_last == Some(0) {

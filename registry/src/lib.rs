@@ -12,6 +12,7 @@ pub mod ops;
 pub mod otel;
 pub mod policy;
 pub mod proxy;
+pub mod pull_log;
 pub mod referrers_index;
 pub mod reload;
 pub mod repository_delete;
@@ -38,6 +39,8 @@ pub struct App {
     pub proxy: Option<Arc<proxy::Proxy>>,
     /// Immutable tags and quotas in force (`[policies]`, reloaded).
     pub policies: reload::Live<policy::Policies>,
+    /// When tags were last pulled (the cache's expiry, retention).
+    pub pulls: Arc<pull_log::PullLog>,
 }
 
 pub type AppState = Arc<App>;

@@ -100,7 +100,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration key not implemented");
     }
-    let proxy = crate::proxy::Proxy::new(config, storage.clone())?;
+    let pulls = crate::pull_log::PullLog::new(storage.clone(), read_only);
+    let proxy = crate::proxy::Proxy::new(config, storage.clone(), pulls.clone())?;
     if let Some(p) = &proxy {
         metrics.add_registry(p.metrics.registry());
     }
@@ -117,6 +118,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .then(|| crate::ui::Ui::new(config.http.secret.as_deref(), config.http.tls.is_some())),
         proxy: proxy.clone(),
         policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
+        pulls: pulls.clone(),
     });
     if let Some(path) = &config.source {
         crate::reload::spawn(&app, path.clone());
@@ -140,6 +142,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .tasks
             .extend(p.spawn_evictor(config.proxy.ttl, shutdown.subscribe()));
     }
+    if !read_only {
+        // Pulls are recorded every 30 s, or every quarter of the cache's
+        // ttl when that is shorter (its expiry counts from them).
+        let ttl = config.proxy.ttl;
+        let every = if proxy.is_some() && !ttl.is_zero() {
+            crate::pull_log::RECORD_EVERY.min((ttl / 4).max(Duration::from_millis(100)))
+        } else {
+            crate::pull_log::RECORD_EVERY
+        };
+        background
+            .tasks
+            .push(pulls.spawn(every, shutdown.subscribe()));
+    }
     if !config.policies.retention_interval.is_zero() {
         let live = app.clone();
         background
@@ -148,6 +163,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 storage_for_ops.clone(),
                 config.policies.retention_interval,
                 move || live.policies.get(),
+                pulls.clone(),
                 shutdown.subscribe(),
             ));
     }

@@ -26,6 +26,7 @@ repository = "ci/**"
 keep_last = 1
 keep_tags = ["latest"]
 keep_pushed_within = "7d"
+keep_pulled_within = "30d"
 "#;
 
 fn policies(dry_run: bool) -> registry::config::Policies {
@@ -88,7 +89,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
         return;
     }
     let s = TestServer::start_with(|c| c.policies = policies(true)).await;
-    let c = s.client();
+    let mut c = s.client();
     let name = "ci/app";
 
     // CI builds c01..c06, one layer each; latest names c01's manifest.
@@ -136,6 +137,23 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     // A repository no rule governs.
     c.push_image("other/app", "old", &[b"other"]).await;
 
+    // c02 is pulled (by tag), and the pull recorded: the server writes
+    // pull times in batches and when it stops.
+    let r = c.get_manifest(name, "c02").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let s = s.restart().await;
+    c = s.client();
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.storage_root()
+                .join("docker/registry/v2/_pulls/ci/app/_pulls.json"),
+        )
+        .expect("the pull was recorded at stop"),
+    )
+    .unwrap();
+    let c02_pulled =
+        stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(record["c02"].as_u64().unwrap()));
+
     // Push times: c06 now, c05 two days ago, the rest older than a week.
     let now = SystemTime::now();
     let ages = [
@@ -162,7 +180,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
             format!("keep ci/app:latest ({rule}: keep_tags \"latest\")"),
             format!("{verb} ci/app:c04 ({rule}: pushed {}, kept by no condition)", pushed("c04")),
             format!("{verb} ci/app:c03 ({rule}: pushed {}, kept by no condition)", pushed("c03")),
-            format!("{verb} ci/app:c02 ({rule}: pushed {}, kept by no condition)", pushed("c02")),
+            format!("keep ci/app:c02 ({rule}: keep_pulled_within 30days (pulled {c02_pulled}))"),
             format!("{verb} ci/app:c01 ({rule}: pushed {}, kept by no condition; its manifest stays, a kept tag names it)", pushed("c01")),
             format!("{verb} ci/app:multi ({rule}: pushed {}, kept by no condition)", pushed("multi")),
             format!("keep ci/app:v1.0 ({rule}: immutable under policies.immutable[0])"),
@@ -181,7 +199,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     assert_eq!(lines, expected("would remove"));
     assert_eq!(
         report.summary(),
-        "retention: 1 repositories, 9 tags: 4 kept, 0 removed, 5 to remove in dry-run rules"
+        "retention: 1 repositories, 9 tags: 5 kept, 0 removed, 4 to remove in dry-run rules"
     );
     let config_file = s.dir().join("retention.toml");
     std::fs::write(
@@ -228,8 +246,8 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     let want = expected("remove");
     let want_removed: Vec<&String> = want.iter().filter(|l| !l.starts_with("keep ")).collect();
     assert_eq!(removed, want_removed, "{lines:#?}");
-    assert_eq!(report.removed(), 5);
-    let mut left = vec!["c05", "c06", "latest", "v1.0"];
+    assert_eq!(report.removed(), 4);
+    let mut left = vec!["c02", "c05", "c06", "latest", "v1.0"];
     left.extend(["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"]);
     left.sort();
     assert_eq!(c.tag_list(name).await, left);
@@ -244,7 +262,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     };
     registry::gc::run(&storage, &options, None).await.unwrap();
     for (tag, _, _, layer, _) in &images {
-        let kept = matches!(tag.as_str(), "c01" | "c05" | "c06");
+        let kept = matches!(tag.as_str(), "c01" | "c02" | "c05" | "c06");
         assert_eq!(blob_exists(&s, layer), kept, "{tag}'s layer");
     }
     for (what, d) in [

@@ -918,7 +918,7 @@ async fn pull_times_survive_a_restart() {
     // Recorded within a quarter of the ttl, not per pull.
     let record_file = s
         .storage_root()
-        .join("docker/registry/v2/_proxy/up/team/app/_pulls.json");
+        .join("docker/registry/v2/_pulls/up/team/app/_pulls.json");
     let record = || -> serde_json::Value {
         std::fs::read(&record_file)
             .ok()

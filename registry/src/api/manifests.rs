@@ -105,6 +105,11 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
         (DIGEST_HEADER, digest.to_string()),
         (header::ETAG, format!("\"{digest}\"")),
     ];
+    // A pull by tag (GET, or HEAD as containerd resolves tags) is what
+    // the cache's expiry and retention's keep_pulled_within count.
+    if let Reference::Tag(tag) = &reference {
+        state.pulls.note(name.as_str(), tag.as_str());
+    }
     if parts.method == axum::http::Method::HEAD {
         return Ok((headers, Body::empty()).into_response());
     }

@@ -115,48 +115,75 @@ impl Report {
     }
 }
 
-/// The verdicts for one repository's tags, given newest first (ties by
-/// name), under `rule` and the immutable rules.
+/// A tag as retention sees it: its last push and last recorded pull.
+#[derive(Debug, Clone)]
+pub struct TagTimes {
+    pub tag: String,
+    pub pushed: Option<SystemTime>,
+    pub pulled: Option<SystemTime>,
+}
+
+/// The verdicts for one repository's tags, given newest push first (ties
+/// by name), under `rule` and the immutable rules.
 pub fn decide(
     rule: &RetentionRule,
     immutable: &Immutable,
     repository: &str,
-    tags: &[(String, Option<SystemTime>)],
+    tags: &[TagTimes],
     now: SystemTime,
 ) -> Vec<Verdict> {
+    // A time in the future (clock skew) counts as now.
+    let within =
+        |t: SystemTime, d: std::time::Duration| now.duration_since(t).unwrap_or_default() < d;
     tags.iter()
         .enumerate()
-        .map(|(rank, (tag, pushed))| {
-            if let Some(p) = immutable.protection(repository, tag) {
-                return Verdict::Keep(format!("immutable under {}", p.rule_name()));
-            }
-            if let Some(pattern) = rule
-                .keep_tags
-                .iter()
-                .find(|p| glob_match(p.as_bytes(), tag.as_bytes()))
-            {
-                return Verdict::Keep(format!("keep_tags {pattern:?}"));
-            }
-            if let Some(n) = rule.keep_last {
-                if rank < n {
-                    return Verdict::Keep(format!("keep_last {n} (#{})", rank + 1));
+        .map(
+            |(
+                rank,
+                TagTimes {
+                    tag,
+                    pushed,
+                    pulled,
+                },
+            )| {
+                if let Some(p) = immutable.protection(repository, tag) {
+                    return Verdict::Keep(format!("immutable under {}", p.rule_name()));
                 }
-            }
-            let Some(pushed) = pushed else {
-                return Verdict::Keep("push time unknown".into());
-            };
-            if let Some(within) = rule.keep_pushed_within {
-                // A push time in the future (clock skew) counts as now.
-                let age = now.duration_since(*pushed).unwrap_or_default();
-                if age < within {
-                    return Verdict::Keep(format!(
-                        "keep_pushed_within {}",
-                        humantime::format_duration(within)
-                    ));
+                if let Some(pattern) = rule
+                    .keep_tags
+                    .iter()
+                    .find(|p| glob_match(p.as_bytes(), tag.as_bytes()))
+                {
+                    return Verdict::Keep(format!("keep_tags {pattern:?}"));
                 }
-            }
-            Verdict::Remove
-        })
+                if let Some(n) = rule.keep_last {
+                    if rank < n {
+                        return Verdict::Keep(format!("keep_last {n} (#{})", rank + 1));
+                    }
+                }
+                let Some(pushed) = pushed else {
+                    return Verdict::Keep("push time unknown".into());
+                };
+                if let Some(d) = rule.keep_pushed_within {
+                    if within(*pushed, d) {
+                        return Verdict::Keep(format!(
+                            "keep_pushed_within {}",
+                            humantime::format_duration(d)
+                        ));
+                    }
+                }
+                if let (Some(d), Some(pulled)) = (rule.keep_pulled_within, pulled) {
+                    if within(*pulled, d) {
+                        return Verdict::Keep(format!(
+                            "keep_pulled_within {} (pulled {})",
+                            humantime::format_duration(d),
+                            humantime::format_rfc3339_seconds(*pulled)
+                        ));
+                    }
+                }
+                Verdict::Remove
+            },
+        )
         .collect()
 }
 
@@ -193,8 +220,17 @@ pub async fn run(
             continue;
         };
         report.repositories += 1;
-        let times: Vec<(String, Option<SystemTime>)> =
-            tags.iter().map(|t| (t.tag.clone(), t.pushed)).collect();
+        let pulls = storage.pull_times(&name).await?;
+        let times: Vec<TagTimes> = tags
+            .iter()
+            .map(|t| TagTimes {
+                tag: t.tag.clone(),
+                pushed: t.pushed,
+                pulled: pulls
+                    .get(&t.tag)
+                    .map(|&secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+            })
+            .collect();
         let verdicts = decide(rule, immutable, &repo, &times, SystemTime::now());
         let kept: HashSet<&Digest> = tags
             .iter()
@@ -230,6 +266,7 @@ pub fn spawn_scheduled(
     storage: Storage,
     interval: std::time::Duration,
     policies: impl Fn() -> std::sync::Arc<super::Policies> + Send + 'static,
+    pulls: std::sync::Arc<crate::pull_log::PullLog>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -241,6 +278,10 @@ pub fn spawn_scheduled(
             let p = policies();
             if p.retention.is_empty() {
                 continue;
+            }
+            // This replica's latest pulls count too.
+            if let Err(e) = pulls.record().await {
+                tracing::warn!(error = %e, "retention: recording pull times failed; using the records as they are");
             }
             match run(&storage, &p.retention, &p.immutable, true).await {
                 Ok(report) => {
@@ -296,6 +337,7 @@ mod tests {
             keep_last: Some(2),
             keep_tags: vec!["latest".into(), "stable-*".into()],
             keep_pushed_within: Some(Duration::from_secs(7 * 86400)),
+            keep_pulled_within: Some(Duration::from_secs(30 * 86400)),
             dry_run: false,
         };
         let immutable = Immutable::new(vec![ImmutableRule {
@@ -304,16 +346,21 @@ mod tests {
             ..Default::default()
         }]);
         let tags = [
-            ("c9", days_ago(0)),
-            ("c8", days_ago(1)),
-            ("c7", days_ago(3)),
-            ("latest", days_ago(9)),
-            ("c6", days_ago(10)),
-            ("v1.0", days_ago(30)),
-            ("stable-1", days_ago(40)),
-            ("old", None),
+            ("c9", days_ago(0), None),
+            ("c8", days_ago(1), None),
+            ("c7", days_ago(3), None),
+            ("latest", days_ago(9), None),
+            ("c6", days_ago(10), days_ago(31)),
+            ("c5", days_ago(11), days_ago(29)),
+            ("v1.0", days_ago(30), None),
+            ("stable-1", days_ago(40), None),
+            ("old", None, None),
         ]
-        .map(|(t, p)| (t.to_owned(), p));
+        .map(|(t, pushed, pulled)| TagTimes {
+            tag: t.to_owned(),
+            pushed,
+            pulled,
+        });
         let verdicts = decide(&rule, &immutable, "ci/app", &tags, now);
         let keep = |why: &str| Verdict::Keep(why.into());
         assert_eq!(
@@ -324,6 +371,7 @@ mod tests {
                 keep("keep_pushed_within 7days"),
                 keep("keep_tags \"latest\""),
                 Verdict::Remove,
+                keep("keep_pulled_within 30days (pulled 1970-03-13T00:00:00Z)"),
                 keep("immutable under policies.immutable[0]"),
                 keep("keep_tags \"stable-*\""),
                 keep("push time unknown"),

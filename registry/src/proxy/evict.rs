@@ -3,46 +3,34 @@
 //! (per upstream): when what an upstream's cached tags reach (each blob
 //! once) exceeds it, its least recently pulled tags are removed until it
 //! fits. Either way the manifests and blobs then go with the next `gc` that
-//! deletes untagged manifests (`gc.delete_untagged`). Pulls are remembered
-//! in memory and written in batches to each repository's pull record
-//! (`storage::pull_record`), at most `RECORD_EVERY` apart and when the
-//! server stops, so a restart keeps them; a tag with no record (cached by a
-//! version without them, or pulled just before a crash) counts as pulled
-//! when this process first looked.
+//! deletes untagged manifests (`gc.delete_untagged`). Pulls come from the
+//! server's `PullLog` (recorded in storage in batches, so a restart keeps
+//! them); a cached tag with no record (cached by a version without them, or
+//! pulled just before a crash) counts as pulled when this process first
+//! looked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Proxy, Routed, Target, Upstream};
+use super::{Proxy, Routed, Upstream};
 use crate::oci::{Digest, RepoName, Tag};
+use crate::pull_log::{instant_of, unix_now};
 use crate::storage::listing::Listing;
-use crate::storage::pull_record::PullTimes;
 use crate::storage::StorageError;
 
 /// After a blob was cached, how long the size sweeper waits for more (a
 /// pull brings several) before it measures.
 const CAP_SETTLE: Duration = Duration::from_millis(500);
 
-/// Pulls are written to storage at least this often (more often when a
-/// quarter of `ttl` is shorter): what a crash can forget.
-const RECORD_EVERY: Duration = Duration::from_secs(30);
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// What woke the sweeper.
 enum Wake {
     Sweep,
     Grew,
-    Record,
     Stop,
 }
 
@@ -55,16 +43,6 @@ struct CachedTag {
 }
 
 impl Proxy {
-    /// A client pulled `tag` (from the cache or through it).
-    pub(super) fn note_pull(&self, target: &Target, tag: &Tag) {
-        let repo = target.local.to_string();
-        self.pulled
-            .lock()
-            .unwrap()
-            .insert((repo.clone(), tag.to_string()), Instant::now());
-        self.unrecorded.lock().unwrap().insert(repo);
-    }
-
     /// The sweeper, when `ttl` is not zero or an upstream has a size cap:
     /// every quarter of `ttl` (at most hourly) it removes the tags not
     /// pulled for `ttl`; shortly after blobs were cached, and with each
@@ -85,8 +63,6 @@ impl Proxy {
         };
         let proxy = self.clone();
         Some(tokio::spawn(async move {
-            let mut record = tokio::time::interval(RECORD_EVERY.min(period));
-            record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut next_sweep = tokio::time::Instant::now() + period;
             loop {
                 // (No await inside select!: its output holds the stop
@@ -94,20 +70,12 @@ impl Proxy {
                 let wake = tokio::select! {
                     _ = tokio::time::sleep_until(next_sweep) => Wake::Sweep,
                     _ = proxy.grown.notified(), if capped => Wake::Grew,
-                    _ = record.tick() => Wake::Record,
                     _ = stop.wait_for(|s| *s) => Wake::Stop,
                 };
                 let grew = match wake {
                     Wake::Sweep => false,
                     Wake::Grew => true,
-                    Wake::Record => {
-                        proxy.record_pulls_logged().await;
-                        continue;
-                    }
-                    Wake::Stop => {
-                        proxy.record_pulls_logged().await;
-                        return;
-                    }
+                    Wake::Stop => return,
                 };
                 if grew {
                     tokio::time::sleep(CAP_SETTLE).await;
@@ -131,73 +99,6 @@ impl Proxy {
                 }
             }
         }))
-    }
-
-    async fn record_pulls_logged(&self) {
-        if let Err(e) = self.record_pulls().await {
-            tracing::warn!(error = %e, "proxy: recording pull times failed; retrying with the next batch");
-        }
-    }
-
-    /// Writes the pulls not yet recorded into the repositories' pull
-    /// records, merged with what is there (another replica's pulls: the
-    /// later time wins) and without the tags no longer stored.
-    async fn record_pulls(&self) -> Result<(), StorageError> {
-        let repos = std::mem::take(&mut *self.unrecorded.lock().unwrap());
-        if repos.is_empty() {
-            return Ok(());
-        }
-        let (now, wall) = (Instant::now(), unix_now());
-        // Every repository in the batch is rewritten, also one whose last
-        // tag was evicted (its record then drops the tag).
-        let mut batch: HashMap<String, PullTimes> = repos
-            .iter()
-            .map(|r| (r.clone(), PullTimes::new()))
-            .collect();
-        for ((repo, tag), at) in self.pulled.lock().unwrap().iter() {
-            if repos.contains(repo) {
-                let secs = wall.saturating_sub(now.duration_since(*at).as_secs());
-                batch
-                    .entry(repo.clone())
-                    .or_default()
-                    .insert(tag.clone(), secs);
-            }
-        }
-        let mut left: HashSet<String> = repos;
-        for (repo, times) in batch {
-            let Ok(name) = repo.parse::<RepoName>() else {
-                left.remove(&repo);
-                continue;
-            };
-            let written = async {
-                let stored: HashSet<String> = self
-                    .storage
-                    .tags(&name)
-                    .await?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
-                let mut record = self.storage.pull_times(&name).await?;
-                for (tag, secs) in times {
-                    let e = record.entry(tag).or_insert(secs);
-                    *e = (*e).max(secs);
-                }
-                record.retain(|tag, _| stored.contains(tag));
-                self.storage.record_pull_times(&name, &record).await
-            }
-            .await;
-            match written {
-                Ok(()) => {
-                    left.remove(&repo);
-                }
-                Err(e) => {
-                    // What is left is tried again with the next batch.
-                    self.unrecorded.lock().unwrap().extend(left);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Whether `repo` (a stored repository) is a cache of an upstream.
@@ -234,15 +135,9 @@ impl Proxy {
             for tag in self.storage.tags(&name).await?.unwrap_or_default() {
                 let at = recorded
                     .get(&tag)
-                    .and_then(|&secs| {
-                        now.checked_sub(Duration::from_secs(wall.saturating_sub(secs)))
-                    })
+                    .and_then(|&secs| instant_of(secs, now, wall))
                     .unwrap_or(now);
-                self.pulled
-                    .lock()
-                    .unwrap()
-                    .entry((repo.clone(), tag))
-                    .or_insert(at);
+                self.pulls.adopt(&repo, &tag, at);
             }
         }
         Ok(())
@@ -251,24 +146,25 @@ impl Proxy {
     async fn evict_once(&self, ttl: Duration) -> Result<usize, StorageError> {
         self.adopt().await?;
         let expired: Vec<(String, String)> = self
-            .pulled
-            .lock()
-            .unwrap()
-            .iter()
+            .pulls
+            .all()
+            .into_iter()
             .filter(|(_, t)| t.elapsed() >= ttl)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
             .collect();
         let mut removed = 0;
         for (repo, tag) in expired {
             let (Ok(name), Ok(t)) = (repo.parse::<RepoName>(), tag.parse::<Tag>()) else {
                 continue;
             };
+            // The log has every repository's pulls: only the cache's expire.
+            if !self.is_cached(&name) {
+                continue;
+            }
             // Pulled again since it was listed: kept.
             if self
-                .pulled
-                .lock()
-                .unwrap()
-                .get(&(repo.clone(), tag.clone()))
+                .pulls
+                .last(&repo, &tag)
                 .is_some_and(|t| t.elapsed() < ttl)
             {
                 continue;
@@ -291,12 +187,7 @@ impl Proxy {
                 .unwrap_or_else(|| name.to_string());
             super::metrics::ProxyMetrics::inc(&self.metrics.evicted, &label);
         }
-        self.pulled
-            .lock()
-            .unwrap()
-            .remove(&(name.to_string(), tag.to_string()));
-        // Its pull record drops it with the next batch.
-        self.unrecorded.lock().unwrap().insert(name.to_string());
+        self.pulls.forget(name.as_str(), tag.as_str());
         self.validated
             .lock()
             .unwrap()
@@ -390,12 +281,7 @@ impl Proxy {
                 let Some(digest) = self.storage.resolve_tag(&name, &t).await? else {
                     continue;
                 };
-                let last_pull = self
-                    .pulled
-                    .lock()
-                    .unwrap()
-                    .get(&(repo.clone(), tag.clone()))
-                    .copied();
+                let last_pull = self.pulls.last(repo, &tag);
                 out.push(CachedTag {
                     last_pull,
                     reached: listing.reached(&name, &digest).await?,

@@ -41,7 +41,6 @@ impl Proxy {
                 result.map(|_| CacheStatus::Miss)
             }
             Reference::Tag(tag) => {
-                self.note_pull(target, tag);
                 let cached = self.storage.resolve_tag(&target.local, tag).await?;
                 let key = format!("{}|{tag}", target.local);
                 let fresh = self

@@ -190,10 +190,8 @@ pub struct Proxy {
     flights: singleflight::Singleflight<Digest>,
     /// When each cached tag (`local|tag`) was last confirmed upstream.
     validated: Arc<Mutex<HashMap<String, Instant>>>,
-    /// When each cached tag (repository, tag) was last pulled (`evict`).
-    pulled: Mutex<HashMap<(String, String), Instant>>,
-    /// Repositories with pulls not yet written to their pull record.
-    unrecorded: Mutex<std::collections::HashSet<String>>,
+    /// When tags were last pulled (the server's, for `evict`).
+    pulls: Arc<crate::pull_log::PullLog>,
     /// The tags cached before this process started are in `pulled`.
     adopted: std::sync::atomic::AtomicBool,
     /// Told when a blob was cached, so size caps are checked at once.
@@ -205,6 +203,7 @@ impl Proxy {
     pub fn new(
         config: &config::Config,
         storage: Storage,
+        pulls: Arc<crate::pull_log::PullLog>,
     ) -> Result<Option<Arc<Proxy>>, SetupError> {
         let proxy = &config.proxy;
         if !proxy.enabled() {
@@ -264,8 +263,7 @@ impl Proxy {
             storage,
             flights: Default::default(),
             validated: Arc::default(),
-            pulled: Mutex::default(),
-            unrecorded: Mutex::default(),
+            pulls,
             adopted: Default::default(),
             metrics: Arc::default(),
         })))

@@ -17,7 +17,7 @@
 //!   _gc/lock                                                 (ours) a garbage collection runs
 //!   _gc/pending/blobs/<alg>/<hex>                            (ours) GC is about to remove this blob
 //!   _gc/pending/repositories/<name>/<alg>/<hex>              (ours) ... or this repository's links to it
-//!   _proxy/<name>/_pulls.json                                (ours) cached tags' last pulls (storage/pull_record.rs)
+//!   _pulls/<name>/_pulls.json                                (ours) tags' last pulls (storage/pull_record.rs)
 //!   _notifications/<endpoint>/<sortable name>                (ours) events to deliver (storage/event_queue.rs)
 //! ```
 //!

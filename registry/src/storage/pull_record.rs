@@ -1,10 +1,10 @@
-//! (ours) When the pull-through cache's tags were last pulled, so that
-//! `proxy.ttl` and the size caps' least-recently-pulled order survive a
-//! restart: `docker/registry/v2/_proxy/<name>/_pulls.json`, one object per
-//! cached repository, `{"<tag>": <unix seconds>}`. Written in batches by the
-//! proxy's sweeper, never per pull. (`_pulls.json` cannot be a repository
-//! name component: those start with a letter or digit.) registry:2, GC and
-//! scrub never look there.
+//! (ours) When tags were last pulled, so that the pull-through cache's
+//! expiry and retention's `keep_pulled_within` survive a restart and see
+//! other replicas' pulls: `docker/registry/v2/_pulls/<name>/_pulls.json`,
+//! one object per pulled repository, `{"<tag>": <unix seconds>}`. Written
+//! in batches by `crate::pull_log`, never per pull. (`_pulls.json` cannot
+//! be a repository name component: those start with a letter or digit.)
+//! registry:2, GC and scrub never look there.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ use crate::oci::RepoName;
 pub type PullTimes = BTreeMap<String, u64>;
 
 fn key(name: &RepoName) -> Path {
-    Path::from(format!("docker/registry/v2/_proxy/{name}/_pulls.json"))
+    Path::from(format!("docker/registry/v2/_pulls/{name}/_pulls.json"))
 }
 
 impl Storage {
@@ -32,7 +32,7 @@ impl Storage {
             Err(e) => return Err(e.into()),
         };
         Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(repository = %name, error = %e, "proxy: unreadable pull record; its tags count as pulled now");
+            tracing::warn!(repository = %name, error = %e, "unreadable pull record; its tags count as never pulled (the cache: as pulled now)");
             PullTimes::new()
         }))
     }
