@@ -70,18 +70,6 @@ async fn all_pages(c: &Client, path: &str, list: &str, field: &str) -> (Vec<Stri
     (out, pages)
 }
 
-/// Waits until the wall clock enters a new second: S3 (and moto) report
-/// last-modified times in whole seconds, so pushes within one second tie and
-/// sort by name.
-async fn next_second() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let rest = std::time::Duration::from_secs(1)
-        - std::time::Duration::from_nanos(now.subsec_nanos() as u64);
-    tokio::time::sleep(rest + std::time::Duration::from_millis(5)).await;
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
@@ -102,7 +90,7 @@ async fn listings_are_filtered_sorted_and_paginated() {
         let (digest, manifest) = alice.push_image("team-a/app", tag, &[layer]).await;
         let config_len = CONFIG.len();
         sizes.insert(tag, (digest, manifest.len() + config_len + layer.len()));
-        next_second().await;
+        support::next_second().await;
     }
     let (amd, amd_bytes) = alice.push_image("team-a/multi", "amd64", &[b"amd"]).await;
     let (arm, arm_bytes) = alice.push_image("team-a/multi", "arm64", &[b"arm"]).await;

@@ -85,7 +85,7 @@ fn stamp(t: SystemTime) -> String {
 #[tokio::test]
 async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_their_blobs() {
     if support::storage_is_s3() {
-        // Push times are set back through the files' mtimes.
+        eprintln!("disk only: push times are set back through the files' mtimes");
         return;
     }
     let s = TestServer::start_with(|c| c.policies = policies(true)).await;
@@ -302,6 +302,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
 #[tokio::test]
 async fn the_server_applies_the_rules_on_its_schedule() {
     if support::storage_is_s3() {
+        eprintln!("disk only: push times are set back through the files' mtimes");
         return;
     }
     let s = TestServer::start_with(|c| {
@@ -323,4 +324,44 @@ async fn the_server_applies_the_rules_on_its_schedule() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// On any storage (disk or S3, whose push times are whole seconds), with
+/// two replicas sharing it, both applying the rules on their schedules:
+/// the newest tag stays, every other goes, and a push during it is kept.
+#[tokio::test]
+async fn two_replicas_on_shared_storage_apply_the_schedule() {
+    let keep_newest = |c: &mut registry::config::Config| {
+        c.policies = toml::from_str(
+            "retention_interval = \"300ms\"\n[[retention]]\nrepository = \"ci/**\"\nkeep_last = 1\ndry_run = false",
+        )
+        .unwrap();
+    };
+    let s = TestServer::start_with(keep_newest).await;
+    let replica = s.start_replica().await;
+    let (c, r) = (s.client(), replica.client());
+    for (i, tag) in ["a", "b", "c"].iter().enumerate() {
+        // Pushed a second apart, to one replica or the other.
+        let to = if i % 2 == 0 { &c } else { &r };
+        to.push_image("ci/app", tag, &[format!("build {tag}").as_bytes()])
+            .await;
+        support::next_second().await;
+    }
+    for (who, client) in [("the first replica", &c), ("the second replica", &r)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let tags = client.tag_list("ci/app").await;
+            if tags == ["c"] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{who} still lists {tags:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let r2 = c.get_manifest("ci/app", "c").send().await.unwrap();
+    assert_eq!(r2.status(), 200);
+    replica.stop().await;
 }

@@ -300,6 +300,17 @@ impl Client {
     }
 }
 
+/// Waits for the next wall-clock second: S3 keeps last-modified times in
+/// whole seconds, so pushes that must be ordered by time go a second apart.
+pub async fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let rest = std::time::Duration::from_secs(1)
+        - std::time::Duration::from_nanos(now.subsec_nanos() as u64);
+    tokio::time::sleep(rest + std::time::Duration::from_millis(5)).await;
+}
+
 /// `dir/htpasswd` holding the test user (bcrypt at the lowest cost, fast).
 pub fn write_htpasswd(dir: &Path) -> PathBuf {
     let path = dir.join("htpasswd");
