@@ -177,6 +177,10 @@ impl PullLog {
             *e = (*e).max(secs);
         }
         record.retain(|tag, _| stored.contains(tag));
+        if record.is_empty() {
+            // No tag left to remember: no object left behind either.
+            return self.storage.forget_pull_times(name).await;
+        }
         self.storage.record_pull_times(name, &record).await
     }
 

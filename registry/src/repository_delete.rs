@@ -115,5 +115,7 @@ async fn delete_locked(storage: &Storage, name: &RepoName) -> Result<Removed, De
     }
     removed.uploads = uploads.len();
     storage.delete_keys(keys).await?;
+    // When its tags were pulled goes with them.
+    storage.forget_pull_times(name).await?;
     Ok(removed)
 }

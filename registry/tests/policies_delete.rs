@@ -98,6 +98,15 @@ async fn deleting_a_repository_leaves_blobs_to_gc() {
     let own = support::sha256_digest(b"own layer");
     let shared = support::sha256_digest(b"shared layer");
     let m1_digest = support::sha256_digest(&m1);
+    // Pull records (as the server writes them in batches).
+    let pulled =
+        registry::storage::pull_record::PullTimes::from([("v1".to_owned(), 1_700_000_000)]);
+    for name in ["team/app", "team/app/sub"] {
+        storage
+            .record_pull_times(&name.parse().unwrap(), &pulled)
+            .await
+            .unwrap();
+    }
 
     let r = delete_repository(&c, "team/app").await;
     assert_eq!(r.status(), 202);
@@ -105,6 +114,13 @@ async fn deleting_a_repository_leaves_blobs_to_gc() {
     assert_eq!(removed["tags"], 2, "{removed}");
     assert_eq!(removed["manifests"], 2, "{removed}");
     assert_eq!(removed["uploads"], 1, "{removed}");
+    // Its pull record went with it; the nested repository's stays.
+    let times = |name: &'static str| {
+        let storage = storage.clone();
+        async move { storage.pull_times(&name.parse().unwrap()).await.unwrap() }
+    };
+    assert!(times("team/app").await.is_empty());
+    assert_eq!(times("team/app/sub").await, pulled);
 
     // What users see: the repository is gone, its neighbours are not.
     // No tags left (200 with none rather than 404 NAME_UNKNOWN, because

@@ -37,6 +37,16 @@ impl Storage {
         }))
     }
 
+    /// Removes the record of `name` (its last tag went, or the whole
+    /// repository).
+    pub async fn forget_pull_times(&self, name: &RepoName) -> Result<()> {
+        match self.store.delete(&key(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Replaces the record of `name` (a whole-object put: never half
     /// written).
     pub async fn record_pull_times(&self, name: &RepoName, times: &PullTimes) -> Result<()> {
