@@ -17,6 +17,9 @@
 //!   `registry_gc_blobs_deleted_total`, `registry_gc_manifests_deleted_total`,
 //!   `registry_gc_duration_seconds`, `registry_gc_last_success_timestamp_seconds`,
 //!   `registry_uploads_purged_total` (online GC and upload purging)
+//! * `registry_retention_runs_total{result}`, `registry_retention_tags_removed_total`,
+//!   `registry_retention_tags_to_remove` (the last scheduled run's dry-run
+//!   rules: what they would remove)
 //! * `registry_read_only`: 1 in read-only mode
 //! * `registry_notifications_pending{endpoint}`, `registry_notifications_sent_total{endpoint}`,
 //!   `registry_notifications_failed_total{endpoint}` (delivery attempts that failed),
@@ -128,6 +131,9 @@ pub struct Metrics {
     gc_duration: Histogram,
     gc_last_success: Gauge<f64, AtomicU64>,
     uploads_purged: Counter,
+    retention_runs: Family<ResultLabel, Counter>,
+    retention_removed: Counter,
+    retention_to_remove: Gauge,
     read_only: Gauge,
     /// Registries of other modules (the proxy's per-upstream counters),
     /// appended to the exposition.
@@ -210,6 +216,24 @@ impl Metrics {
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         let storage_errors = Family::<OperationLabel, Counter>::default();
         let gc_runs = Family::<ResultLabel, Counter>::default();
+        let retention_runs = Family::<ResultLabel, Counter>::default();
+        let retention_removed = Counter::default();
+        let retention_to_remove = Gauge::default();
+        registry.register(
+            "registry_retention_runs",
+            "Scheduled retention runs, by result",
+            retention_runs.clone(),
+        );
+        registry.register(
+            "registry_retention_tags_removed",
+            "Tags removed by scheduled retention runs",
+            retention_removed.clone(),
+        );
+        registry.register(
+            "registry_retention_tags_to_remove",
+            "Tags the dry-run retention rules would remove, at the last scheduled run",
+            retention_to_remove.clone(),
+        );
         let gc_bytes_freed = Counter::default();
         let gc_blobs_deleted = Counter::default();
         let gc_manifests_deleted = Counter::default();
@@ -341,6 +365,9 @@ impl Metrics {
             gc_duration,
             gc_last_success,
             uploads_purged,
+            retention_runs,
+            retention_removed,
+            retention_to_remove,
             read_only: read_only_gauge,
             extra: Default::default(),
             cache,
@@ -409,6 +436,19 @@ impl Metrics {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
             self.gc_last_success.set(now.as_secs_f64());
+        }
+    }
+
+    /// A scheduled retention run: (tags removed, tags dry-run rules would
+    /// remove), or None when it failed.
+    pub fn retention_finished(&self, counts: Option<(u64, u64)>) {
+        let result = if counts.is_some() { "ok" } else { "error" };
+        self.retention_runs
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if let Some((removed, to_remove)) = counts {
+            self.retention_removed.inc_by(removed);
+            self.retention_to_remove.set(to_remove as i64);
         }
     }
 

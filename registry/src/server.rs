@@ -164,6 +164,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 config.policies.retention_interval,
                 move || live.policies.get(),
                 pulls.clone(),
+                {
+                    let metrics = metrics.clone();
+                    move |counts| metrics.retention_finished(counts)
+                },
                 shutdown.subscribe(),
             ));
     }

@@ -308,6 +308,7 @@ async fn the_server_applies_the_rules_on_its_schedule() {
     let s = TestServer::start_with(|c| {
         c.policies = policies(false);
         c.policies.retention_interval = Duration::from_millis(200);
+        c.metrics.addr = Some("127.0.0.1:0".into());
     })
     .await;
     let c = s.client();
@@ -322,6 +323,33 @@ async fn the_server_applies_the_rules_on_its_schedule() {
             std::time::Instant::now() < deadline,
             "the scheduled run did not remove the old tag"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The metrics count it (the removal is counted when its run ends).
+    let metrics_url = format!("http://{}/metrics", s.metrics_addr().unwrap());
+    loop {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text
+            .lines()
+            .any(|l| l == "registry_retention_tags_removed_total 1")
+        {
+            assert!(
+                text.contains("registry_retention_runs_total{result=\"ok\"}"),
+                "{text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l == "registry_retention_tags_to_remove 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -261,12 +261,15 @@ pub async fn run(
 
 /// The server's scheduled runs (`policies.retention_interval`): every
 /// `interval`, the rules in force then (they reload with the config file)
-/// are applied; each removal is logged (target `audit`), and the summary.
+/// are applied; each removal is logged (target `audit`), and the summary;
+/// `finished` hears (removed, to remove in dry-run rules), or None for a
+/// failed run (the metrics).
 pub fn spawn_scheduled(
     storage: Storage,
     interval: std::time::Duration,
     policies: impl Fn() -> std::sync::Arc<super::Policies> + Send + 'static,
     pulls: std::sync::Arc<crate::pull_log::PullLog>,
+    finished: impl Fn(Option<(u64, u64)>) + Send + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -291,9 +294,14 @@ pub fn spawn_scheduled(
                         }
                     }
                     tracing::info!(summary = %report.summary(), "retention ran");
+                    finished(Some((
+                        report.removed() as u64,
+                        report.would_remove() as u64,
+                    )));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "retention failed; trying again at the next interval")
+                    tracing::warn!(error = %e, "retention failed; trying again at the next interval");
+                    finished(None);
                 }
             }
         }
