@@ -254,13 +254,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     assert_eq!(c.tag_list("other/app").await, ["old"]);
 
     // gc (untagged manifests, no grace) frees what only those tags reached.
-    let options = registry::gc::Options {
-        dry_run: false,
-        delete_untagged: true,
-        grace: Duration::ZERO,
-        upload_max_age: None,
-    };
-    registry::gc::run(&storage, &options, None).await.unwrap();
+    support::gc_untagged(&s).await;
     for (tag, _, _, layer, _) in &images {
         let kept = matches!(tag.as_str(), "c01" | "c02" | "c05" | "c06");
         assert_eq!(blob_exists(&s, layer), kept, "{tag}'s layer");

@@ -193,18 +193,6 @@ async fn proxy_metric(s: &TestServer, name: &str) -> (u64, String) {
     (value, text)
 }
 
-/// `registry gc --delete-untagged` on `s`'s storage, no grace period.
-async fn gc_untagged(s: &TestServer) {
-    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
-    let options = registry::gc::Options {
-        dry_run: false,
-        delete_untagged: true,
-        grace: Duration::ZERO,
-        upload_max_age: None,
-    };
-    registry::gc::run(&storage, &options, None).await.unwrap();
-}
-
 fn metric(text: &str, line_start: &str) -> u64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -873,7 +861,7 @@ async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
     let (evicted, m) = proxy_metric(&s, "evicted").await;
     assert_eq!(evicted, 1, "{m}");
     // gc (deleting untagged manifests) removes what only the evicted tag held.
-    gc_untagged(&s).await;
+    support::gc_untagged(&s).await;
     for d in &kept_blobs {
         assert!(blob_file(&s.storage_root(), d).exists(), "kept: {d}");
     }
@@ -1032,7 +1020,7 @@ async fn a_size_capped_cache_drops_the_least_recently_pulled_tags() {
     );
     let (evicted, m) = proxy_metric(&s, "evicted").await;
     assert_eq!(evicted, 1, "{m}");
-    gc_untagged(&s).await;
+    support::gc_untagged(&s).await;
     for (tag, blobs) in &images {
         for d in blobs {
             assert_eq!(
