@@ -27,13 +27,6 @@ use crate::storage::StorageError;
 /// pull brings several) before it measures.
 const CAP_SETTLE: Duration = Duration::from_millis(500);
 
-/// What woke the sweeper.
-enum Wake {
-    Sweep,
-    Grew,
-    Stop,
-}
-
 /// A cached tag, for the size sweeper.
 struct CachedTag {
     last_pull: Option<Instant>,
@@ -65,17 +58,10 @@ impl Proxy {
         Some(tokio::spawn(async move {
             let mut next_sweep = tokio::time::Instant::now() + period;
             loop {
-                // (No await inside select!: its output holds the stop
-                // channel's guard, which must not live across one.)
-                let wake = tokio::select! {
-                    _ = tokio::time::sleep_until(next_sweep) => Wake::Sweep,
-                    _ = proxy.grown.notified(), if capped => Wake::Grew,
-                    _ = stop.wait_for(|s| *s) => Wake::Stop,
-                };
-                let grew = match wake {
-                    Wake::Sweep => false,
-                    Wake::Grew => true,
-                    Wake::Stop => return,
+                let grew = tokio::select! {
+                    _ = tokio::time::sleep_until(next_sweep) => false,
+                    _ = proxy.grown.notified(), if capped => true,
+                    _ = stop.wait_for(|s| *s) => return,
                 };
                 if grew {
                     tokio::time::sleep(CAP_SETTLE).await;
