@@ -340,8 +340,9 @@ cmd_status() {
 cmd_down() {
   local ids
   ids=$(docker ps -aq --filter "label=$LABEL")
-  # Stop the nodes first and wait: their engines unmount, then the volumes go.
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  # Stop the nodes first and wait: their engines unmount, then the volumes go
+  # (-v: with the anonymous ones their images declare, e.g. the registry's).
+  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null
   docker network ls -q --filter "label=$LABEL" | xargs -r docker network rm >/dev/null
   docker volume ls -q --filter "label=$LABEL" | xargs -r docker volume rm >/dev/null
   docker images -q --filter "label=$LABEL" | sort -u | xargs -r docker rmi -f >/dev/null

@@ -494,7 +494,7 @@ misses=$(grep -c '"cache":"miss"' <<<"$mlog" || true)
 hits=$(grep -c '"cache":"hit"' <<<"$mlog" || true)
 [ "$misses" -ge 1 ] && [ "$hits" -ge 1 ] || fail "the mirror's access log should show node 2's misses and node 3's hits (miss=$misses hit=$hits): $(tail -n 20 <<<"$mlog")"
 log "registry-mirrors: nodes 2 and 3 pulled redis:7-host (docker.io) through $MIRROR: image $want_id; mirror log: $misses misses, $hits hits"
-host_docker rm -f "$MIRROR" >/dev/null
+host_docker rm -f -v "$MIRROR" >/dev/null # -v: its image declares a volume
 for n in 2 3; do
   host_docker exec "$CLUSTER-node$n" sh -c 'rm -f /etc/docker/daemon.json && kill -HUP $(cat /var/run/docker.pid)'
 done
