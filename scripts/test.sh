@@ -44,7 +44,7 @@ REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
   --test conformance_discovery --test conformance_management \
   --test bad_input --test auth_basic --test skopeo \
   --test policies_immutable --test policies_delete --test policies_reload \
-  --test listing --test metadata_cache --test policies_retention
+  --test listing --test metadata_cache --test policies_retention --test policies_quota
 # The fuzz targets (fuzz/, docs/fuzzing.md): build, replay the committed
 # corpus, fuzz each briefly. FUZZ_SKIP=1 skips it.
 ./scripts/fuzz-smoke.sh

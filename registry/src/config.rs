@@ -1391,9 +1391,13 @@ impl Notifications {
 #[serde(deny_unknown_fields, default)]
 pub struct Policies {
     /// `[[policies.immutable]]`: tags that, once pushed, keep their digest.
-    /// (Quotas are not built yet: `[[policies.quota]]` is refused as an
-    /// unknown key rather than accepted and ignored.)
     pub immutable: Vec<ImmutableRule>,
+    /// `[[policies.quota]]`: storage bytes and repository counts per
+    /// namespace or repository, checked before an upload is accepted.
+    pub quota: Vec<QuotaRule>,
+    /// A limit on the bytes of every repository together (each blob
+    /// counted once), checked like a quota rule's.
+    pub total_max_bytes: Option<u64>,
     /// `[[policies.retention]]`: which tags stay; the others are removed by
     /// `registry retention --apply` or the server's scheduled run.
     pub retention: Vec<RetentionRule>,
@@ -1423,6 +1427,11 @@ pub struct RetentionRule {
     /// as the pull records say (`crate::pull_log`).
     #[serde(deserialize_with = "de_opt_duration")]
     pub keep_pulled_within: Option<Duration>,
+    /// Manifests no kept tag reaches go this long after their last push
+    /// (by garbage collection, which applies the window of every rule that
+    /// is no dry run; unset: as `gc.delete_untagged` says).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub delete_untagged_after: Option<Duration>,
     /// Only report what would go (the default: a new rule removes nothing
     /// until someone read its report and set this to false).
     pub dry_run: bool,
@@ -1436,6 +1445,7 @@ impl Default for RetentionRule {
             keep_tags: Vec::new(),
             keep_pushed_within: None,
             keep_pulled_within: None,
+            delete_untagged_after: None,
             dry_run: true,
         }
     }
@@ -1457,6 +1467,22 @@ fn check_tag_patterns(key: String, list: &[String]) -> Result<(), (String, Strin
         }
     }
     Ok(())
+}
+
+/// One `[[policies.quota]]` entry: either `namespace` (every repository
+/// under it together, a blob counted once however many of them link it) or
+/// `repository` (a glob; each matching repository on its own).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaRule {
+    /// `team-a`: the repositories `team-a/...` (and `team-a` itself).
+    pub namespace: Option<String>,
+    /// Repository glob, as in `[[acl.rules]]`.
+    pub repository: Option<String>,
+    /// Bytes of the distinct blobs (layers, configs, manifests) linked.
+    pub max_bytes: Option<u64>,
+    /// How many repositories the namespace may hold (`namespace` only).
+    pub max_repositories: Option<u64>,
 }
 
 /// One `[[policies.immutable]]` entry.
@@ -1485,6 +1511,43 @@ impl Policies {
             }
             for (field, list) in [("tags", &r.tags), ("exceptions", &r.exceptions)] {
                 check_tag_patterns(key(field), list)?;
+            }
+        }
+        for (i, r) in self.quota.iter().enumerate() {
+            let key = |field: &str| format!("policies.quota[{i}].{field}");
+            match (&r.namespace, &r.repository) {
+                (Some(ns), None) => {
+                    // A repository name (no pattern characters) passes the
+                    // glob check as it is.
+                    check_repository_glob(key("namespace"), ns)?;
+                    if ns.contains(['*', '?']) {
+                        return Err((
+                            key("namespace"),
+                            format!("{ns:?} is a pattern; a namespace is a repository name prefix (use repository = for a glob)"),
+                        ));
+                    }
+                }
+                (None, Some(glob)) => {
+                    check_repository_glob(key("repository"), glob)?;
+                    if r.max_repositories.is_some() {
+                        return Err((
+                            key("max_repositories"),
+                            "counts the repositories of a namespace: use namespace = \"...\" instead of repository".into(),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err((
+                        format!("policies.quota[{i}]"),
+                        "needs exactly one of namespace or repository".into(),
+                    ))
+                }
+            }
+            if r.max_bytes.is_none() && r.max_repositories.is_none() {
+                return Err((
+                    format!("policies.quota[{i}]"),
+                    "limits nothing: set max_bytes or max_repositories".into(),
+                ));
             }
         }
         for (i, r) in self.retention.iter().enumerate() {
@@ -1539,15 +1602,43 @@ repository = "ci/**"
 keep_last = 10
 keep_tags = ["latest"]
 keep_pushed_within = "7d"
+delete_untagged_after = "2d"
 "#,
         )
         .unwrap();
         c.validate().unwrap();
         let r = &c.policies.retention[0];
+        assert_eq!(
+            r.delete_untagged_after,
+            Some(Duration::from_secs(2 * 86400))
+        );
         assert_eq!(r.keep_last, Some(10));
         assert_eq!(r.keep_pushed_within, Some(Duration::from_secs(7 * 86400)));
         assert!(r.dry_run, "a new rule is a dry run");
         assert_eq!(c.policies.retention_interval, Duration::from_secs(86400));
+        let c = Config::from_toml(
+            r#"
+[policies]
+total_max_bytes = 1000000
+[[policies.quota]]
+namespace = "team-a"
+max_bytes = 5000
+max_repositories = 3
+[[policies.quota]]
+repository = "ci/*"
+max_bytes = 100
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let q = &c.policies.quota;
+        assert_eq!(q[0].namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            (q[0].max_bytes, q[0].max_repositories),
+            (Some(5000), Some(3))
+        );
+        assert_eq!(q[1].repository.as_deref(), Some("ci/*"));
+        assert_eq!(c.policies.total_max_bytes, Some(1_000_000));
     }
 
     #[test]
@@ -1582,9 +1673,32 @@ keep_pushed_within = "7d"
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(key), "{text}: {e}");
         }
-        // Not built yet: refused, never silently ignored.
-        let e = Config::from_toml("[[policies.quota]]\nrepository = \"a\"").unwrap_err();
-        assert!(e.contains("quota"), "{e}");
+        for (text, key) in [
+            (
+                "[[policies.quota]]\nmax_bytes = 1",
+                "policies.quota[0]: needs exactly one",
+            ),
+            (
+                "[[policies.quota]]\nnamespace = \"a\"\nrepository = \"a/*\"\nmax_bytes = 1",
+                "policies.quota[0]: needs exactly one",
+            ),
+            (
+                "[[policies.quota]]\nnamespace = \"A\"\nmax_bytes = 1",
+                "policies.quota[0].namespace",
+            ),
+            (
+                "[[policies.quota]]\nrepository = \"ci/*\"\nmax_repositories = 1",
+                "policies.quota[0].max_repositories",
+            ),
+            (
+                "[[policies.quota]]\nnamespace = \"a\"",
+                "policies.quota[0]: limits nothing",
+            ),
+        ] {
+            let c = Config::from_toml(text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
     }
 }
 

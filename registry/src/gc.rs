@@ -51,6 +51,27 @@ pub struct Options {
     pub grace: Duration,
     /// Remove upload sessions started longer ago than this.
     pub upload_max_age: Option<Duration>,
+    /// Per-repository windows for untagged manifests, from the retention
+    /// rules (`delete_untagged_after`, rules that are no dry run), in file
+    /// order: the first glob matching a repository decides; a rule without
+    /// a window leaves the repository to `delete_untagged`.
+    pub untagged_after: Vec<(String, Option<Duration>)>,
+}
+
+impl Options {
+    /// How long an untagged manifest of `repo` stays, if it goes at all:
+    /// its retention rule's window (never shorter than `grace`), else
+    /// `grace` with `delete_untagged`.
+    pub fn untagged_window(&self, repo: &str) -> Option<Duration> {
+        let rule = self
+            .untagged_after
+            .iter()
+            .find(|(glob, _)| crate::auth::acl::glob_match(glob.as_bytes(), repo.as_bytes()));
+        match rule {
+            Some((_, Some(window))) => Some((*window).max(self.grace)),
+            _ => self.delete_untagged.then_some(self.grace),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -293,10 +314,12 @@ fn stopped(stop: &Option<watch::Receiver<bool>>) -> bool {
 
 impl Run<'_> {
     fn old(&self, t: SystemTime) -> bool {
+        self.older_than(t, self.options.grace)
+    }
+
+    fn older_than(&self, t: SystemTime, window: Duration) -> bool {
         // A time in the future (clock skew) is not old.
-        self.now
-            .duration_since(t)
-            .is_ok_and(|age| age >= self.options.grace)
+        self.now.duration_since(t).is_ok_and(|age| age >= window)
     }
 
     async fn heartbeat(&mut self) -> Result<(), GcError> {
@@ -516,7 +539,7 @@ impl Run<'_> {
         }
         self.repos.get_mut(name).expect("repo").referrers_of = referrers_of;
         let mut roots: Vec<Digest> = Vec::new();
-        if self.options.delete_untagged {
+        if let Some(window) = self.options.untagged_window(name.as_str()) {
             for (tag, key) in &tags {
                 match self.storage.read_link_key(key).await {
                     Ok(Some(d)) => roots.push(d),
@@ -533,7 +556,7 @@ impl Run<'_> {
                 state
                     .revisions
                     .iter()
-                    .filter(|(_, t)| !self.old(**t))
+                    .filter(|(_, t)| !self.older_than(**t, window))
                     .map(|(d, _)| d.clone()),
             );
         } else {
@@ -598,9 +621,9 @@ impl Run<'_> {
             }
         }
         for (name, state) in &self.repos {
-            if self.options.delete_untagged {
+            if let Some(window) = self.options.untagged_window(name.as_str()) {
                 for (d, t) in &state.revisions {
-                    if !state.kept.contains(d) && self.old(*t) {
+                    if !state.kept.contains(d) && self.older_than(*t, window) {
                         plan.manifests.push((name.clone(), d.clone()));
                     }
                 }
@@ -720,6 +743,7 @@ pub async fn purge_uploads(
         delete_untagged: false,
         grace: Duration::MAX,
         upload_max_age: Some(max_age),
+        untagged_after: Vec::new(),
     };
     let mut run = Run {
         storage,

@@ -13,6 +13,7 @@ pub mod otel;
 pub mod policy;
 pub mod proxy;
 pub mod pull_log;
+pub mod quota;
 pub mod referrers_index;
 pub mod reload;
 pub mod repository_delete;
@@ -41,6 +42,8 @@ pub struct App {
     pub policies: reload::Live<policy::Policies>,
     /// When tags were last pulled (the cache's expiry, retention).
     pub pulls: Arc<pull_log::PullLog>,
+    /// What the quota scopes hold (`[[policies.quota]]`).
+    pub quota: Arc<quota::Ledger>,
 }
 
 pub type AppState = Arc<App>;

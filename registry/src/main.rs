@@ -43,6 +43,21 @@ enum Command {
     /// that rules with `dry_run = false` do not keep. The manifests and
     /// blobs go with the next gc deleting untagged manifests.
     Retention(RetentionArgs),
+    /// Recompute what every `[[policies.quota]]` scope holds from the
+    /// storage's links and print it beside the usage quotas are checked
+    /// against, with the drift between them; with --apply correct the
+    /// usage. Safe while the registry serves.
+    Usage(UsageArgs),
+}
+
+#[derive(clap::Args)]
+struct UsageArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Correct the usage to what the links say (without it, nothing is
+    /// written).
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(clap::Args)]
@@ -199,6 +214,7 @@ fn main() -> ExitCode {
         Command::Gc(args) => load(&args.config).and_then(|c| gc(c, &args)),
         Command::IndexReferrers(arg) => load(&arg).and_then(index_referrers),
         Command::Retention(args) => load(&args.config).and_then(|c| retention(c, args.apply)),
+        Command::Usage(args) => load(&args.config).and_then(|c| usage(c, args.apply)),
         Command::Scrub(arg) => {
             return match load(&arg).and_then(scrub) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -350,9 +366,26 @@ fn retention(config: Config, apply: bool) -> Result<(), String> {
     for t in &report.tags {
         println!("{}", t.line());
     }
+    for u in &report.untagged {
+        println!("{}", u.line());
+    }
     println!("{}", report.summary());
     if report.removed() > 0 {
         println!("the removed tags' manifests and blobs go with the next `registry gc --delete-untagged` (or online gc with gc.delete_untagged)");
+    }
+    Ok(())
+}
+
+fn usage(config: Config, apply: bool) -> Result<(), String> {
+    let quotas = registry::policy::Policies::from_config(&config.policies).quota;
+    if quotas.is_empty() {
+        return Err("registry usage: no [[policies.quota]] rules or policies.total_max_bytes in the configuration".into());
+    }
+    let lines = on_storage(&config, "usage", |storage| async move {
+        registry::quota::usage_report(&storage, &quotas, apply).await
+    })?;
+    for line in lines {
+        println!("{line}");
     }
     Ok(())
 }
@@ -364,9 +397,22 @@ fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
         delete_untagged: args.delete_untagged || config.gc.delete_untagged,
         grace: args.grace_period.unwrap_or(config.gc.grace_period),
         upload_max_age: purging.enabled.then_some(purging.age),
+        untagged_after: registry::policy::retention::untagged_windows(&config.policies.retention),
     };
+    let quotas = registry::policy::Policies::from_config(&config.policies).quota;
+    let dry_run = args.dry_run;
     let report = on_storage(&config, "gc", |storage| async move {
-        registry::gc::run(&storage, &options, None).await
+        let report = registry::gc::run(&storage, &options, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !dry_run {
+            // What the collection removed leaves the quota scopes too.
+            registry::quota::Ledger::new(storage)
+                .after_gc(&quotas)
+                .await
+                .map_err(|e| format!("collected, but quota usage not reconciled: {e}"))?;
+        }
+        Ok::<_, String>(report)
     })?;
     if !args.quiet {
         for line in report.details() {

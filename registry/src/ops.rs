@@ -27,10 +27,18 @@ pub struct MetricsBindError {
     pub source: std::io::Error,
 }
 
+/// What runs after each online collection: the quota scopes it may have
+/// emptied are reconciled.
+pub struct AfterGc {
+    pub ledger: Arc<crate::quota::Ledger>,
+    pub policies: Arc<dyn Fn() -> Arc<crate::policy::Policies> + Send + Sync>,
+}
+
 pub fn start(
     config: &Config,
     storage: &Storage,
     metrics: &Arc<Metrics>,
+    after_gc: AfterGc,
     stop: watch::Receiver<bool>,
 ) -> Result<Background, MetricsBindError> {
     let mut tasks = Vec::new();
@@ -64,12 +72,14 @@ pub fn start(
                 delete_untagged: config.gc.delete_untagged,
                 grace: config.gc.grace_period,
                 upload_max_age: None,
+                untagged_after: Vec::new(),
             };
             tasks.push(spawn_online(
                 storage.clone(),
                 options,
                 config.gc.interval,
                 metrics.clone(),
+                after_gc,
                 stop.clone(),
             ));
         }
@@ -96,6 +106,7 @@ fn spawn_online(
     options: gc::Options,
     interval: Duration,
     metrics: Arc<Metrics>,
+    after_gc: AfterGc,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -105,10 +116,24 @@ fn spawn_online(
                 _ = stop.wait_for(|s| *s) => return,
             }
             let started = Instant::now();
+            // The retention rules in force now (they reload) say how long
+            // untagged manifests stay in the repositories they govern.
+            let options = gc::Options {
+                untagged_after: crate::policy::retention::untagged_windows(
+                    &(after_gc.policies)().retention,
+                ),
+                ..options.clone()
+            };
             let result = gc::run(&storage, &options, Some(stop.clone())).await;
             metrics.gc_finished(&result, started.elapsed());
             match &result {
-                Ok(report) => tracing::info!(target: "gc", "{report}"),
+                Ok(report) => {
+                    tracing::info!(target: "gc", "{report}");
+                    let quotas = (after_gc.policies)().quota.clone();
+                    if let Err(e) = after_gc.ledger.after_gc(&quotas).await {
+                        tracing::error!(target: "gc", "quota usage not reconciled after garbage collection: {e}");
+                    }
+                }
                 Err(gc::GcError::Locked { .. }) => {
                     tracing::info!(target: "gc", "skipped: {}", result.as_ref().unwrap_err())
                 }

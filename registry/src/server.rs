@@ -105,6 +105,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(p) = &proxy {
         metrics.add_registry(p.metrics.registry());
     }
+    let quota = Arc::new(crate::quota::Ledger::new(storage.clone()));
+    metrics.add_registry(quota.registry());
     let app = Arc::new(App {
         listing: storage::listing::Listing::new(storage.clone()),
         storage,
@@ -119,6 +121,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         proxy: proxy.clone(),
         policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
         pulls: pulls.clone(),
+        quota: quota.clone(),
     });
     if let Some(path) = &config.source {
         crate::reload::spawn(&app, path.clone());
@@ -135,8 +138,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let (shutdown, mut stop) = watch::channel(false);
-    let mut background =
-        crate::ops::start(config, &storage_for_ops, &metrics, shutdown.subscribe())?;
+    let after_gc = crate::ops::AfterGc {
+        ledger: quota.clone(),
+        policies: {
+            let live = app.clone();
+            Arc::new(move || live.policies.get())
+        },
+    };
+    let mut background = crate::ops::start(
+        config,
+        &storage_for_ops,
+        &metrics,
+        after_gc,
+        shutdown.subscribe(),
+    )?;
     if let Some(p) = &proxy {
         background
             .tasks
@@ -154,6 +169,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         background
             .tasks
             .push(pulls.spawn(every, shutdown.subscribe()));
+        background
+            .tasks
+            .push(quota.clone().spawn_heartbeat(shutdown.subscribe()));
     }
     if !config.policies.retention_interval.is_zero() {
         let live = app.clone();

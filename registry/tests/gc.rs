@@ -27,6 +27,7 @@ fn options(grace: Duration) -> Options {
         delete_untagged: false,
         grace,
         upload_max_age: None,
+        untagged_after: Vec::new(),
     }
 }
 

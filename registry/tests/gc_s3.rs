@@ -15,6 +15,7 @@ fn options() -> Options {
         delete_untagged: false,
         grace: Duration::ZERO,
         upload_max_age: None,
+        untagged_after: Vec::new(),
     }
 }
 

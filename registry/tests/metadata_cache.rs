@@ -159,6 +159,7 @@ async fn what_gc_removed_is_not_served_after_the_ttl() {
         delete_untagged: false,
         grace: Duration::ZERO,
         upload_max_age: None,
+        untagged_after: Vec::new(),
     };
     let report = registry::gc::run(&storage, &options, None).await.unwrap();
     assert!(report.bytes_freed() > 0, "GC removed the layers");

@@ -45,6 +45,7 @@ async fn gc_now(s: &TestServer) -> gc::Report {
         delete_untagged: false,
         grace: Duration::ZERO,
         upload_max_age: None,
+        untagged_after: Vec::new(),
     };
     gc::run(&open_storage(s), &options, None).await.unwrap()
 }

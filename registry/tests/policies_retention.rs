@@ -117,23 +117,9 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     }))
     .unwrap();
     c.push_manifest(name, "multi", OCI_INDEX, &index).await;
-    let sig_config = br#"{}"#;
-    let sig_config_digest = c.push_blob(name, sig_config).await;
     let sig_layer = b"MEUCIQ<signature of c03>";
-    let sig_layer_digest = c.push_blob(name, sig_layer).await;
-    let signature = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": sig_config_digest, "size": sig_config.len()},
-        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": sig_layer_digest, "size": sig_layer.len()}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": images[2].1,
-                    "size": images[2].2.len()},
-    }))
-    .unwrap();
-    let sig = sha256_digest(&signature);
-    c.push_manifest(name, &sig, OCI_MANIFEST, &signature).await;
+    let sig_layer_digest = sha256_digest(sig_layer);
+    let sig = push_referrer(&c, name, &images[2].1, images[2].2.len(), sig_layer).await;
     // A repository no rule governs.
     c.push_image("other/app", "old", &[b"other"]).await;
 
@@ -386,4 +372,162 @@ async fn two_replicas_on_shared_storage_apply_the_schedule() {
     let r2 = c.get_manifest("ci/app", "c").send().await.unwrap();
     assert_eq!(r2.status(), 200);
     replica.stop().await;
+}
+
+/// Sets the push time of manifest `digest` (its revision link's
+/// modification time).
+fn set_manifest_pushed(s: &TestServer, name: &str, digest: &str, at: SystemTime) {
+    let link = s.storage_root().join(format!(
+        "docker/registry/v2/repositories/{name}/_manifests/revisions/sha256/{}/link",
+        digest.trim_start_matches("sha256:")
+    ));
+    std::fs::File::options()
+        .write(true)
+        .open(&link)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+}
+
+/// A signature-like referrer of `subject` (untagged), with its own layer.
+async fn push_referrer(
+    c: &Client,
+    name: &str,
+    subject: &str,
+    subject_len: usize,
+    note: &[u8],
+) -> String {
+    let config = br#"{}"#;
+    let config_digest = c.push_blob(name, config).await;
+    let layer_digest = c.push_blob(name, note).await;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": layer_digest, "size": note.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_len},
+    }))
+    .unwrap();
+    let digest = sha256_digest(&body);
+    c.push_manifest(name, &digest, OCI_MANIFEST, &body).await;
+    digest
+}
+
+/// `delete_untagged_after`: manifests no kept tag reaches go when older
+/// than the window, with their referrers; a kept tag's referrers, a kept
+/// index's children and recent untagged pushes stay. A dry-run rule only
+/// reports them and the collector leaves them.
+#[tokio::test]
+async fn untagged_manifests_go_after_their_rules_window() {
+    if support::storage_is_s3() {
+        eprintln!("disk only: push times are set back through the files' mtimes");
+        return;
+    }
+    let rules = |dry_run: bool| -> registry::config::Policies {
+        toml::from_str(&format!(
+            "[[retention]]\nrepository = \"ci/**\"\nkeep_tags = [\"*\"]\ndelete_untagged_after = \"1d\"\ndry_run = {dry_run}\n"
+        ))
+        .unwrap()
+    };
+    let s = TestServer::start_with(|c| c.policies = rules(true)).await;
+    let c = s.client();
+    let name = "ci/u";
+    let (tagged, tagged_bytes) = c.push_image(name, "v1", &[b"tagged layer"]).await;
+    let kept_sig = push_referrer(&c, name, &tagged, tagged_bytes.len(), b"sig of v1").await;
+    let (amd, amd_bytes) = push_untagged(&c, name, b"child amd64").await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_bytes.len(),
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .unwrap();
+    let index_digest = c.push_manifest(name, "multi", OCI_INDEX, &index).await;
+    let (old, old_bytes) = push_untagged(&c, name, b"old untagged layer").await;
+    let old_sig = push_referrer(&c, name, &old, old_bytes.len(), b"sig of old").await;
+    let (fresh, _) = push_untagged(&c, name, b"fresh untagged layer").await;
+    let two_days_ago = SystemTime::now() - DAY * 2;
+    for d in [&tagged, &kept_sig, &amd, &index_digest, &old, &old_sig] {
+        set_manifest_pushed(&s, name, d, two_days_ago);
+    }
+    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
+    let gc = |policies: registry::config::Policies| {
+        let storage = storage.clone();
+        async move {
+            let options = registry::gc::Options {
+                dry_run: false,
+                delete_untagged: false,
+                grace: Duration::ZERO,
+                upload_max_age: None,
+                untagged_after: retention::untagged_windows(&policies.retention),
+            };
+            registry::gc::run(&storage, &options, None).await.unwrap()
+        }
+    };
+    let expected = |dry_run: bool| -> Vec<String> {
+        let mut going = [(&old, "old"), (&old_sig, "old_sig")];
+        going.sort_by(|a, b| a.0.cmp(b.0));
+        going
+            .iter()
+            .map(|(d, _)| {
+                let why = format!(
+                    "policies.retention[0]: pushed {}, reached by no kept tag, delete_untagged_after 1day",
+                    stamp(two_days_ago)
+                );
+                if dry_run {
+                    format!("would remove untagged ci/u@{d} ({why})")
+                } else {
+                    format!("untagged ci/u@{d} goes with the next gc ({why})")
+                }
+            })
+            .collect()
+    };
+    for dry_run in [true, false] {
+        let p = registry::policy::Policies::from_config(&rules(dry_run));
+        let report = retention::run(&storage, &p.retention, &p.immutable, true)
+            .await
+            .unwrap();
+        let lines: Vec<String> = report.untagged.iter().map(|u| u.line()).collect();
+        assert_eq!(lines, expected(dry_run), "dry_run {dry_run}");
+        assert!(
+            report.summary().ends_with(&format!(
+                "; 2 untagged manifests past their window ({} go with the next gc)",
+                if dry_run { 0 } else { 2 }
+            )),
+            "{}",
+            report.summary()
+        );
+        gc(rules(dry_run)).await;
+        // Read from storage: the server's metadata cache may answer for
+        // its ttl what another process removed.
+        let repo: registry::oci::RepoName = name.parse().unwrap();
+        let mut gone = Vec::new();
+        for d in [
+            &tagged,
+            &kept_sig,
+            &amd,
+            &index_digest,
+            &fresh,
+            &old,
+            &old_sig,
+        ] {
+            let stored = storage
+                .read_manifest(&repo, &d.parse().unwrap())
+                .await
+                .unwrap();
+            gone.push(stored.is_none());
+        }
+        let expect_gone = !dry_run;
+        assert_eq!(
+            gone,
+            [false, false, false, false, false, expect_gone, expect_gone],
+            "dry_run {dry_run}: tagged, its signature, the index's child, the index, the fresh one stay; the old one and its signature go"
+        );
+    }
+    assert!(!blob_exists(&s, &sha256_digest(b"old untagged layer")));
+    assert!(!blob_exists(&s, &sha256_digest(b"sig of old")));
+    assert!(blob_exists(&s, &sha256_digest(b"sig of v1")));
+    assert!(blob_exists(&s, &sha256_digest(b"fresh untagged layer")));
+    s.stop().await;
 }

@@ -173,19 +173,9 @@ fn blob_file(root: &Path, digest: &str) -> std::path::PathBuf {
     ))
 }
 
-async fn metrics_text(s: &TestServer) -> String {
-    let addr = s.metrics_addr().expect("metrics listener");
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// `registry_proxy_<name>_total{upstream="up"}`, and the whole exposition.
 async fn proxy_metric(s: &TestServer, name: &str) -> (u64, String) {
-    let text = metrics_text(s).await;
+    let text = s.metrics_text().await;
     let value = metric(
         &text,
         &format!("registry_proxy_{name}_total{{upstream=\"up\"}}"),
@@ -781,7 +771,7 @@ async fn upstream_429_is_passed_on_and_not_retried() {
     assert_eq!(r.status(), 502);
     assert!(r.text().await.unwrap().contains("credentials"));
     let upstream_429s = || async {
-        let text = metrics_text(&up).await;
+        let text = up.metrics_text().await;
         metric(
             &text,
             "registry_http_requests_total{method=\"GET\",route=\"manifest\",status=\"429\"}",

@@ -129,6 +129,7 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts)
     if !state.storage.unlink_blob(name, &digest).await? {
         return Err(ApiError::new(Code::BlobUnknown, "blob unknown to registry"));
     }
+    super::quota::after_delete(state, name).await;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

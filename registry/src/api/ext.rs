@@ -192,7 +192,25 @@ pub async fn tags(state: &App, name: &RepoName, parts: &Parts) -> ApiResult {
         })
         .collect();
     let next = page.last().filter(|_| more).map(|t| t.tag.as_str());
-    let response = axum::Json(json!({ "name": name.as_str(), "tags": items })).into_response();
+    let mut body = json!({ "name": name.as_str(), "tags": items });
+    let quotas = state.policies.get().quota.clone();
+    if !quotas.is_empty() {
+        // The limits the repository is under, with what each scope holds.
+        let report = state.quota.report(&quotas, name).await?;
+        body["quota"] = report
+            .into_iter()
+            .map(|(limit, used)| {
+                json!({
+                    "rule": limit.rule,
+                    "scope": limit.scope.to_string(),
+                    "used_bytes": used,
+                    "max_bytes": limit.max_bytes,
+                    "max_repositories": limit.max_repositories,
+                })
+            })
+            .collect();
+    }
+    let response = axum::Json(body).into_response();
     Ok(with_next(
         response,
         &format!("/v2/{name}/_ext/tags"),

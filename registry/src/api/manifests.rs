@@ -156,6 +156,9 @@ pub async fn put(
         Ok(r) => r,
         Err(e) => return Err(refuse_unread(e, body).await),
     };
+    // Quotas first, so a push over its limit is refused unread.
+    let announced = content_length(&parts.headers).unwrap_or(0);
+    super::quota::before_write(state, name, None, announced).await?;
     let body = read_limited(parts, body).await?;
     let content_type = parts
         .headers
@@ -201,6 +204,8 @@ pub async fn put(
             }
         }
     }
+    let size = body.len() as u64;
+    super::quota::before_link(state, name, &digest, size).await?;
     // Acknowledged only once the manifest is visible and everything it
     // references is still there and not being garbage-collected
     // (storage::gc_guard explains the race this closes).
@@ -255,6 +260,7 @@ pub async fn put(
         )
         .detail(json!({ "digest": digest.to_string() })));
     }
+    super::quota::after_link(state, name, &digest, size).await?;
     // Audited by the auth middleware, which knows the user and client.
     let mut response = (
         StatusCode::CREATED,

@@ -10,6 +10,7 @@ pub mod ext;
 pub mod headers;
 pub mod manifests;
 pub mod proxied;
+pub mod quota;
 pub mod readonly;
 pub mod referrers;
 pub mod repositories;

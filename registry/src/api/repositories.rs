@@ -35,6 +35,7 @@ pub async fn delete(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResu
     }
     match delete_repository(&state.storage, name).await {
         Ok(removed) => {
+            super::quota::after_delete(state, name).await;
             let body = serde_json::to_string(&removed).expect("serializes");
             Ok((
                 StatusCode::ACCEPTED,

@@ -85,20 +85,24 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
             Ok(d) => d,
             Err(e) => return Err(refuse_unread(e, body).await),
         };
-        let id = state.storage.start_upload(name).await?;
         let length = content_length(&parts.headers);
-        let appended = state
-            .storage
-            .append_upload(name, &id, Some(0), length, body.into_data_stream())
-            .await;
-        let finished = match appended {
-            Ok(_) => state.storage.finish_upload(name, &id, &digest).await,
-            Err(e) => Err(e),
-        };
+        super::quota::before_write(state, name, Some(&digest), length.unwrap_or(0)).await?;
+        let id = state.storage.start_upload(name).await?;
+        let finished = async {
+            // A known length was admitted with the digest just above (a
+            // blob the scopes count already adds nothing).
+            let size = append(state, name, &id, Some(0), length, length.is_some(), body)
+                .await?
+                .size;
+            super::quota::before_link(state, name, &digest, size).await?;
+            state.storage.finish_upload(name, &id, &digest).await?;
+            super::quota::after_link(state, name, &digest, size).await
+        }
+        .await;
         if let Err(e) = finished {
             // A failed monolithic upload leaves nothing behind.
             let _ = state.storage.cancel_upload(name, &id).await;
-            return Err(e.into());
+            return Err(e);
         }
         return Ok(created_response(name, &digest));
     }
@@ -109,8 +113,56 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
         )
         .close_connection());
     }
+    super::quota::before_write(state, name, None, 0).await?;
     let id = state.storage.start_upload(name).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// Appends a request body to an upload, held to the room the quotas leave
+/// (a body with a known length that would not fit is refused unread; one
+/// of unknown length is cut where it stops fitting), unless the caller
+/// `admitted` it already.
+async fn append(
+    state: &AppState,
+    name: &RepoName,
+    id: &UploadId,
+    start: Option<u64>,
+    length: Option<u64>,
+    admitted: bool,
+    body: Body,
+) -> ApiResult<crate::storage::UploadStatus> {
+    let quotas_apply = !admitted && !state.policies.get().quota.is_empty();
+    let cap = if quotas_apply {
+        let offset = match start {
+            Some(s) => s,
+            None => state.storage.upload_status(name, id).await?.size,
+        };
+        super::quota::Cap::for_upload(state, name, offset)
+            .await?
+            .map(|cap| (cap, offset))
+    } else {
+        None
+    };
+    let Some((cap, offset)) = cap else {
+        return state
+            .storage
+            .append_upload(name, id, start, length, body.into_data_stream())
+            .await
+            .map_err(|e| ApiError::from(e).close_connection());
+    };
+    if let Some(length) = length {
+        cap.check(offset.saturating_add(length))?;
+    }
+    let capped = Box::pin(cap.wrap(body.into_data_stream()));
+    match state
+        .storage
+        .append_upload(name, id, start, length, capped)
+        .await
+    {
+        Ok(status) => Ok(status),
+        Err(_) if cap.tripped() => Err(cap.refusal(offset.saturating_add(1))),
+        Err(e) => Err(ApiError::from(e).close_connection()),
+    }
 }
 
 /// Links a blob from another repository into `name`, if the caller may
@@ -132,16 +184,19 @@ async fn try_mount(
     };
     let available = match from.map(str::parse::<RepoName>) {
         Some(Ok(from)) if grant.can_pull(&from) => {
-            state.storage.repo_blob_size(&from, digest).await?.is_some()
+            state.storage.repo_blob_size(&from, digest).await?
         }
-        Some(_) => false,
-        None if grant.pulls_everything() => state.storage.blob_size(digest).await?.is_some(),
-        None => false,
+        Some(_) => None,
+        None if grant.pulls_everything() => state.storage.blob_size(digest).await?,
+        None => None,
     };
-    if available {
-        state.storage.link_blob(name, digest).await?;
-    }
-    Ok(available)
+    let Some(size) = available else {
+        return Ok(false);
+    };
+    super::quota::before_write(state, name, Some(digest), size).await?;
+    state.storage.link_blob(name, digest).await?;
+    super::quota::after_link(state, name, digest, size).await?;
+    Ok(true)
 }
 
 /// A PATCH `Content-Range` in the spec's one form, `<start>-<end>` (both
@@ -201,19 +256,14 @@ pub async fn patch(
         Ok(b) => b,
         Err(e) => return Err(refuse_unread(e, body).await),
     };
-    match state
-        .storage
-        .append_upload(name, &id, start, length, body.into_data_stream())
-        .await
-    {
+    match append(state, name, &id, start, length, false, body).await {
         Ok(status) => Ok(session_response(
             StatusCode::ACCEPTED,
             name,
             &id,
             status.size,
         )),
-        Err(e) => {
-            let mut error: ApiError = e.into();
+        Err(mut error) => {
             if error.status == StatusCode::RANGE_NOT_SATISFIABLE {
                 error = error.header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"));
             }
@@ -250,12 +300,16 @@ pub async fn put(
         Ok(b) => b,
         Err(e) => return Err(refuse_unread(e, body).await),
     };
-    state
-        .storage
-        .append_upload(name, &id, start, length, body.into_data_stream())
-        .await
-        .map_err(|e| ApiError::from(e).close_connection())?;
+    let size = append(state, name, &id, start, length, false, body)
+        .await?
+        .size;
+    if let Err(e) = super::quota::before_link(state, name, &digest, size).await {
+        // Refused whole: the session goes, as a failed monolithic upload.
+        let _ = state.storage.cancel_upload(name, &id).await;
+        return Err(e);
+    }
     state.storage.finish_upload(name, &id, &digest).await?;
+    super::quota::after_link(state, name, &digest, size).await?;
     Ok(created_response(name, &digest))
 }
 

@@ -1,10 +1,12 @@
 //! Repository policies: immutable tags (`immutable`), checked before a
 //! write as auth is checked before a handler, and retention (`retention`),
-//! run on demand or on a schedule; quotas are to join them. Built from
+//! run on demand or on a schedule, and quotas (`quota`: which limits a
+//! repository is under; `crate::quota` counts). Built from
 //! `[policies]`; the server swaps in a new set when the config file changes
 //! (`crate::reload`).
 
 pub mod immutable;
+pub mod quota;
 pub mod retention;
 
 use crate::config;
@@ -14,6 +16,7 @@ use crate::config;
 pub struct Policies {
     pub immutable: immutable::Immutable,
     pub retention: Vec<config::RetentionRule>,
+    pub quota: quota::Quotas,
 }
 
 impl Policies {
@@ -22,6 +25,7 @@ impl Policies {
         Policies {
             immutable: immutable::Immutable::new(config.immutable.clone()),
             retention: config.retention.clone(),
+            quota: quota::Quotas::new(config.quota.clone(), config.total_max_bytes),
         }
     }
 }

@@ -80,10 +80,42 @@ impl TagReport {
     }
 }
 
-/// A whole run: every tag of every governed repository.
+/// An untagged manifest past its rule's `delete_untagged_after`.
+#[derive(Debug, Clone)]
+pub struct UntaggedReport {
+    pub rule: String,
+    pub repository: String,
+    pub digest: Digest,
+    /// Its last push (the revision link's modification time).
+    pub pushed: SystemTime,
+    pub window: std::time::Duration,
+    /// The rule is a dry run: garbage collection leaves it.
+    pub dry_run: bool,
+}
+
+impl UntaggedReport {
+    pub fn line(&self) -> String {
+        let at = format!("{}@{}", self.repository, self.digest);
+        let why = format!(
+            "{}: pushed {}, reached by no kept tag, delete_untagged_after {}",
+            self.rule,
+            humantime::format_rfc3339_seconds(self.pushed),
+            humantime::format_duration(self.window)
+        );
+        if self.dry_run {
+            format!("would remove untagged {at} ({why})")
+        } else {
+            format!("untagged {at} goes with the next gc ({why})")
+        }
+    }
+}
+
+/// A whole run: every tag of every governed repository, and the untagged
+/// manifests past their rule's window.
 #[derive(Debug, Default)]
 pub struct Report {
     pub tags: Vec<TagReport>,
+    pub untagged: Vec<UntaggedReport>,
     pub repositories: usize,
 }
 
@@ -110,6 +142,14 @@ impl Report {
         );
         if self.would_remove() > 0 {
             s += &format!(", {} to remove in dry-run rules", self.would_remove());
+        }
+        if !self.untagged.is_empty() {
+            let dry = self.untagged.iter().filter(|u| u.dry_run).count();
+            s += &format!(
+                "; {} untagged manifests past their window ({} go with the next gc)",
+                self.untagged.len(),
+                self.untagged.len() - dry
+            );
         }
         s
     }
@@ -239,12 +279,24 @@ pub async fn run(
             .map(|(t, _)| &t.digest)
             .collect();
         let remove = apply && !rule.dry_run;
+        let mut remaining: HashSet<Digest> = HashSet::new();
         for (t, verdict) in tags.iter().zip(&verdicts) {
             let outcome = match verdict {
                 Verdict::Keep(why) => Outcome::Kept(why.clone()),
                 Verdict::Remove if !remove => Outcome::Removed { dry_run: true },
                 Verdict::Remove => remove_if_unchanged(storage, &name, &t.tag, &t.digest).await?,
             };
+            match &outcome {
+                Outcome::Kept(_) => {
+                    remaining.insert(t.digest.clone());
+                }
+                Outcome::Repushed => {
+                    if let Ok(tag) = t.tag.parse::<Tag>() {
+                        remaining.extend(storage.resolve_tag(&name, &tag).await?);
+                    }
+                }
+                Outcome::Removed { .. } => {}
+            }
             report.tags.push(TagReport {
                 rule: format!("policies.retention[{index}]"),
                 repository: repo.clone(),
@@ -255,8 +307,92 @@ pub async fn run(
                 outcome,
             });
         }
+        if let Some(window) = rule.delete_untagged_after {
+            for (digest, pushed) in untagged_past(storage, &name, &remaining, window).await? {
+                report.untagged.push(UntaggedReport {
+                    rule: format!("policies.retention[{index}]"),
+                    repository: repo.clone(),
+                    digest,
+                    pushed,
+                    window,
+                    dry_run: rule.dry_run,
+                });
+            }
+        }
     }
     Ok(report)
+}
+
+/// The manifests of `name` that neither a tag in `tagged` nor a manifest
+/// pushed within `window` reaches (as the collector reaches them: an
+/// index's children, a subject's referrers), pushed longer ago than
+/// `window`: what garbage collection removes under the rule.
+async fn untagged_past(
+    storage: &Storage,
+    name: &RepoName,
+    tagged: &HashSet<Digest>,
+    window: std::time::Duration,
+) -> Result<Vec<(Digest, SystemTime)>, StorageError> {
+    use crate::storage::walk::RepoKey;
+    let now = SystemTime::now();
+    let old = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age >= window);
+    let revisions: Vec<(Digest, SystemTime)> = storage
+        .repository_objects(name)
+        .await?
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            RepoKey::Revision(d) => Some((d, o.modified)),
+            _ => None,
+        })
+        .collect();
+    let mut children: std::collections::HashMap<Digest, Vec<Digest>> = Default::default();
+    let mut referrers: std::collections::HashMap<Digest, Vec<Digest>> = Default::default();
+    for (d, _) in &revisions {
+        let Some(body) = storage.read_manifest(name, d).await? else {
+            continue;
+        };
+        if let Ok(refs) = crate::gc::references(&body) {
+            if let Some(subject) = refs.subject {
+                referrers.entry(subject).or_default().push(d.clone());
+            }
+            children.insert(d.clone(), refs.children);
+        }
+    }
+    let mut reached: HashSet<Digest> = HashSet::new();
+    let mut work: Vec<Digest> = tagged.iter().cloned().collect();
+    work.extend(
+        revisions
+            .iter()
+            .filter(|(_, t)| !old(*t))
+            .map(|(d, _)| d.clone()),
+    );
+    while let Some(d) = work.pop() {
+        if !reached.insert(d.clone()) {
+            continue;
+        }
+        work.extend(children.get(&d).into_iter().flatten().cloned());
+        work.extend(referrers.get(&d).into_iter().flatten().cloned());
+    }
+    let mut out: Vec<(Digest, SystemTime)> = revisions
+        .into_iter()
+        .filter(|(d, t)| !reached.contains(d) && old(*t))
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+/// The windows garbage collection gives untagged manifests, per rule (in
+/// file order; a dry-run rule's window is not applied).
+pub fn untagged_windows(rules: &[RetentionRule]) -> Vec<(String, Option<std::time::Duration>)> {
+    rules
+        .iter()
+        .map(|r| {
+            (
+                r.repository.clone(),
+                r.delete_untagged_after.filter(|_| !r.dry_run),
+            )
+        })
+        .collect()
 }
 
 /// The server's scheduled runs (`policies.retention_interval`): every
@@ -346,6 +482,7 @@ mod tests {
             keep_tags: vec!["latest".into(), "stable-*".into()],
             keep_pushed_within: Some(Duration::from_secs(7 * 86400)),
             keep_pulled_within: Some(Duration::from_secs(30 * 86400)),
+            delete_untagged_after: None,
             dry_run: false,
         };
         let immutable = Immutable::new(vec![ImmutableRule {

@@ -18,6 +18,7 @@
 //!   _gc/pending/blobs/<alg>/<hex>                            (ours) GC is about to remove this blob
 //!   _gc/pending/repositories/<name>/<alg>/<hex>              (ours) ... or this repository's links to it
 //!   _pulls/<name>/_pulls.json                                (ours) tags' last pulls (storage/pull_record.rs)
+//!   _quota/<scope>/{_blobs,_used,_ready}                     (ours) quota claims and counters (storage/quota_ledger.rs)
 //!   _notifications/<endpoint>/<sortable name>                (ours) events to deliver (storage/event_queue.rs)
 //! ```
 //!

@@ -22,6 +22,7 @@ mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;
 pub mod pull_record;
+pub mod quota_ledger;
 mod read_coalesce;
 mod repository_keys;
 pub mod spool;
@@ -557,8 +558,22 @@ impl Storage {
 
     /// Every repository that holds manifests, in lexical order.
     pub async fn repositories(&self) -> Result<Vec<String>> {
+        self.repositories_under(None).await
+    }
+
+    /// The repositories with manifests whose names start with `prefix`
+    /// (a name: `team` gives `team`, `team/app`, ..., and `teamx` too,
+    /// which callers filter), in lexical order.
+    pub async fn repositories_under(&self, prefix: Option<&str>) -> Result<Vec<String>> {
         let mut found = Vec::new();
-        let mut pending = vec![(layout::repositories_root(), String::new())];
+        let start = match prefix {
+            None => (layout::repositories_root(), String::new()),
+            Some(p) => (
+                Path::from(format!("{}/{p}", layout::repositories_root())),
+                p.to_string(),
+            ),
+        };
+        let mut pending = vec![start];
         while let Some((prefix, name)) = pending.pop() {
             for child in self.child_names(&prefix).await? {
                 // Name components never start with '_', so `_manifests` and

@@ -120,7 +120,7 @@ impl Storage {
     /// taken again rather than read as empty (a collector trusting it would
     /// see no repository at all). Not found every time: the prefix is not
     /// there, and the listing is empty.
-    async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+    pub(super) async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         let mut attempts = 0;
         loop {
             match self.store.list(Some(prefix)).try_collect().await {
@@ -139,10 +139,19 @@ impl Storage {
     /// Every object under `repositories/`, classified (one recursive
     /// listing; keys outside any repository are skipped).
     pub async fn walk_repositories(&self) -> Result<RepoListing> {
-        let root = layout::repositories_root();
-        let depth = root.parts().count();
+        self.walk_under(&layout::repositories_root()).await
+    }
+
+    /// Every repository object under `prefix` (a key under
+    /// `repositories/`), classified.
+    pub async fn classified_under(&self, prefix: &Path) -> Result<Vec<RepoObject>> {
+        Ok(self.walk_under(prefix).await?.objects)
+    }
+
+    async fn walk_under(&self, prefix: &Path) -> Result<RepoListing> {
+        let depth = layout::repositories_root().parts().count();
         let mut out = RepoListing::default();
-        for m in self.list_all(&root).await? {
+        for m in self.list_all(prefix).await? {
             let parts: Vec<_> = m.location.parts().skip(depth).collect();
             let relative: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
             match classify_repository_key(&relative) {

@@ -106,6 +106,17 @@ impl TestServer {
         self.running.as_ref()?.metrics_addr
     }
 
+    /// The whole `/metrics` exposition (`[metrics] addr` must be set).
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.metrics_addr().expect("metrics listener");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -308,6 +319,7 @@ pub async fn gc_untagged(s: &TestServer) {
         delete_untagged: true,
         grace: std::time::Duration::ZERO,
         upload_max_age: None,
+        untagged_after: Vec::new(),
     };
     registry::gc::run(&storage, &options, None).await.unwrap();
 }
