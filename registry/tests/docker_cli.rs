@@ -558,3 +558,78 @@ async fn immutable_tag_refuses_a_changed_docker_push() {
     drop(cleanup);
     assert_no_leftovers(&docker, &[&release, &first_id, &second_id], "no-container");
 }
+
+/// Quotas as docker sees them (`[[policies.quota]]`, docs/policies.md): a
+/// push whose layer does not fit in the namespace fails, docker printing
+/// the rule, the usage and the limit; nothing of it is stored.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs docker (run scripts/test.sh)"]
+async fn a_docker_push_over_quota_is_denied_with_the_rule() {
+    let s = TestServer::start_with(|c| {
+        c.policies =
+            toml::from_str("[[quota]]\nnamespace = \"small\"\nmax_bytes = 100000").unwrap();
+    })
+    .await;
+    let host = format!("127.0.0.1:{}", s.addr.port());
+    let docker = Docker::new();
+    let image = format!("{host}/small/app-{}:v1", unique());
+    let mut cleanup = Cleanup {
+        docker: &docker,
+        containers: Vec::new(),
+        images: vec![image.clone()],
+        ids: Vec::new(),
+    };
+    docker
+        .run_with_stdin(
+            &["login", &host, "-u", USER, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await;
+    let ctx = context_dir();
+    let id = docker
+        .ok(&[
+            "build",
+            "-q",
+            "--force-rm",
+            "-t",
+            &image,
+            &ctx.path().display().to_string(),
+        ])
+        .await
+        .stdout
+        .trim()
+        .to_owned();
+    cleanup.ids.push(id.clone());
+    let out = docker.run(&["push", &image]).await;
+    assert!(!out.ok, "a push over quota succeeded");
+    assert!(
+        out.stderr.contains(
+            "denied: quota exceeded: namespace small holds 0 bytes of 100000 allowed by policies.quota[0]; this upload adds "
+        ) && !out.stderr.contains("adds 1 bytes"),
+        "docker's message for a push over quota: {}",
+        out.stderr
+    );
+    let repo = image
+        .split_once('/')
+        .unwrap()
+        .1
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .client()
+        .get(&format!("/v2/{repo}/_ext/tags"))
+        .send()
+        .await
+        .unwrap();
+    let used = if r.status() == 200 {
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["quota"][0]["used_bytes"].as_u64().unwrap()
+    } else {
+        0
+    };
+    assert!(used <= 100_000, "{used} bytes stored past the limit");
+    drop(cleanup);
+    assert_no_leftovers(&docker, &[&image, &id], "no-container");
+}

@@ -4,7 +4,7 @@
 //! naming the rule, the scope's usage and its limit. The accounting is
 //! `crate::quota`'s; none of this runs when no quota rule is configured.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -113,7 +113,8 @@ pub struct Cap {
     limit: Limit,
     room: u64,
     offset: u64,
-    tripped: Arc<AtomicBool>,
+    /// The upload's size when the body was cut (0: not cut).
+    cut_at: Arc<AtomicU64>,
 }
 
 impl Cap {
@@ -134,7 +135,7 @@ impl Cap {
             limit,
             room,
             offset,
-            tripped: Arc::default(),
+            cut_at: Arc::default(),
         };
         if offset >= room {
             return Err(cap.refusal(offset));
@@ -160,22 +161,27 @@ impl Cap {
         E: std::error::Error + Send + Sync + 'static,
     {
         let allowed = self.room.saturating_sub(self.offset);
-        let tripped = self.tripped.clone();
+        let offset = self.offset;
+        let cut_at = self.cut_at.clone();
         let mut seen = 0u64;
         body.map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             seen += chunk.len() as u64;
             if seen > allowed {
-                tripped.store(true, Ordering::Relaxed);
+                cut_at.store(offset + seen, Ordering::Relaxed);
                 return Err(std::io::Error::other("the upload outgrew its quota"));
             }
             Ok(chunk)
         })
     }
 
-    /// Whether the body was cut at the cap (so its error is the quota's).
-    pub fn tripped(&self) -> bool {
-        self.tripped.load(Ordering::Relaxed)
+    /// The refusal, when the body was cut at the cap (so the append's
+    /// error is the quota's): the upload had grown to at least that size.
+    pub fn cut(&self) -> Option<ApiError> {
+        match self.cut_at.load(Ordering::Relaxed) {
+            0 => None,
+            size => Some(self.refusal(size)),
+        }
     }
 
     pub fn refusal(&self, total: u64) -> ApiError {

@@ -160,8 +160,9 @@ async fn append(
         .await
     {
         Ok(status) => Ok(status),
-        Err(_) if cap.tripped() => Err(cap.refusal(offset.saturating_add(1))),
-        Err(e) => Err(ApiError::from(e).close_connection()),
+        Err(e) => Err(cap
+            .cut()
+            .unwrap_or_else(|| ApiError::from(e).close_connection())),
     }
 }
 
