@@ -26,6 +26,10 @@ pull = ["*"]
 [[policies.immutable]]
 repository = "team/**"
 tags = ["v*"]
+
+[[policies.quota]]
+namespace = "capped"
+max_bytes = 10
 "#;
 
 /// Fails `LOCKED`'s checks: the ACL names an undefined group.
@@ -119,6 +123,7 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     assert_eq!(push_status(&c, "team/app", "v1", b"one").await, 201);
     assert_eq!(push_status(&c, "team/app", "v1", b"two").await, 201);
     assert_eq!(push_status(&c, "frozen/app", "v1", b"one").await, 201);
+    c.push_blob("capped/app", b"twenty bytes of data").await;
 
     // New rules: frozen/** read-only, team/**'s v* tags immutable.
     write(&path, LOCKED);
@@ -130,6 +135,11 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     assert_eq!(frozen_upload(&c).await, 403);
     assert_eq!(push_status(&c, "team/app", "v1", b"three").await, 409);
     assert_eq!(push_status(&c, "team/app", "v2", b"three").await, 201);
+    // The quota counts what was stored before it: nothing more fits.
+    for client in [&c, &rc] {
+        let r = client.try_push_blob("capped/app", b"x").await.unwrap_err();
+        assert_eq!(r.status(), 413);
+    }
 
     // A broken file: refused, the rules in force stay.
     write(&path, BROKEN);
@@ -150,6 +160,7 @@ async fn acl_and_policies_reload_and_a_bad_file_keeps_them() {
     wait_reloads(&s, "ok", 2).await;
     assert_eq!(push_status(&c, "team/app", "v1", b"five").await, 201);
     assert_eq!(frozen_upload(&c).await, 202);
+    c.push_blob("capped/app", b"x").await;
     replica.stop().await;
     s.stop().await;
 }
