@@ -68,6 +68,8 @@ profile() { # name ttl
     echo "== $name $what: $(( total / N )) instructions per request" >&2
     callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' | head -25 > "$work/$name-$what.top" || true
     cp "$work/$name-$what.top" "${PROFILE_OUT:-/tmp}/profile-$name-$what.txt"
+    # The raw callgrind file too, for callgrind_annotate with other options.
+    cp "$file" "${PROFILE_OUT:-/tmp}/profile-$name-$what.callgrind"
     # Self cost: where the instructions are spent, not whose futures nest.
     callgrind_annotate "$file" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' | head -40 \
       > "${PROFILE_OUT:-/tmp}/profile-$name-$what.self.txt" || true

@@ -5,7 +5,7 @@
 # same client, one run.
 #
 #   bench/proxy.sh                  # prints the results (markdown)
-#   LAYERS=3 LAYER_MIB=8 CLIENTS=20 WRK_SECONDS=10 bench/proxy.sh
+#   LAYERS=3 LAYER_MIB=8 CLIENTS=20 WRK_SECONDS=10 WARM_ROUNDS=9 bench/proxy.sh
 #
 # Per mirror: a cold pull of one image (Docker schema2: config + LAYERS
 # layers of LAYER_MIB), a warm pull, then on fresh storage CLIENTS
@@ -19,6 +19,7 @@ LAYERS=${LAYERS:-3}
 LAYER_MIB=${LAYER_MIB:-8}
 CLIENTS=${CLIENTS:-20}
 WRK_SECONDS=${WRK_SECONDS:-10}
+WARM_ROUNDS=${WARM_ROUNDS:-9}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 
 cargo build --release --locked -p registry --bins >&2
@@ -106,11 +107,12 @@ stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 
 
 # Pulls the image CLIENTS times at once from the mirror on port $1, as a
 # client does (manifest by tag, then config and layers by digest, bodies
-# read whole); prints the seconds the slowest took.
-pull() { # port clients
-  python3 - "$1" "$2" <<'EOF'
-import json, sys, threading, time, urllib.request
-port, clients = sys.argv[1], int(sys.argv[2])
+# read whole); prints the seconds the slowest took. With ROUNDS, that many
+# times one after the other, printing the median.
+pull() { # port clients [rounds]
+  python3 - "$1" "$2" "${3:-1}" <<'EOF'
+import json, statistics, sys, threading, time, urllib.request
+port, clients, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 base = f"http://127.0.0.1:{port}/v2/bench/image"
 accept = "application/vnd.docker.distribution.manifest.v2+json"
 errors = []
@@ -126,12 +128,15 @@ def one():
             assert got == d["size"], (got, d["size"])
     except Exception as e:
         errors.append(repr(e))
-start = time.monotonic()
-threads = [threading.Thread(target=one) for _ in range(clients)]
-for t in threads: t.start()
-for t in threads: t.join()
-if errors: sys.exit(f"pull failed: {errors[:3]}")
-print(f"{time.monotonic() - start:.2f}")
+times = []
+for _ in range(rounds):
+    start = time.monotonic()
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    if errors: sys.exit(f"pull failed: {errors[:3]}")
+    times.append(time.monotonic() - start)
+print(f"{statistics.median(times):.3f}")
 EOF
 }
 
@@ -152,7 +157,7 @@ for who in theirs ours ours_nofsync; do
   port=$(free_port)
   "start_$who" "$who-1" "$port"
   mark=$(log_lines); t=$(pull "$port" 1); rows+=("| $who | cold pull | $t s | $(served_since "$mark") |")
-  mark=$(log_lines); t=$(pull "$port" 1); rows+=("| $who | warm pull | $t s | $(served_since "$mark") |")
+  mark=$(log_lines); t=$(pull "$port" 1 "$WARM_ROUNDS"); rows+=("| $who | warm pull (median of $WARM_ROUNDS) | $t s | $(served_since "$mark") |")
   if command -v wrk >/dev/null; then
     mark=$(log_lines)
     out=$(wrk -t2 -c16 -d"${WRK_SECONDS}s" --latency -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
@@ -173,7 +178,7 @@ image_mib=$(( LAYERS * LAYER_MIB ))
 {
   echo "## Pull-through cache vs docker-registry's proxy mode"
   echo
-  echo "Command: \`bench/proxy.sh\` (LAYERS=$LAYERS, LAYER_MIB=$LAYER_MIB, CLIENTS=$CLIENTS, WRK_SECONDS=$WRK_SECONDS). Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores."
+  echo "Command: \`bench/proxy.sh\` (LAYERS=$LAYERS, LAYER_MIB=$LAYER_MIB, CLIENTS=$CLIENTS, WRK_SECONDS=$WRK_SECONDS, WARM_ROUNDS=$WARM_ROUNDS). Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores."
   echo "Upstream: Debian's docker-registry ($(/usr/bin/docker-registry --version 2>/dev/null | head -1)), no auth, one Docker schema2 image"
   echo "of a config and $LAYERS layers of $LAYER_MIB MiB (${image_mib} MiB). theirs: the same docker-registry in proxy mode (\`proxy.remoteurl\`);"
   echo "ours: \`REGISTRY_PROXY_REMOTEURL\` (tag_ttl 5m), with fsync (the default) and without (ours_nofsync, as docker-registry, which never fsyncs)."

@@ -585,7 +585,14 @@ async fn a_docker_push_over_quota_is_denied_with_the_rule() {
             Some(&format!("{PASSWORD}\n")),
         )
         .await;
+    // An image of its own (another CMD): the other tests build the default
+    // one at the same time and check that its ID is gone afterwards.
     let ctx = context_dir();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /busybox\nCMD [\"/busybox\",\"echo\",\"over-quota\"]\n",
+    )
+    .unwrap();
     let id = docker
         .ok(&[
             "build",

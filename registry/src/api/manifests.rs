@@ -10,7 +10,7 @@ use super::body::content_length;
 use super::error::{ApiError, ApiResult, Code};
 use super::refuse_unread;
 use crate::auth::User;
-use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
+use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES};
 use crate::oci::name::ReferenceError;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::policy::immutable::Protection;
@@ -55,37 +55,15 @@ async fn resolve(state: &AppState, name: &RepoName, reference: &Reference) -> Ap
     }
 }
 
-/// The media type a stored manifest is served with: its `mediaType` field,
-/// else what its shape says (OCI manifests may omit the field).
-fn stored_media_type(body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-        manifests: Option<serde::de::IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(body) {
-        Ok(Probe {
-            media_type: Some(t),
-            ..
-        }) => t,
-        Ok(Probe {
-            manifests: Some(_), ..
-        }) => OCI_INDEX.into(),
-        _ => OCI_MANIFEST.into(),
-    }
-}
-
 pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
     let reference = lookup_reference(raw)?;
     let digest = resolve(state, name, &reference).await?;
-    let body = state
+    let (body, media_type) = state
         .storage
         .cached()
-        .read_manifest(name, &digest)
+        .read_manifest_typed(name, &digest)
         .await?
         .ok_or_else(|| manifest_unknown(&reference))?;
-    let media_type = stored_media_type(&body);
     let accept: Vec<&str> = parts
         .headers
         .get_all(header::ACCEPT)
@@ -95,15 +73,16 @@ pub async fn get(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) ->
     if !manifest::accepts(&accept, &media_type) {
         return Err(manifest_unknown(&reference).detail(json!({
             "reference": reference.to_string(),
-            "mediaType": media_type,
+            "mediaType": &*media_type,
             "reason": "the manifest's media type is not in the request's Accept header",
         })));
     }
+    let digest_text = digest.to_string();
     let headers = [
-        (header::CONTENT_TYPE, media_type),
+        (header::CONTENT_TYPE, media_type.to_string()),
         (header::CONTENT_LENGTH, body.len().to_string()),
-        (DIGEST_HEADER, digest.to_string()),
-        (header::ETAG, format!("\"{digest}\"")),
+        (header::ETAG, format!("\"{digest_text}\"")),
+        (DIGEST_HEADER, digest_text),
     ];
     // A pull by tag (GET, or HEAD as containerd resolves tags) is what
     // the cache's expiry and retention's keep_pulled_within count.

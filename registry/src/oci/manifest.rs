@@ -222,6 +222,27 @@ fn to_btree(map: &std::collections::HashMap<String, String>) -> BTreeMap<String,
 /// Whether a client's `Accept` header admits `media_type`. No header, or one
 /// that names no manifest type at all (`*/*`, `application/json`), admits
 /// everything: only a client that lists manifest types is held to its list.
+/// The media type a stored manifest is served with: its `mediaType` field,
+/// else what its shape says (OCI manifests may omit the field).
+pub fn stored_media_type(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(Probe {
+            media_type: Some(t),
+            ..
+        }) => t,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.into(),
+        _ => OCI_MANIFEST.into(),
+    }
+}
+
 pub fn accepts(accept: &[&str], media_type: &str) -> bool {
     let listed: Vec<&str> = accept
         .iter()

@@ -4,7 +4,7 @@
 //! still asked of storage every time.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -15,17 +15,22 @@ const CAPACITY: usize = 8 * 1024 * 1024;
 /// Larger manifests (rare, up to 4 MiB) are not cached.
 const MAX_ENTRY: usize = 64 * 1024;
 
+/// A cached manifest: its bytes and the media type they are served with.
+pub type Entry = (Bytes, Arc<str>);
+
 #[derive(Default)]
 pub struct ManifestCache {
-    inner: Mutex<(HashMap<Digest, Bytes>, usize)>,
+    /// Digest → (bytes, the media type they are served with), and the
+    /// bytes held.
+    inner: Mutex<(HashMap<Digest, Entry>, usize)>,
 }
 
 impl ManifestCache {
-    pub fn get(&self, d: &Digest) -> Option<Bytes> {
+    pub fn get(&self, d: &Digest) -> Option<Entry> {
         self.inner.lock().unwrap().0.get(d).cloned()
     }
 
-    pub fn insert(&self, d: &Digest, body: &Bytes) {
+    pub fn insert(&self, d: &Digest, body: &Bytes, media_type: &Arc<str>) {
         if body.len() > MAX_ENTRY {
             return;
         }
@@ -36,7 +41,10 @@ impl ManifestCache {
             map.clear();
             *total = 0;
         }
-        if map.insert(d.clone(), body.clone()).is_none() {
+        if map
+            .insert(d.clone(), (body.clone(), media_type.clone()))
+            .is_none()
+        {
             *total += body.len();
         }
     }
@@ -50,14 +58,16 @@ mod tests {
     fn stays_within_its_capacity() {
         let c = ManifestCache::default();
         let body = Bytes::from(vec![0u8; MAX_ENTRY]);
+        let t: Arc<str> = "application/json".into();
         for i in 0..(2 * CAPACITY / MAX_ENTRY) {
-            c.insert(&Digest::sha256_of(&i.to_le_bytes()), &body);
+            c.insert(&Digest::sha256_of(&i.to_le_bytes()), &body, &t);
             assert!(c.inner.lock().unwrap().1 <= CAPACITY);
         }
         let d = Digest::sha256_of(b"x");
-        c.insert(&d, &Bytes::from_static(b"{}"));
-        assert_eq!(c.get(&d).as_deref(), Some(&b"{}"[..]));
-        c.insert(&d, &Bytes::from(vec![0u8; MAX_ENTRY + 1]));
-        assert_eq!(c.get(&d).as_deref(), Some(&b"{}"[..]));
+        let bytes = |c: &ManifestCache| c.get(&d).map(|(b, _)| b);
+        c.insert(&d, &Bytes::from_static(b"{}"), &t);
+        assert_eq!(bytes(&c).as_deref(), Some(&b"{}"[..]));
+        c.insert(&d, &Bytes::from(vec![0u8; MAX_ENTRY + 1]), &t);
+        assert_eq!(bytes(&c).as_deref(), Some(&b"{}"[..]));
     }
 }

@@ -406,14 +406,20 @@ impl Storage {
 
     /// A manifest's bytes by digest (content-addressed: cached for good).
     async fn manifest_bytes(&self, d: &Digest) -> Result<Option<Bytes>> {
-        if let Some(body) = self.manifests.get(d) {
-            return Ok(Some(body));
+        Ok(self.manifest_typed(d).await?.map(|m| m.0))
+    }
+
+    /// ... with its media type (`oci::manifest::stored_media_type`).
+    async fn manifest_typed(&self, d: &Digest) -> Result<Option<(Bytes, Arc<str>)>> {
+        if let Some(hit) = self.manifests.get(d) {
+            return Ok(Some(hit));
         }
         match self.store.get(&layout::blob_data(d)).await {
             Ok(r) => {
                 let body = r.bytes().await?;
-                self.manifests.insert(d, &body);
-                Ok(Some(body))
+                let media_type: Arc<str> = crate::oci::manifest::stored_media_type(&body).into();
+                self.manifests.insert(d, &body, &media_type);
+                Ok(Some((body, media_type)))
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -642,50 +648,67 @@ impl Cached<'_> {
         Ok(v)
     }
 
-    async fn size_of(&self, key: &Path) -> Result<Option<u64>> {
+    /// `key` is a `layout::*_raw` key: a hit builds no `Path`.
+    async fn size_of(&self, key: String) -> Result<Option<u64>> {
         let v = self
-            .lookup(key.as_ref(), || async {
-                Ok(meta_cache::Value::Size(self.0.size_of(key).await?))
+            .lookup(&key, || async {
+                let path = layout::path(key.clone());
+                Ok(meta_cache::Value::Size(self.0.size_of(&path).await?))
             })
             .await?;
         match v {
             meta_cache::Value::Size(s) => Ok(s),
-            _ => self.0.size_of(key).await,
+            _ => self.0.size_of(&layout::path(key)).await,
         }
     }
 
     pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        let key = layout::tag_current_link(name, tag);
+        let key = layout::tag_current_link_raw(name, tag);
         let v = self
-            .lookup(key.as_ref(), || async {
-                Ok(meta_cache::Value::Link(self.0.read_link(&key).await?))
+            .lookup(&key, || async {
+                let path = layout::path(key.clone());
+                Ok(meta_cache::Value::Link(self.0.read_link(&path).await?))
             })
             .await?;
         match v {
             meta_cache::Value::Link(d) => Ok(d),
-            _ => self.0.read_link(&key).await,
+            _ => self.0.read_link(&layout::path(key)).await,
         }
     }
 
     pub async fn manifest_in_repo(&self, name: &RepoName, d: &Digest) -> Result<bool> {
         Ok(self
-            .size_of(&layout::revision_link(name, d))
+            .size_of(layout::revision_link_raw(name, d))
             .await?
             .is_some())
     }
 
     pub async fn read_manifest(&self, name: &RepoName, d: &Digest) -> Result<Option<Bytes>> {
+        Ok(self.read_manifest_typed(name, d).await?.map(|m| m.0))
+    }
+
+    /// A manifest's bytes with the media type it is served with (worked
+    /// out once per digest, with the bytes: they never change).
+    pub async fn read_manifest_typed(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+    ) -> Result<Option<(Bytes, Arc<str>)>> {
         if !self.manifest_in_repo(name, d).await? {
             return Ok(None);
         }
-        self.0.manifest_bytes(d).await
+        self.0.manifest_typed(d).await
     }
 
     pub async fn repo_blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
-        if self.size_of(&layout::layer_link(name, d)).await?.is_none() {
+        if self
+            .size_of(layout::layer_link_raw(name, d))
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
-        self.size_of(&layout::blob_data(d)).await
+        self.size_of(layout::blob_data_raw(d)).await
     }
 
     pub async fn tags(&self, name: &RepoName) -> Result<Option<Arc<Vec<String>>>> {
