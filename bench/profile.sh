@@ -45,6 +45,8 @@ profile() { # name ttl
     "$base/v2/bench/app/manifests/amd64" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
   local -a cases=(
     "manifest_tag_get GET /v2/bench/app/manifests/latest"
+    "manifest_tag_head HEAD /v2/bench/app/manifests/latest"
+    "manifest_digest_get GET /v2/bench/app/manifests/$digest"
     "manifest_digest_head HEAD /v2/bench/app/manifests/$digest"
     "blob_head HEAD /v2/bench/app/blobs/$layer"
     "tags_list_1000 GET /v2/bench/tags/tags/list"
@@ -83,7 +85,7 @@ done
 echo
 echo "| request ($N on one connection, Basic auth) | cache off (ttl 0s) | cache on (ttl 1s) | ratio |"
 echo "|---|---:|---:|---:|"
-for what in manifest_tag_get manifest_digest_head blob_head tags_list_1000 v2; do
+for what in manifest_tag_get manifest_tag_head manifest_digest_get manifest_digest_head blob_head tags_list_1000 v2; do
   a=${IR[uncached.$what]:-0} b=${IR[cached.$what]:-0}
   echo "| $what | $a | $b | $(python3 -c "print(f'{$a/$b:.1f}x' if $b else 'n/a')") |"
 done
