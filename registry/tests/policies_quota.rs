@@ -459,3 +459,42 @@ async fn registry_usage_reports_and_corrects_drift() {
     assert_eq!(used(&c, "team/a").await, 41_000);
     s.stop().await;
 }
+
+/// A namespace exactly full still takes what it counts already: a CI
+/// re-run pushing the same image (the same manifest, under its tag or a
+/// new one) passes; anything new is refused.
+#[tokio::test]
+async fn a_full_namespace_takes_the_same_image_again() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let layer = pseudo_random(40, 5_000);
+    let (digest, manifest) = c.push_image("team/a", "v1", &[&layer]).await;
+    let config = r#"{"architecture":"amd64","os":"linux","n":1}"#.len();
+    let full = (layer.len() + config + manifest.len()) as u64;
+    let mut s = s;
+    with_policies(
+        &mut s.config,
+        &format!("[[quota]]\nnamespace = \"team\"\nmax_bytes = {full}\n"),
+    );
+    let s = s.restart().await;
+    let c = s.client();
+    assert_eq!(used(&c, "team/a").await, full);
+    for tag in ["v1", "v1-rerun"] {
+        let again = c
+            .push_manifest(
+                "team/a",
+                tag,
+                "application/vnd.oci.image.manifest.v1+json",
+                &manifest,
+            )
+            .await;
+        assert_eq!(again, digest);
+    }
+    let r = c
+        .try_push_blob("team/a", b"one byte more")
+        .await
+        .unwrap_err();
+    assert_eq!(r.status(), 413);
+    assert_eq!(used(&c, "team/a").await, full);
+    s.stop().await;
+}

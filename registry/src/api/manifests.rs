@@ -135,9 +135,8 @@ pub async fn put(
         Ok(r) => r,
         Err(e) => return Err(refuse_unread(e, body).await),
     };
-    // Quotas first, so a push over its limit is refused unread.
-    let announced = content_length(&parts.headers).unwrap_or(0);
-    super::quota::before_write(state, name, None, announced).await?;
+    // A namespace at its repository limit refuses the body unread.
+    super::quota::before_manifest(state, name).await?;
     let body = read_limited(parts, body).await?;
     let content_type = parts
         .headers

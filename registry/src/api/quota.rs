@@ -62,6 +62,22 @@ pub async fn before_write(
         .map_err(unread)
 }
 
+/// Before a manifest (at most 4 MiB, read before its byte check, which
+/// needs its digest: a manifest already counted, pushed again by a CI re-run
+/// into a full namespace, passes) creates content in `name`: the
+/// repository limits only.
+pub async fn before_manifest(state: &AppState, name: &RepoName) -> Result<(), ApiError> {
+    let quotas = state.policies.get().quota.clone();
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    state
+        .quota
+        .admit_repository(&quotas, name)
+        .await
+        .map_err(unread)
+}
+
 /// Before a blob of `size` bytes becomes part of `name` (an upload's last
 /// request, a mount, a manifest).
 pub async fn before_link(
