@@ -96,6 +96,7 @@ start_ours() { # storage-name port
   REGISTRY_HTTP_ADDR=127.0.0.1:$2 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/$1/data \
     REGISTRY_AUTH=none REGISTRY_LOG_LEVEL=error REGISTRY_PROXY_REMOTEURL=$UPSTREAM \
     REGISTRY_STORAGE_FILESYSTEM_FSYNC=${FSYNC:-true} \
+    REGISTRY_STORAGE_FILESYSTEM_DIRECTIO=${DIRECTIO:-true} \
     "$BIN" serve >"$work/$1.log" 2>&1 &
   pids+=($!)
   wait_ready "$2"
@@ -103,6 +104,47 @@ start_ours() { # storage-name port
 # docker-registry never fsyncs; ours does by default before a blob is
 # acknowledged (here: before its last byte reaches the clients).
 start_ours_nofsync() { FSYNC=false start_ours "$@"; }
+# Blob data through the page cache (storage.filesystem.directio = false):
+# what O_DIRECT costs a warm pull.
+start_ours_nodirect() { DIRECTIO=false start_ours "$@"; }
+# The client's floor: a server that has the image in memory already and
+# only writes it out (Python's threading HTTP server; it fetches the image
+# from the upstream once at start). No mirror can serve a warm pull faster
+# to this client than the client can read it.
+start_floor() { # storage-name port
+  python3 - "$UPSTREAM" "$2" <<'PY' >"$work/$1.log" 2>&1 &
+import http.server, json, socketserver, sys, urllib.request
+upstream, port = sys.argv[1], int(sys.argv[2])
+accept = "application/vnd.docker.distribution.manifest.v2+json"
+r = urllib.request.urlopen(urllib.request.Request(f"{upstream}/v2/bench/image/manifests/v1", headers={"Accept": accept}))
+manifest = r.read()
+m = json.loads(manifest)
+blobs = {d["digest"]: urllib.request.urlopen(f"{upstream}/v2/bench/image/blobs/{d['digest']}").read()
+         for d in [m["config"]] + m["layers"]}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/v2/":
+            body, ctype = b"{}", "application/json"
+        elif self.path.endswith("/manifests/v1"):
+            body, ctype = manifest, accept
+        elif self.path.split("/")[-1] in blobs:
+            body, ctype = blobs[self.path.split("/")[-1]], "application/octet-stream"
+        else:
+            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+S(("127.0.0.1", port), H).serve_forever()
+PY
+  pids+=($!)
+  wait_ready "$2"
+}
 stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 
 # Pulls the image CLIENTS times at once from the mirror on port $1, as a
@@ -153,12 +195,12 @@ log_lines() { wc -l <"$work/upstream.log"; }
 
 rows=()
 wrk_rows=()
-for who in theirs ours ours_nofsync; do
+for who in ${MIRRORS:-theirs ours ours_nofsync ours_nodirect floor}; do
   port=$(free_port)
   "start_$who" "$who-1" "$port"
   mark=$(log_lines); t=$(pull "$port" 1); rows+=("| $who | cold pull | $t s | $(served_since "$mark") |")
   mark=$(log_lines); t=$(pull "$port" 1 "$WARM_ROUNDS"); rows+=("| $who | warm pull (median of $WARM_ROUNDS) | $t s | $(served_since "$mark") |")
-  if command -v wrk >/dev/null; then
+  if [ "$who" != floor ] && command -v wrk >/dev/null; then
     mark=$(log_lines)
     out=$(wrk -t2 -c16 -d"${WRK_SECONDS}s" --latency -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
       "http://127.0.0.1:$port/v2/bench/image/manifests/v1")
@@ -181,7 +223,7 @@ image_mib=$(( LAYERS * LAYER_MIB ))
   echo "Command: \`bench/proxy.sh\` (LAYERS=$LAYERS, LAYER_MIB=$LAYER_MIB, CLIENTS=$CLIENTS, WRK_SECONDS=$WRK_SECONDS, WARM_ROUNDS=$WARM_ROUNDS). Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores."
   echo "Upstream: Debian's docker-registry ($(/usr/bin/docker-registry --version 2>/dev/null | head -1)), no auth, one Docker schema2 image"
   echo "of a config and $LAYERS layers of $LAYER_MIB MiB (${image_mib} MiB). theirs: the same docker-registry in proxy mode (\`proxy.remoteurl\`);"
-  echo "ours: \`REGISTRY_PROXY_REMOTEURL\` (tag_ttl 5m), with fsync (the default) and without (ours_nofsync, as docker-registry, which never fsyncs)."
+  echo "ours: \`REGISTRY_PROXY_REMOTEURL\` (tag_ttl 5m), with fsync (the default), without (ours_nofsync, as docker-registry, which never fsyncs), and with blob data through the page cache (ours_nodirect: \`storage.filesystem.directio = false\`). floor: no mirror, the image in a Python server's memory (what the client alone takes; its cold rows fetch nothing)."
   echo "Client: Python, manifest by tag then every blob, bodies read whole. Load average at the start: $load_at_start (other builds shared the machine)."
   echo
   echo "| mirror | run | time | upstream served |"

@@ -113,9 +113,9 @@ struct Cleanup<'a> {
     docker: &'a Docker,
     containers: Vec<String>,
     images: Vec<String>,
-    /// Image ids this test built, removed without `-f` after the tags: the
-    /// same Dockerfile builds the same id in another test running at the
-    /// same time, and a forced removal by id would untag that test's image.
+    /// Image ids this test built, removed without `-f` after the tags, so
+    /// no other test's image is ever untagged (each test builds its own id:
+    /// `context_dir` labels it).
     ids: Vec<String>,
 }
 
@@ -148,9 +148,15 @@ fn context_dir() -> tempfile::TempDir {
     );
     let ctx = tempfile::tempdir().unwrap();
     std::fs::copy(BUSYBOX, ctx.path().join("busybox")).unwrap();
+    // A label of its own makes each test's image (ID) its own: the tests
+    // run at once, and one removing an image ID another also built fails
+    // while the other still tags it ("left behind").
     std::fs::write(
         ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /busybox\nCMD [\"/busybox\",\"echo\",\"hello-from-registry\"]\n",
+        format!(
+            "FROM scratch\nLABEL test={}\nCOPY busybox /busybox\nCMD [\"/busybox\",\"echo\",\"hello-from-registry\"]\n",
+            unique()
+        ),
     )
     .unwrap();
     ctx
