@@ -8,8 +8,14 @@
 //! still arriving and the fsync at the end has almost nothing left to do.
 //! On this project's test machines buffered writes reach ~330 MB/s while
 //! `O_DIRECT` writes reach ~1.3 GB/s. (MinIO writes object data the same
-//! way on Linux.) Reads of large objects use `O_DIRECT` too, so a blob just
-//! pushed is not read back through a cold page cache.
+//! way on Linux.) The first read of a large object uses `O_DIRECT` too, so
+//! a blob just pushed is not read back through a cold page cache (~340 MB/s
+//! here, against ~1.4 GB/s direct). An object of up to `PAGE_CACHE_MAX`
+//! read again is hot (a layer every node of a swarm pulls, a warm mirror):
+//! after its first read the kernel is asked to bring it into the page cache
+//! in the background (`POSIX_FADV_WILLNEED`), and later reads go through
+//! the page cache, which serves them from memory (bench/proxy.sh: a warm
+//! pull of 24 MiB in 16 ms instead of 41).
 //!
 //! `O_DIRECT` needs buffers, offsets and lengths aligned to the device's
 //! block size; everything that is not aligned (the tail of an object, a part
@@ -55,6 +61,12 @@ const READS_IN_FLIGHT: usize = 4;
 const READ_AHEAD_BUDGET: usize = 64 << 20;
 /// What one read-ahead permit stands for.
 const AHEAD_UNIT: usize = 64 << 10;
+/// Objects up to this size are read through the page cache once they were
+/// read before (larger ones, always `O_DIRECT`: they would only push the
+/// hot ones out).
+const PAGE_CACHE_MAX: u64 = 64 << 20;
+/// How many objects are remembered as read (their paths).
+const HOT_ENTRIES: usize = 4096;
 
 const STORE: &str = "DirectIo";
 
@@ -96,6 +108,8 @@ pub struct DirectIo {
     fsync: bool,
     /// The read-ahead budget (`READ_AHEAD_BUDGET`), in `AHEAD_UNIT`s.
     ahead: Arc<Semaphore>,
+    /// Objects of up to `PAGE_CACHE_MAX` read before: read buffered.
+    read_before: quick_cache::sync::Cache<PathBuf, ()>,
 }
 
 impl DirectIo {
@@ -108,6 +122,7 @@ impl DirectIo {
             inner,
             fsync,
             ahead: Arc::new(Semaphore::new(budget / AHEAD_UNIT)),
+            read_before: quick_cache::sync::Cache::new(HOT_ENTRIES),
         }
     }
 }
@@ -425,6 +440,27 @@ impl FileRead {
     }
 }
 
+/// Asks the kernel to read the first `len` bytes of `file` into the page
+/// cache in the background (without waiting, on a descriptor of its own),
+/// for the reads after this one.
+fn warm_page_cache(file: &File, len: u64) {
+    let Ok(file) = file.try_clone() else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a descriptor this closure owns.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    });
+}
+
 /// Reads `range` of `file` as a stream of `Bytes`, `O_DIRECT` when `direct`
 /// (the file must then be opened with it), at most `READS_IN_FLIGHT` blocks
 /// ahead of the consumer, the blocks beyond the first within `ahead`.
@@ -515,6 +551,17 @@ impl ObjectStore for DirectIo {
             return Ok(result);
         }
         let range = result.range.clone();
+        let cacheable = result.meta.size <= PAGE_CACHE_MAX;
+        if cacheable && self.read_before.get(&path).is_some() {
+            // Hot: from the page cache (warmed after its first read).
+            result.payload =
+                GetResultPayload::Stream(read_stream(file, range, false, self.ahead.clone()));
+            return Ok(result);
+        }
+        if cacheable && range.end - range.start >= DIRECT_READ_MIN {
+            self.read_before.insert(path.clone(), ());
+            warm_page_cache(&file, result.meta.size);
+        }
         let stream = if range.end - range.start >= DIRECT_READ_MIN {
             // The same file again, unbuffered; if that fails (it was just
             // removed, say), the buffered descriptor still reads it.
@@ -683,6 +730,35 @@ mod tests {
             let label = format!("{range:?}");
             assert_eq!(read(&store, &key, Some(range)).await, want, "{label}");
         }
+    }
+
+    /// The first read of a large object goes direct and marks it; the reads
+    /// after it go through the page cache and return the same bytes.
+    #[tokio::test]
+    async fn an_object_read_again_comes_from_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let all = data((2 << 20) + 77);
+        let key = Path::from("hot");
+        upload(&store, &key, &[&all]).await;
+        let file = dir.path().join("hot");
+        assert!(store.read_before.get(&file).is_none());
+        assert_eq!(read(&store, &key, None).await, all);
+        assert!(
+            store.read_before.get(&file).is_some(),
+            "the first read marks it"
+        );
+        assert_eq!(read(&store, &key, None).await, all);
+        let range = GetRange::Bounded(4095..(1 << 20) + 9);
+        assert_eq!(
+            read(&store, &key, Some(range)).await,
+            &all[4095..(1 << 20) + 9]
+        );
+        // Small objects are always buffered and never marked.
+        let small = Path::from("small");
+        upload(&store, &small, &[b"x"]).await;
+        read(&store, &small, None).await;
+        assert!(store.read_before.get(&dir.path().join("small")).is_none());
     }
 
     #[tokio::test]
