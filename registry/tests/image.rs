@@ -41,9 +41,11 @@ use std::time::{Duration, Instant};
 use docker::{docker, inspect, published_addr, wait_for_health, Resources};
 
 /// Issue 5 asked for 15 MB; raised to 18 MB as the web UI, the cache and the
-/// registry:2 config reader came, and to 19 MB for the OpenTelemetry
-/// exporter (+0.94 MB measured). docker-registry 2.8's binary is 20.7 MB.
-const MAX_IMAGE_BYTES: u64 = 19_000_000;
+/// registry:2 config reader came, to 19 MB for the OpenTelemetry exporter
+/// (+0.94 MB measured), and to 20 MB for quotas, untagged-manifest
+/// retention and hot-blob reads (18,405,360 -> 19,077,808 bytes).
+/// docker-registry 2.8's binary is 20.7 MB.
+const MAX_IMAGE_BYTES: u64 = 20_000_000;
 const USER: &str = "65532:65532";
 
 /// One HTTP/1.1 GET; (status, head, body).
