@@ -55,17 +55,20 @@ async fn push_untagged(c: &Client, name: &str, layer: &[u8]) -> (String, Vec<u8>
     (digest, manifest)
 }
 
-/// Sets the push time of `tag` (its current link's modification time).
-fn set_pushed(s: &TestServer, name: &str, tag: &str, at: SystemTime) {
-    let link = s.storage_root().join(format!(
-        "docker/registry/v2/repositories/{name}/_manifests/tags/{tag}/current/link"
-    ));
+/// Sets the modification time of `key` under `s`'s storage root.
+fn set_modified(s: &TestServer, key: &str, at: SystemTime) {
     std::fs::File::options()
         .write(true)
-        .open(&link)
+        .open(s.storage_root().join(key))
         .unwrap()
         .set_modified(at)
         .unwrap();
+}
+
+/// Sets the push time of `tag` (its current link's modification time).
+fn set_pushed(s: &TestServer, name: &str, tag: &str, at: SystemTime) {
+    let key = format!("docker/registry/v2/repositories/{name}/_manifests/tags/{tag}/current/link");
+    set_modified(s, &key, at);
 }
 
 fn blob_exists(s: &TestServer, digest: &str) -> bool {
@@ -377,16 +380,11 @@ async fn two_replicas_on_shared_storage_apply_the_schedule() {
 /// Sets the push time of manifest `digest` (its revision link's
 /// modification time).
 fn set_manifest_pushed(s: &TestServer, name: &str, digest: &str, at: SystemTime) {
-    let link = s.storage_root().join(format!(
+    let key = format!(
         "docker/registry/v2/repositories/{name}/_manifests/revisions/sha256/{}/link",
         digest.trim_start_matches("sha256:")
-    ));
-    std::fs::File::options()
-        .write(true)
-        .open(&link)
-        .unwrap()
-        .set_modified(at)
-        .unwrap();
+    );
+    set_modified(s, &key, at);
 }
 
 /// A signature-like referrer of `subject` (untagged), with its own layer.

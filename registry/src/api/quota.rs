@@ -28,6 +28,13 @@ impl From<QuotaError> for ApiError {
     }
 }
 
+/// The quota rules in force, or None when there are none (then nothing
+/// here runs).
+fn rules(state: &AppState) -> Option<crate::policy::quota::Quotas> {
+    let quotas = state.policies.get().quota.clone();
+    (!quotas.is_empty()).then_some(quotas)
+}
+
 /// The refusal of a request whose body is not read: the connection closes
 /// after the answer (the body may still be on its way).
 fn unread(e: QuotaError) -> ApiError {
@@ -44,10 +51,9 @@ pub async fn before_write(
     blob: Option<&Digest>,
     adding: u64,
 ) -> Result<(), ApiError> {
-    let quotas = state.policies.get().quota.clone();
-    if quotas.is_empty() {
+    let Some(quotas) = rules(state) else {
         return Ok(());
-    }
+    };
     state
         .quota
         .admit_repository(&quotas, name)
@@ -67,10 +73,9 @@ pub async fn before_write(
 /// into a full namespace, passes) creates content in `name`: the
 /// repository limits only.
 pub async fn before_manifest(state: &AppState, name: &RepoName) -> Result<(), ApiError> {
-    let quotas = state.policies.get().quota.clone();
-    if quotas.is_empty() {
+    let Some(quotas) = rules(state) else {
         return Ok(());
-    }
+    };
     state
         .quota
         .admit_repository(&quotas, name)
@@ -86,10 +91,9 @@ pub async fn before_link(
     d: &Digest,
     size: u64,
 ) -> Result<(), ApiError> {
-    let quotas = state.policies.get().quota.clone();
-    if quotas.is_empty() {
+    let Some(quotas) = rules(state) else {
         return Ok(());
-    }
+    };
     state
         .quota
         .admit(&quotas, name, Some(d), size)
@@ -104,19 +108,17 @@ pub async fn after_link(
     d: &Digest,
     size: u64,
 ) -> Result<(), ApiError> {
-    let quotas = state.policies.get().quota.clone();
-    if quotas.is_empty() {
+    let Some(quotas) = rules(state) else {
         return Ok(());
-    }
+    };
     Ok(state.quota.record(&quotas, name, d, size).await?)
 }
 
 /// After `name` lost links (a blob or repository delete).
 pub async fn after_delete(state: &AppState, name: &RepoName) {
-    let quotas = state.policies.get().quota.clone();
-    if quotas.is_empty() {
+    let Some(quotas) = rules(state) else {
         return;
-    }
+    };
     if let Err(e) = state.quota.after_delete(&quotas, name).await {
         tracing::warn!(repository = %name, error = %e, "quota usage not reconciled after a delete (the next gc does it)");
     }
@@ -139,10 +141,9 @@ impl Cap {
         name: &RepoName,
         offset: u64,
     ) -> Result<Option<Cap>, ApiError> {
-        let quotas = state.policies.get().quota.clone();
-        if quotas.is_empty() {
+        let Some(quotas) = rules(state) else {
             return Ok(None);
-        }
+        };
         let Some((room, limit)) = state.quota.room(&quotas, name).await? else {
             return Ok(None);
         };
