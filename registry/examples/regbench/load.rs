@@ -4,62 +4,67 @@
 use bytes::Bytes;
 use sha2::Digest as _;
 
-/// Deterministic pseudo-random MiB: `seed` picks the blob, `i` the MiB.
+/// Appends `seed`'s deterministic pseudo-random MiB number `i` to `out`.
 /// Generated before the clock starts, so the client spends no CPU on data
 /// while the server is timed.
-pub fn mib(seed: u64, i: u64) -> Bytes {
+fn push_mib(out: &mut Vec<u8>, seed: u64, i: u64) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ i.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut out = Vec::with_capacity(1 << 20);
     for _ in 0..(1 << 17) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         out.extend_from_slice(&x.to_le_bytes());
     }
-    Bytes::from(out)
 }
 
-/// A blob of `mib` MiB (one `Bytes` per MiB) and its digest.
+const MIB: usize = 1 << 20;
+
+/// A blob of `mib` MiB in one buffer, and its digest. Every body a push
+/// sends (the whole blob, a 16 MiB chunk, the 1 MiB pieces of a streamed
+/// PATCH) is a slice of that buffer: no copy is made while the clock runs,
+/// so a push times the server and the network, not the client's memcpy.
 pub struct Blob {
-    pub pieces: Vec<Bytes>,
+    data: Bytes,
     pub digest: String,
 }
 
 impl Blob {
     pub fn new(seed: u64, size_mib: u64) -> Blob {
-        let pieces: Vec<Bytes> = (0..size_mib).map(|i| mib(seed, i)).collect();
-        let mut h = sha2::Sha256::new();
-        for p in &pieces {
-            h.update(p);
+        let mut data = Vec::with_capacity(size_mib as usize * MIB);
+        for i in 0..size_mib {
+            push_mib(&mut data, seed, i);
         }
-        Blob {
-            pieces,
-            digest: format!("sha256:{}", hex::encode(h.finalize())),
-        }
+        Blob::small(data)
     }
 
     pub fn small(data: Vec<u8>) -> Blob {
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
         Blob {
-            pieces: vec![Bytes::from(data)],
+            data: Bytes::from(data),
             digest,
         }
     }
 
     pub fn len(&self) -> u64 {
-        self.pieces.iter().map(|p| p.len() as u64).sum()
+        self.data.len() as u64
     }
 
     pub fn whole(&self) -> Bytes {
-        if self.pieces.len() == 1 {
-            return self.pieces[0].clone();
-        }
-        let mut v = Vec::with_capacity(self.len() as usize);
-        for p in &self.pieces {
-            v.extend_from_slice(p);
-        }
-        Bytes::from(v)
+        self.data.clone()
+    }
+
+    /// The blob in consecutive slices of `size` bytes (the last shorter).
+    pub fn slices(&self, size: usize) -> Vec<Bytes> {
+        (0..self.data.len())
+            .step_by(size)
+            .map(|at| self.data.slice(at..(at + size).min(self.data.len())))
+            .collect()
+    }
+
+    /// 1 MiB pieces, as a streamed body arrives.
+    pub fn pieces(&self) -> Vec<Bytes> {
+        self.slices(MIB)
     }
 }
 

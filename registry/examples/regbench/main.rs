@@ -165,7 +165,7 @@ async fn push(reg: &Registry, repo: &str, blob: &Blob, style: PushStyle) -> Resu
             return Ok(());
         }
         PushStyle::Streamed => {
-            let pieces = blob.pieces.clone();
+            let pieces = blob.pieces();
             let url = reg.url(&loc);
             let r = reg
                 .send(&s, |h| {
@@ -184,12 +184,8 @@ async fn push(reg: &Registry, repo: &str, blob: &Blob, style: PushStyle) -> Resu
         }
         PushStyle::Chunked => {
             let mut offset = 0u64;
-            for chunk in blob.pieces.chunks(16) {
-                let mut v = Vec::with_capacity(chunk.len() << 20);
-                for p in chunk {
-                    v.extend_from_slice(p);
-                }
-                let end = offset + v.len() as u64 - 1;
+            for chunk in blob.slices(16 << 20) {
+                let end = offset + chunk.len() as u64 - 1;
                 let range = format!("{offset}-{end}");
                 let r = reg
                     .expect(
@@ -197,7 +193,7 @@ async fn push(reg: &Registry, repo: &str, blob: &Blob, style: PushStyle) -> Resu
                         Method::PATCH,
                         &loc,
                         202,
-                        Some(Bytes::from(v)),
+                        Some(chunk),
                         &[octets, ("content-range", &range)],
                     )
                     .await?;
