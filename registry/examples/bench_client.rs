@@ -22,12 +22,10 @@ struct Target {
 #[path = "regbench/load.rs"]
 mod load;
 
-use load::mib;
-
 /// A blob of `size_mib` MiB and its digest.
 fn blob(seed: u64, size_mib: u64) -> (Vec<Bytes>, String) {
     let b = load::Blob::new(seed, size_mib);
-    (b.pieces, b.digest)
+    (b.pieces(), b.digest)
 }
 
 impl Target {
@@ -101,7 +99,7 @@ impl Target {
 
     async fn put_image(&self, repo: &str, tag: &str) {
         let config = br#"{"architecture":"amd64","os":"linux"}"#;
-        let layer = mib(7, 0);
+        let layer = load::Blob::new(7, 1).whole();
         let mut ds = Vec::new();
         for data in [Bytes::from_static(config), layer] {
             let d = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));

@@ -59,9 +59,8 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         .with_automatic_cleanup(true)
         .with_fsync(config.filesystem.fsync);
     let local = Arc::new(local);
-    let mut store: Arc<dyn ObjectStore> = if config.filesystem.directio
-        && direct_io::supported(root)
-    {
+    let direct = config.filesystem.directio && direct_io::supported(root);
+    let mut store: Arc<dyn ObjectStore> = if direct {
         Arc::new(DirectIo::new(local, config.filesystem.fsync))
     } else {
         if config.filesystem.directio {
@@ -79,7 +78,9 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         });
     }
     let root = std::fs::canonicalize(root).map_err(|e| err(e.to_string()))?;
-    Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE)).with_local_root(root))
+    Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE))
+        .with_chunk_files(root.clone(), direct, config.filesystem.fsync)
+        .with_local_root(root))
 }
 
 fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {

@@ -163,13 +163,94 @@ fn sync_parent(path: &FsPath) -> std::io::Result<()> {
     }
 }
 
+/// A file written at positioned offsets: the aligned front of each write
+/// through an `O_DIRECT` descriptor (when there is one), everything else
+/// through a buffered descriptor of the same file.
+pub(super) struct DataFile {
+    direct: Option<File>,
+    buffered: File,
+}
+
+impl DataFile {
+    /// An existing file, to write more of (an upload's chunk continued by
+    /// the next PATCH, `chunk_files`). `direct`: whether the filesystem
+    /// takes `O_DIRECT` (the store was opened with it).
+    pub(super) fn open(path: &FsPath, direct: bool) -> std::io::Result<DataFile> {
+        let buffered = OpenOptions::new().write(true).open(path)?;
+        let direct = match direct {
+            true => Some(
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(path)?,
+            ),
+            false => None,
+        };
+        Ok(DataFile { direct, buffered })
+    }
+
+    /// Writes `data` at `offset`: the aligned front through `O_DIRECT`, the
+    /// rest through the page cache. The two never share a block, since the
+    /// direct part always ends on a block boundary.
+    pub(super) fn write_at(&self, offset: u64, data: &PutPayload) -> std::io::Result<()> {
+        let len = data.content_length();
+        let direct = match &self.direct {
+            Some(direct) if offset.is_multiple_of(ALIGN as u64) && len >= ALIGN => direct,
+            _ => {
+                let mut at = offset;
+                for piece in data.iter() {
+                    self.buffered.write_all_at(piece, at)?;
+                    at += piece.len() as u64;
+                }
+                return Ok(());
+            }
+        };
+        let direct_len = len - len % ALIGN;
+        let mut pieces = data.iter().map(|b| b.as_ref());
+        let mut carry: &[u8] = &[];
+        match data.as_ref() {
+            // One aligned block (what `aligned::reblock` makes): as it is.
+            [block] if is_aligned(block) => {
+                direct.write_all_at(&block[..direct_len], offset)?;
+                pieces.next();
+                carry = &block[direct_len..];
+            }
+            _ => {
+                let mut block = Aligned::with_capacity(direct_len);
+                let mut need = direct_len;
+                for piece in pieces.by_ref() {
+                    let take = need.min(piece.len());
+                    block.extend(&piece[..take]);
+                    need -= take;
+                    if need == 0 {
+                        carry = &piece[take..];
+                        break;
+                    }
+                }
+                direct.write_all_at(block.as_ref(), offset)?;
+            }
+        }
+        let mut at = offset + direct_len as u64;
+        for piece in std::iter::once(carry).chain(pieces) {
+            self.buffered.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Flushes what was written (one flush covers both descriptors: they
+    /// share the inode).
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        self.buffered.sync_all()
+    }
+}
+
 /// The staging file of an upload: `<dest>#<digits>`, a name
 /// `LocalFileSystem` never lists, so a crash leaves nothing visible.
 struct Staged {
     dest: PathBuf,
     path: PathBuf,
-    direct: File,
-    buffered: File,
+    file: DataFile,
     sync_dirs: bool,
 }
 
@@ -206,61 +287,19 @@ impl Staged {
         Ok(Staged {
             dest,
             path,
-            direct,
-            buffered,
+            file: DataFile {
+                direct: Some(direct),
+                buffered,
+            },
             sync_dirs,
         })
-    }
-
-    /// Writes `data` at `offset`: the aligned front through `O_DIRECT`, the
-    /// rest through the page cache. The two never share a block, since the
-    /// direct part always ends on a block boundary.
-    fn write_at(&self, offset: u64, data: &PutPayload) -> std::io::Result<()> {
-        let len = data.content_length();
-        let direct_len = if offset.is_multiple_of(ALIGN as u64) {
-            len - len % ALIGN
-        } else {
-            0
-        };
-        let mut pieces = data.iter().map(|b| b.as_ref());
-        let mut carry: &[u8] = &[];
-        match data.as_ref() {
-            // One aligned block (what `aligned::reblock` makes): as it is.
-            [block] if direct_len > 0 && is_aligned(block) => {
-                self.direct.write_all_at(&block[..direct_len], offset)?;
-                pieces.next();
-                carry = &block[direct_len..];
-            }
-            _ if direct_len > 0 => {
-                let mut block = Aligned::with_capacity(direct_len);
-                let mut need = direct_len;
-                for piece in pieces.by_ref() {
-                    let take = need.min(piece.len());
-                    block.extend(&piece[..take]);
-                    need -= take;
-                    if need == 0 {
-                        carry = &piece[take..];
-                        break;
-                    }
-                }
-                self.direct.write_all_at(block.as_ref(), offset)?;
-            }
-            _ => {}
-        }
-        let mut at = offset + direct_len as u64;
-        for piece in std::iter::once(carry).chain(pieces) {
-            self.buffered.write_all_at(piece, at)?;
-            at += piece.len() as u64;
-        }
-        Ok(())
     }
 
     /// Makes the staged file the object: flush, rename into place, flush
     /// the directory entry.
     fn publish(&self, fsync: bool) -> std::io::Result<()> {
         if fsync {
-            // One flush covers both descriptors: they share the inode.
-            self.buffered.sync_all()?;
+            self.file.sync()?;
         }
         std::fs::rename(&self.path, &self.dest)?;
         if fsync && self.sync_dirs {
@@ -303,7 +342,7 @@ impl MultipartUpload for DirectUpload {
         };
         let offset = self.offset;
         self.offset += data.content_length() as u64;
-        tokio::task::spawn_blocking(move || staged.write_at(offset, &data).map_err(generic))
+        tokio::task::spawn_blocking(move || staged.file.write_at(offset, &data).map_err(generic))
             .map(joined)
             .boxed()
     }

@@ -13,6 +13,7 @@
 //!     _uploads/<id>/startedat                                upload session exists
 //!     _uploads/<id>/parts/<end:020>                          (ours) chunk record
 //!     _uploads/<id>/chunks/<start:020>-<nonce>               (ours) chunk data
+//!     _uploads/<id>/claims/<offset:020>                      (ours) who writes on at offset (storage/chunk_files.rs)
 //!     _referrers/<alg>/<subject hex>/<alg>/<hex>/link        (ours) subject -> referrer
 //!   _gc/lock                                                 (ours) a garbage collection runs
 //!   _gc/pending/blobs/<alg>/<hex>                            (ours) GC is about to remove this blob
@@ -153,6 +154,14 @@ pub fn upload_part(name: &RepoName, id: &str, end: u64) -> Path {
 pub fn upload_chunk(name: &RepoName, id: &str, start: u64, nonce: &str) -> Path {
     key(format!(
         "{ROOT}/repositories/{name}/_uploads/{id}/chunks/{start:020}-{nonce}"
+    ))
+}
+
+/// The claim of the one writer that may continue an upload's chunk file
+/// at `offset` (`chunk_files`).
+pub fn upload_claim(name: &RepoName, id: &str, offset: u64) -> Path {
+    key(format!(
+        "{ROOT}/repositories/{name}/_uploads/{id}/claims/{offset:020}"
     ))
 }
 

@@ -10,6 +10,7 @@
 
 mod aligned;
 pub mod backend;
+mod chunk_files;
 mod direct_io;
 mod durability;
 mod event_queue;
@@ -81,6 +82,8 @@ pub struct Storage {
     /// The local-disk backend's root, where keys are files and directories
     /// can be left empty (`local_dirs`).
     local_root: Option<std::path::PathBuf>,
+    /// Upload chunks continued in place (local disk; `chunk_files`).
+    chunk_files: Option<chunk_files::ChunkFiles>,
     /// Concurrent GETs of one blob sharing one backend GET (object stores
     /// only; `read_coalesce`).
     reads: Option<Arc<read_coalesce::CoalescedReads>>,
@@ -108,6 +111,7 @@ impl Storage {
             meta: Arc::new(meta_cache::MetaCache::disabled()),
             rename_limit: None,
             local_root: None,
+            chunk_files: None,
             reads: None,
         }
     }
@@ -124,8 +128,34 @@ impl Storage {
         self.reads.as_ref().map_or(0, |r| r.joined())
     }
 
+    /// Creates `key` only if it does not exist (a conditional create, on
+    /// disk and S3): true when this call created it.
+    async fn create_once(&self, key: &Path, payload: PutPayload) -> Result<bool> {
+        match self
+            .store
+            .put_opts(key, payload, object_store::PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn with_local_root(mut self, root: std::path::PathBuf) -> Storage {
         self.local_root = Some(root);
+        self
+    }
+
+    /// PATCHes write on into the previous PATCH's chunk file under `root`
+    /// (`chunk_files`); `direct`: with `O_DIRECT`, as the store writes.
+    pub fn with_chunk_files(
+        mut self,
+        root: std::path::PathBuf,
+        direct: bool,
+        fsync: bool,
+    ) -> Storage {
+        self.chunk_files = Some(chunk_files::ChunkFiles::new(root, direct, fsync));
         self
     }
 

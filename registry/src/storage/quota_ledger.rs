@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt as _, PutMode, PutPayload};
+use object_store::{ObjectStoreExt as _, PutPayload};
 
 use super::walk::RepoKey;
 use super::{is_not_found, layout, Result, Storage};
@@ -63,19 +63,8 @@ impl Storage {
     /// Counts `d` in `scope` unless it is already: true when this call
     /// did (and so must add its size), false when it was counted.
     pub async fn quota_claim(&self, scope: &ScopeKey, d: &Digest, size: u64) -> Result<bool> {
-        let put = self
-            .store
-            .put_opts(
-                &blob_key(scope, d, size),
-                PutPayload::from_static(b"1"),
-                PutMode::Create.into(),
-            )
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.create_once(&blob_key(scope, d, size), PutPayload::from_static(b"1"))
+            .await
     }
 
     /// Stops counting `d` in `scope`: true when this call removed it (and

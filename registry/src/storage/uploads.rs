@@ -1,24 +1,31 @@
 //! Upload sessions, kept entirely in storage so that a restarted process, or
 //! another replica, continues any upload.
 //!
-//! Each PATCH streams its body into its own chunk object while hashing it,
-//! then records `parts/<end>` = {start, end, chunk, sha256 state after end}.
+//! Each PATCH streams its body into a chunk object while hashing it, then
+//! records `parts/<end>` = {start, end, chunk, sha256 state after end}.
 //! The part record is created with `PutMode::Create`, so of two racing
 //! appends at the same offset only one is recorded; the chain of records from
 //! the largest `end` back to 0 names exactly the bytes that were hashed.
+//! On the local disk a PATCH writes on into the previous PATCH's chunk file
+//! (`chunk_files`: then the record also says at which offset of the upload
+//! that file begins); elsewhere each PATCH writes a chunk object of its own.
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::task::{JoinError, JoinSet};
 
 use super::aligned;
+use super::chunk_files::ChunkFiles;
+use super::direct_io::DataFile;
 use super::hashing::{PipelinedSha256, ResumableSha256};
 use super::{is_not_found, layout, Storage, StorageError};
 use crate::oci::{Algorithm, Digest, RepoName};
@@ -83,7 +90,39 @@ struct PartRecord {
     start: u64,
     end: u64,
     chunk: String,
+    /// The offset in the upload at which `chunk`'s file begins, when a
+    /// PATCH wrote on into an earlier PATCH's file (`chunk_files`); absent,
+    /// the chunk holds exactly `start..end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<u64>,
     sha256: String,
+}
+
+impl PartRecord {
+    fn file_start(&self) -> u64 {
+        self.from.unwrap_or(self.start)
+    }
+
+    /// Where this part's bytes are in its chunk.
+    fn file_range(&self) -> Range<u64> {
+        self.start - self.file_start()..self.end - self.file_start()
+    }
+}
+
+/// The chunk ranges that hold `chain`'s bytes in order, consecutive parts
+/// of one file as one range.
+fn chain_ranges(chain: &[PartRecord]) -> Vec<(Path, Range<u64>)> {
+    let mut out: Vec<(Path, Range<u64>)> = Vec::new();
+    for part in chain {
+        let range = part.file_range();
+        match out.last_mut() {
+            Some((chunk, prev)) if chunk.as_ref() == part.chunk && prev.end == range.start => {
+                prev.end = range.end;
+            }
+            _ => out.push((Path::from(part.chunk.as_str()), range)),
+        }
+    }
+    out
 }
 
 impl Storage {
@@ -130,7 +169,10 @@ impl Storage {
     ) -> Result<PartRecord, StorageError> {
         let key = layout::upload_part(name, &id.0, end);
         let bytes = self.store.get(&key).await?.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|_| StorageError::CorruptUpload(key.to_string()))
+        match serde_json::from_slice::<PartRecord>(&bytes) {
+            Ok(p) if p.start < p.end && p.file_start() <= p.start && p.end == end => Ok(p),
+            _ => Err(StorageError::CorruptUpload(key.to_string())),
+        }
     }
 
     /// The newest part record, if any bytes were received.
@@ -188,6 +230,14 @@ impl Storage {
             None => ResumableSha256::default(),
         };
 
+        if let (Some(part), Some(files)) = (&latest, &self.chunk_files) {
+            if let Some(file) = self.claim_chunk(files, name, id, part).await? {
+                return self
+                    .append_in_place(name, id, part, (files, file), expected_len, body, hasher)
+                    .await;
+            }
+        }
+
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let chunk_key = layout::upload_chunk(name, &id.0, size, &nonce);
         let (received, hasher) = self
@@ -212,26 +262,174 @@ impl Storage {
             start: size,
             end,
             chunk: chunk_key.to_string(),
+            from: None,
             sha256: hasher.to_base64(),
         };
-        let put = self
-            .store
-            .put_opts(
-                &layout::upload_part(name, &id.0, end),
-                PutPayload::from(serde_json::to_vec(&record).expect("record serializes")),
-                PutMode::Create.into(),
-            )
-            .await;
-        match put {
-            Ok(_) => Ok(UploadStatus { size: end }),
-            Err(object_store::Error::AlreadyExists { .. }) => {
+        match self.record_part(name, id, &record).await {
+            Ok(true) => Ok(UploadStatus { size: end }),
+            Ok(false) => {
                 // A concurrent append to the same offset won the race.
                 self.delete_if_exists(&chunk_key).await?;
                 Err(UploadError::OutOfOrder { size })
             }
             Err(e) => {
                 self.delete_if_exists(&chunk_key).await?;
-                Err(e.into())
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates `record`'s part record; false if another append recorded
+    /// the same end first.
+    async fn record_part(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        record: &PartRecord,
+    ) -> Result<bool, UploadError> {
+        let payload = PutPayload::from(serde_json::to_vec(record).expect("record serializes"));
+        Ok(self
+            .create_once(&layout::upload_part(name, &id.0, record.end), payload)
+            .await?)
+    }
+
+    /// Creates the session's claim on `offset` (`chunk_files`): false if
+    /// another writer has it.
+    async fn claim(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        offset: u64,
+    ) -> Result<bool, StorageError> {
+        self.create_once(
+            &layout::upload_claim(name, &id.0, offset),
+            PutPayload::default(),
+        )
+        .await
+    }
+
+    /// Claims the end of `part` and opens its chunk file to write on;
+    /// `None` if another PATCH has the claim, or the file cannot be opened
+    /// (the claim is kept then: nothing can continue that file).
+    async fn claim_chunk(
+        &self,
+        files: &ChunkFiles,
+        name: &RepoName,
+        id: &UploadId,
+        part: &PartRecord,
+    ) -> Result<Option<Arc<DataFile>>, StorageError> {
+        if !self.claim(name, id, part.end).await? {
+            return Ok(None);
+        }
+        match files.open(&part.chunk).await {
+            Ok(file) => Ok(Some(file)),
+            Err(e) => {
+                tracing::warn!(chunk = %part.chunk, error = %e, "upload chunk cannot be continued; writing a new one");
+                Ok(None)
+            }
+        }
+    }
+
+    /// `append_upload` into the chunk file of `part`, the upload's newest
+    /// part, whose end this PATCH has claimed. On any failure nothing is
+    /// recorded and the claim is given back, once every write has ended,
+    /// so a retry writes the same bytes again.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_in_place<S, E>(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        part: &PartRecord,
+        (files, file): (&ChunkFiles, Arc<DataFile>),
+        expected_len: Option<u64>,
+        body: S,
+        hasher: ResumableSha256,
+    ) -> Result<UploadStatus, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let size = part.end;
+        let from = part.file_start();
+        let recorded: Result<Option<u64>, UploadError> = async {
+            let (received, hasher) = self
+                .write_in_place(&file, size - from, body, PipelinedSha256::new(hasher))
+                .await?;
+            if let Some(expected) = expected_len.filter(|&e| e != received) {
+                return Err(UploadError::LengthMismatch {
+                    expected,
+                    got: received,
+                });
+            }
+            if received == 0 {
+                return Ok(None);
+            }
+            files.sync(file).await.map_err(io_failed)?;
+            let end = size + received;
+            let record = PartRecord {
+                start: size,
+                end,
+                chunk: part.chunk.clone(),
+                from: Some(from),
+                sha256: hasher.to_base64(),
+            };
+            match self.record_part(name, id, &record).await? {
+                true => Ok(Some(end)),
+                // A PATCH that found the claim taken wrote a chunk of its
+                // own, as long as this one, and recorded it first.
+                false => Err(UploadError::OutOfOrder { size }),
+            }
+        }
+        .await;
+        if let Ok(Some(end)) = recorded {
+            // The claim stays: the bytes before `end` are recorded, and the
+            // next PATCH claims `end`.
+            return Ok(UploadStatus { size: end });
+        }
+        let claim = layout::upload_claim(name, &id.0, size);
+        if let Err(e) = self.store.delete(&claim).await {
+            // The retry then writes a new chunk: slower, not wrong.
+            tracing::warn!(claim = %claim, error = %e, "upload claim not given back");
+        }
+        recorded.map(|_| UploadStatus { size })
+    }
+
+    /// Writes `body` into `file` from `at` on, hashing it, at most
+    /// `MAX_PARTS_IN_FLIGHT` blocks at a time. Returns only when no write
+    /// is running any more, whatever happened (see `append_in_place`).
+    async fn write_in_place<S, E>(
+        &self,
+        file: &Arc<DataFile>,
+        at: u64,
+        body: S,
+        mut hasher: PipelinedSha256,
+    ) -> Result<(u64, ResumableSha256), UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let blocks = aligned::reblock(body, self.parts, self.upload_blocks.clone());
+        let mut in_flight = JoinSet::new();
+        let written = write_blocks(
+            std::pin::pin!(blocks),
+            Some(&mut hasher),
+            &mut in_flight,
+            |in_flight, offset, block| {
+                let file = file.clone();
+                in_flight.spawn_blocking(move || {
+                    file.write_at(at + offset, &PutPayload::from(block))
+                        .map_err(io_error)
+                });
+            },
+        )
+        .await;
+        match written {
+            Ok(received) => Ok((received, hasher.finish().await)),
+            Err(e) => {
+                // Waited for, not aborted: a blocking write cannot be
+                // stopped, and none may land after the claim is given back.
+                while in_flight.join_next().await.is_some() {}
+                Err(e)
             }
         }
     }
@@ -265,32 +463,32 @@ impl Storage {
         }
         let mut upload = self.store.put_multipart(key).await?;
         let mut in_flight = JoinSet::new();
-        let mut received = 0u64;
-        let written: Result<(), UploadError> = async {
-            while let Some(piece) = body.next().await {
-                let piece = piece.map_err(|e| UploadError::Body(e.to_string()))?;
-                while in_flight.len() >= MAX_PARTS_IN_FLIGHT {
-                    part_written(in_flight.join_next().await)?;
-                }
-                if let Some(h) = &mut hasher {
-                    h.update(&piece).await;
-                }
-                received += piece.len() as u64;
-                // Each block is one part: `reblock` cut it to the part's size.
-                in_flight.spawn(upload.put_part(PutPayload::from(piece)));
-            }
-            while let Some(done) = in_flight.join_next().await {
-                part_written(Some(done))?;
-            }
-            upload.complete().await?;
-            Ok(())
-        }
+        // Each block is one part: `reblock` cut it to the part's size.
+        let written = write_blocks(
+            body,
+            hasher.as_mut(),
+            &mut in_flight,
+            |in_flight, _, block| {
+                in_flight.spawn(upload.put_part(PutPayload::from(block)));
+            },
+        )
         .await;
-        if let Err(e) = written {
-            in_flight.shutdown().await;
-            let _ = upload.abort().await;
-            return Err(e);
-        }
+        let written = match written {
+            Ok(received) => upload
+                .complete()
+                .await
+                .map(|_| received)
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        let received = match written {
+            Ok(received) => received,
+            Err(e) => {
+                in_flight.shutdown().await;
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        };
         let state = match hasher {
             Some(h) => Some(h.finish().await),
             None => None,
@@ -326,27 +524,31 @@ impl Storage {
 
         let target = layout::blob_data(digest);
         if self.blob_size(digest).await?.is_none() {
-            match chain.as_slice() {
-                [] => {
+            match chain.last() {
+                None => {
                     self.store.put(&target, PutPayload::default()).await?;
                 }
-                [only] if self.rename_limit.is_none_or(|limit| only.end <= limit) => {
+                // One file holds the whole blob: renamed into place.
+                Some(last)
+                    if last.file_start() == 0
+                        && self.rename_limit.is_none_or(|limit| last.end <= limit)
+                        && self.own_chunk(name, id, last).await? =>
+                {
+                    if let Some(files) = &self.chunk_files {
+                        files
+                            .truncate(&last.chunk, last.end)
+                            .await
+                            .map_err(io_failed)?;
+                    }
                     self.store
-                        .rename(&Path::from(only.chunk.as_str()), &target)
+                        .rename(&Path::from(last.chunk.as_str()), &target)
                         .await?;
                 }
                 // Several chunks, or one the backend can't rename (copy) in
                 // one request: streamed into the blob, and the chunks are
                 // removed with the session.
-                chunks => {
-                    let pieces =
-                        futures::stream::iter(chunks.iter().map(|p| Path::from(p.chunk.as_str())))
-                            .then(|key| {
-                                let store = self.store.clone();
-                                async move { store.get(&key).await.map(|r| r.into_stream()) }
-                            })
-                            .try_flatten()
-                            .boxed();
+                Some(_) => {
+                    let pieces = self.chain_stream(&chain);
                     self.stream_into(&target, pieces, None).await?;
                 }
             }
@@ -359,6 +561,42 @@ impl Storage {
         self.delete_prefix(&dir).await?;
         self.remove_empty_dirs(&dir).await;
         Ok(size)
+    }
+
+    /// Whether the closing PUT may rename `last`'s chunk file: on the local
+    /// disk only once it holds the claim on the end, so that no PATCH is
+    /// still writing into the file (`chunk_files`).
+    async fn own_chunk(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        last: &PartRecord,
+    ) -> Result<bool, StorageError> {
+        match self.chunk_files {
+            Some(_) => self.claim(name, id, last.end).await,
+            None => Ok(true),
+        }
+    }
+
+    /// The bytes `chain` names, read from their chunks in order.
+    fn chain_stream(
+        &self,
+        chain: &[PartRecord],
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Bytes>> {
+        let store = self.store.clone();
+        futures::stream::iter(chain_ranges(chain))
+            .then(move |(key, range)| {
+                let store = store.clone();
+                async move {
+                    let options = GetOptions {
+                        range: Some(GetRange::Bounded(range)),
+                        ..Default::default()
+                    };
+                    store.get_opts(&key, options).await.map(|r| r.into_stream())
+                }
+            })
+            .try_flatten()
+            .boxed()
     }
 
     /// The recorded parts from offset 0 to the newest end, in order.
@@ -385,15 +623,9 @@ impl Storage {
     async fn sha512_of_chunks(&self, chain: &[PartRecord]) -> Result<Digest, UploadError> {
         use sha2::Digest as _;
         let mut h = sha2::Sha512::new();
-        for part in chain {
-            let mut s = self
-                .store
-                .get(&Path::from(part.chunk.as_str()))
-                .await?
-                .into_stream();
-            while let Some(b) = s.next().await {
-                h.update(&b?);
-            }
+        let mut s = self.chain_stream(chain);
+        while let Some(b) = s.next().await {
+            h.update(&b?);
         }
         Ok(Digest::from_sha512_bytes(&h.finalize()))
     }
@@ -408,6 +640,51 @@ impl Storage {
         self.remove_empty_dirs(&dir).await;
         Ok(())
     }
+}
+
+fn io_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "upload",
+        source: Box::new(e),
+    }
+}
+
+fn io_failed(e: std::io::Error) -> UploadError {
+    io_error(e).into()
+}
+
+/// Feeds `blocks` to `write` (which starts writing one block, at its
+/// offset in the body, into `in_flight`), hashing each block first when
+/// given a hasher, with at most `MAX_PARTS_IN_FLIGHT` writes running; waits
+/// for every write. Returns the body's length. On an error some writes may
+/// still be in flight: the caller decides how to stop them.
+async fn write_blocks<S, E>(
+    mut blocks: S,
+    mut hasher: Option<&mut PipelinedSha256>,
+    in_flight: &mut JoinSet<object_store::Result<()>>,
+    mut write: impl FnMut(&mut JoinSet<object_store::Result<()>>, u64, Bytes),
+) -> Result<u64, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: fmt::Display,
+{
+    let mut received = 0u64;
+    while let Some(block) = blocks.next().await {
+        let block = block.map_err(|e| UploadError::Body(e.to_string()))?;
+        while in_flight.len() >= MAX_PARTS_IN_FLIGHT {
+            part_written(in_flight.join_next().await)?;
+        }
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&block).await;
+        }
+        let len = block.len() as u64;
+        write(in_flight, received, block);
+        received += len;
+    }
+    while let Some(done) = in_flight.join_next().await {
+        part_written(Some(done))?;
+    }
+    Ok(received)
 }
 
 /// The outcome of one part write, as the upload's error.
@@ -516,6 +793,174 @@ mod tests {
                 .await
                 .unwrap();
             assert!(left.is_empty(), "the session is gone: {left:?}");
+        }
+    }
+
+    /// Local disk, as the server opens it (O_DIRECT, fsync), in `dir`.
+    fn local(dir: &std::path::Path, directio: bool) -> Storage {
+        let mut config = crate::config::Storage::default();
+        config.filesystem.rootdirectory = dir.to_owned();
+        config.filesystem.directio = directio;
+        crate::storage::backend::open(&config).unwrap()
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8 ^ seed).collect()
+    }
+
+    /// The files in the session's `chunks/` directory.
+    fn chunk_files(
+        dir: &std::path::Path,
+        name: &RepoName,
+        id: &UploadId,
+    ) -> Vec<std::path::PathBuf> {
+        let chunks = std::fs::canonicalize(dir)
+            .unwrap()
+            .join(layout::upload_dir(name, &id.0).as_ref())
+            .join("chunks");
+        let mut files: Vec<_> = std::fs::read_dir(chunks)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    fn inode(p: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    async fn finish_and_read(s: &Storage, name: &RepoName, id: &UploadId, all: &[u8]) {
+        let digest = Digest::sha256_of(all);
+        assert_eq!(
+            s.finish_upload(name, id, &digest).await.unwrap(),
+            all.len() as u64
+        );
+        let got = s.blob_get(&digest, None).await.unwrap().unwrap();
+        assert_eq!(got.bytes().await.unwrap(), all);
+    }
+
+    /// Sizes of PATCHes, aligned or not, with O_DIRECT on and off: each
+    /// PATCH writes on into the first one's file, and the PUT renames it.
+    #[tokio::test]
+    async fn patches_write_on_into_one_file_that_the_put_renames() {
+        let cases: [(&str, bool, &[usize]); 4] = [
+            ("aligned", true, &[1 << 20, 1 << 20, 4096]),
+            ("unaligned", true, &[(1 << 20) + 5, 2 << 20, 100, 1]),
+            ("small", true, &[10, 20, 30]),
+            ("buffered", false, &[(1 << 20) + 5, 3000, 1 << 20]),
+        ];
+        for (label, directio, sizes) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let s = local(dir.path(), directio);
+            let name: RepoName = "in/place".parse().unwrap();
+            let id = s.start_upload(&name).await.unwrap();
+            let all = data(sizes.iter().sum(), 1);
+            let mut at = 0;
+            for &len in sizes {
+                let status = s
+                    .append_upload(
+                        &name,
+                        &id,
+                        Some(at as u64),
+                        Some(len as u64),
+                        body(&all[at..at + len], 70_000),
+                    )
+                    .await
+                    .unwrap();
+                at += len;
+                assert_eq!(status.size, at as u64, "{label}");
+            }
+            let files = chunk_files(dir.path(), &name, &id);
+            assert_eq!(files.len(), 1, "{label}: one chunk file: {files:?}");
+            let chunk_inode = inode(&files[0]);
+            finish_and_read(&s, &name, &id, &all).await;
+            let blob = std::fs::canonicalize(dir.path())
+                .unwrap()
+                .join(layout::blob_data(&Digest::sha256_of(&all)).as_ref());
+            assert_eq!(inode(&blob), chunk_inode, "{label}: renamed, not copied");
+        }
+    }
+
+    /// A session on local disk in `dir` with `first` appended.
+    async fn session_with(
+        dir: &std::path::Path,
+        name: &RepoName,
+        first: &[u8],
+    ) -> (Storage, UploadId) {
+        let s = local(dir, true);
+        let id = s.start_upload(name).await.unwrap();
+        s.append_upload(name, &id, Some(0), None, body(first, 1 << 16))
+            .await
+            .unwrap();
+        (s, id)
+    }
+
+    /// A PATCH cut off midway (past what its retry will send) records
+    /// nothing; the retry writes the same offset again and the PUT cuts
+    /// what the failed one left past the end.
+    #[tokio::test]
+    async fn a_failed_patch_gives_its_claim_back_and_the_retry_writes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let name: RepoName = "retry/patch".parse().unwrap();
+        let first = data(1 << 20, 2);
+        let (s, id) = session_with(dir.path(), &name, &first).await;
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from(data(3 << 20, 9))),
+            Err("connection reset".to_owned()),
+        ]);
+        let r = s
+            .append_upload(&name, &id, Some(1 << 20), None, failing)
+            .await;
+        assert!(matches!(r, Err(UploadError::Body(_))), "{r:?}");
+        assert_eq!(s.upload_status(&name, &id).await.unwrap().size, 1 << 20);
+        let short = data(100, 3);
+        let status = s
+            .append_upload(&name, &id, Some(1 << 20), Some(100), body(&short, 100))
+            .await
+            .unwrap();
+        assert_eq!(status.size, (1 << 20) + 100);
+        assert_eq!(chunk_files(dir.path(), &name, &id).len(), 1, "written on");
+        finish_and_read(&s, &name, &id, &[first, short].concat()).await;
+    }
+
+    /// A claim nobody gives back (its process was killed): the next PATCH
+    /// writes a chunk of its own and the PUT joins the two.
+    #[tokio::test]
+    async fn a_claim_left_by_a_dead_process_means_a_new_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let name: RepoName = "stale/claim".parse().unwrap();
+        let (a, b) = (data(5000, 4), data((1 << 20) + 3, 5));
+        let (s, id) = session_with(dir.path(), &name, &a).await;
+        assert!(s.claim(&name, &id, 5000).await.unwrap());
+        s.append_upload(&name, &id, Some(5000), None, body(&b, 1 << 16))
+            .await
+            .unwrap();
+        assert_eq!(chunk_files(dir.path(), &name, &id).len(), 2);
+        finish_and_read(&s, &name, &id, &[a, b].concat()).await;
+    }
+
+    /// Two PATCHes at one offset at once: one is recorded, the other told
+    /// the upload moved on, and the blob is the recorded one's bytes,
+    /// whichever wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_patches_at_one_offset_record_one() {
+        for round in 0..8u8 {
+            let dir = tempfile::tempdir().unwrap();
+            let name: RepoName = "race/patch".parse().unwrap();
+            let head = data(1 << 20, 6);
+            let (s, id) = session_with(dir.path(), &name, &head).await;
+            let (x, y) = (data(2 << 20, round), data(2 << 20, round + 100));
+            let (rx, ry) = tokio::join!(
+                s.append_upload(&name, &id, Some(1 << 20), None, body(&x, 1 << 16)),
+                s.append_upload(&name, &id, Some(1 << 20), None, body(&y, 1 << 16)),
+            );
+            let winner = match (&rx, &ry) {
+                (Ok(_), Err(UploadError::OutOfOrder { .. })) => x,
+                (Err(UploadError::OutOfOrder { .. }), Ok(_)) => y,
+                other => panic!("round {round}: {other:?}"),
+            };
+            finish_and_read(&s, &name, &id, &[head, winner].concat()).await;
         }
     }
 }
