@@ -28,7 +28,7 @@ STORMS=${STORMS:-16,64}
 # moto_server (S3=1) lives in the virtual environment ci-deps.sh makes.
 export PATH="${CI_VENV:-$PWD/.venv}/bin:$PATH"
 # NO_BUILD=1: measure the binaries already in target/release.
-[ -n "${RENDER_FROM:-}" ] || [ "${NO_BUILD:-0}" = 1 ] || cargo build --release --locked -p registry -p htpasswd --bins --example regbench >&2
+[ -n "${RENDER_FROM:-}" ] || [ "${NO_BUILD:-0}" = 1 ] || cargo build --release --locked -p registry -p htpasswd --bins --example regbench --example floor_registry >&2
 BIN=$PWD/target/release
 BENCH=$BIN/examples/regbench
 work=$(mktemp -d)
@@ -52,6 +52,13 @@ start_ours() {
   echo $!
 }
 start_ours_buffered() { DIRECTIO=false start_ours "$@"; }
+# The client's ceiling: upload bodies read and dropped, pulls sent from one
+# buffer; no auth, no hashing (registry/examples/floor_registry.rs). Pushes and pulls
+# only.
+start_floor() {
+  "$BIN/examples/floor_registry" "127.0.0.1:$1" >"$work/floor.log" 2>&1 &
+  echo $!
+}
 # The metadata cache off (every request reads storage, as before it existed).
 start_ours_nocache() { REGISTRY_STORAGE_CACHE_TTL=0s start_ours "$@"; }
 # S3: both registries on one moto server (PyPI moto, S3-compatible), a bucket
@@ -103,6 +110,11 @@ YML
 }
 
 declare -A R
+# regbench's --only for a config: ONLY, or everything ("" matches every
+# scenario); the floor answers pushes and pulls only.
+only_for() {
+  if [ "$1" = floor ]; then echo "${ONLY:-push_,pull_}"; else echo "${ONLY:-}"; fi
+}
 run_one() {
   local who=$1 port pid root
   port=$(free_port); root=$work/$who-data; mkdir -p "$root"
@@ -111,7 +123,7 @@ run_one() {
   local base=http://127.0.0.1:$port
   echo "== $who (pid $pid)" >&2
   "$BENCH" --url "$base" --user "$USER_" --password "$PASS" --pid "$pid" --repeat "$REPEAT" \
-    --sizes "$SIZES" --storms "$STORMS" --wrk-seconds "$WRK_SECONDS" ${ONLY:+--only "$ONLY"} > "$work/$who.json"
+    --sizes "$SIZES" --storms "$STORMS" --wrk-seconds "$WRK_SECONDS" --only "$(only_for "$who")" > "$work/$who.json"
   local peak; peak=$(kb "$pid" VmHWM)
   # What the memory is now: mapped files (the binary's code, libraries) and
   # anonymous (heap, stacks).
@@ -128,10 +140,10 @@ run_one() {
 }
 
 # CONFIGS: which servers, in table order (ratios are against the first):
-# theirs ours ours_buffered ours_nocache. ONLY: regbench's --only.
+# theirs ours ours_buffered ours_nocache floor. ONLY: regbench's --only.
 # RENDER_FROM=<dir>: no measuring, only the table, from an earlier run's
 # JSON files kept in <dir> (<config>.json, -huge.json, -rss.json).
-read -r -a configs <<<"${CONFIGS:-theirs ours ours_buffered}"
+read -r -a configs <<<"${CONFIGS:-theirs ours ours_buffered ours_nocache floor}"
 if [ -n "${RENDER_FROM:-}" ]; then
   work=$RENDER_FROM; trap - EXIT
 else
@@ -157,7 +169,7 @@ python3 - "$doc" "$json_out" "$work" "$machine" "$theirs_version" "$ours_version
 import json, re, sys, datetime
 doc, json_out, work, machine, theirs_v, ours_v, cmdline, mark, *configs = sys.argv[1:]
 label = {"theirs": "docker-registry, disk", "ours": "ours, disk", "ours_buffered": "ours, disk, O_DIRECT off",
-         "ours_nocache": "ours, disk, metadata cache off",
+         "ours_nocache": "ours, disk, metadata cache off", "floor": "floor: stores nothing, no auth, no hashing",
          "theirs_s3": "docker-registry, S3 (moto)", "ours_s3": "ours, S3 (moto)"}
 base = {c: configs[0] for c in configs}
 if "theirs_s3" in configs:
@@ -221,23 +233,32 @@ for k in storms:
         rows.append(f"| pull storm, {n} clients: {what} | " + " | ".join(cell(c, k, field, better) for c in configs) + " |")
 for field, what in [("peak_rss_mib", "peak RSS over the runs above, MiB"), ("rss_split", "RSS after them: file-backed + anonymous, MiB"),
                     ("huge_growth_mib", "RSS growth while pushing and pulling the huge blob, MiB")]:
-    rows.append(f"| {what} | " + " | ".join(str(data[c]["rss"][field]) for c in configs) + " |")
+    # The floor stores nothing: its RSS says nothing about a registry.
+    rows.append(f"| {what} | " + " | ".join("n/a" if c == "floor" else str(data[c]["rss"][field]) for c in configs) + " |")
 today = datetime.date.today().isoformat()
+repeat = json.load(open(f"{work}/{configs[0]}.json"))["repeat"]
+extra_configs = "".join(text for c, text in [
+    ("ours_buffered", ", again with `storage.filesystem.directio = false`"),
+    ("ours_nocache", ", again with the metadata cache off (`storage.cache.ttl = \"0s\"`)"),
+    ("floor", "; the floor is registry/examples/floor_registry.rs, which keeps only lengths and serves a pull from one buffer: "
+              "what the client, loopback and the shared cores leave to any server")] if c in configs)
 busy_note = ("\n\n† measured while the machine was busy (more than 25 % of its CPU not idle before the scenario, "
              "with the server idle): compare columns of this run only.") if busy_seen else ""
 section = f"""## Registry vs Debian's docker-registry (registry:2)
 
 Command: `{cmdline}`, measured {today} on {machine}.
 Versions: ours `{ours_v}`; theirs `{theirs_v}`. Client: `regbench`
-(registry/examples/regbench; medians of {json.load(open(f"{work}/{configs[0]}.json"))["repeat"]} runs each; JSON with every run:
+(registry/examples/regbench; medians of {repeat} runs each; JSON with every run:
 [benchmarks/{mark}.json](benchmarks/{mark}.json)); the client, wrk and (for S3) moto share the
 cores with the server under test. Every server uses Basic auth against the same bcrypt (cost 5) htpasswd
 file. On disk both fsync what they acknowledge (ours: docs/storage.md, "Which writes are fsynced";
 docker-registry 2.8 fsyncs each PATCH's data and every link). Ours runs with its defaults (blob data by
-`O_DIRECT`) and again with `storage.filesystem.directio = false`. Pushes: streamed = docker's POST, one
+`O_DIRECT`){extra_configs}. Pushes: streamed = docker's POST, one
 streamed PATCH, PUT; monolithic = POST, PUT with the body; chunked = 16 MiB PATCHes with Content-Range.
 Pull storm: new clients at once, each as `docker pull` does (challenge, credentials, index, manifest,
-config, three 4 MiB layers three at a time); CPU and reads from `/proc/<pid>` (`rchar`). Ratios in
+config, three 4 MiB layers three at a time); CPU and reads from `/proc/<pid>` (`rchar`). Pulls read the
+blob pushed just before, {repeat} times: the first read of it, then reads of a blob the server has read
+before. Ratios in
 brackets are against docker-registry on the same storage (for times: theirs / ours, so higher is better
 too).
 
