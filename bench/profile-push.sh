@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Where a push's time goes: `perf record` on the registry while regbench
+# runs one push scenario, then the functions that took the
+# server's CPU (self time, top 15) and the server's CPU-seconds per GiB.
+# Unlike bench/profile.sh (instructions per request, under callgrind), this
+# samples real time on real I/O, so run it on an idle machine.
+#
+#   bench/profile-push.sh                              # push 512 MiB, streamed
+#   SCENARIO=push_512m_chunked bench/profile-push.sh
+#   SCENARIO=push_64m_monolithic REPEAT=5 bench/profile-push.sh
+#
+# Needs perf (apt-get install linux-perf). Builds `--profile profiling`
+# (the release build with symbols).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCENARIO=${SCENARIO:-push_512m_streamed}
+REPEAT=${REPEAT:-3}
+command -v perf >/dev/null || { echo "profile-push.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
+cargo build --profile profiling --locked -p registry -p htpasswd --bins --example regbench >&2
+BIN=$PWD/target/profiling
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+"$BIN/htpasswd" -nbB -C 5 bench benchpw > "$work/htpasswd"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/root \
+  REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
+  "$BIN/registry" serve >"$work/registry.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/livez" && break; sleep 0.05; done
+case $SCENARIO in push_[0-9]*m_*) ;; *) echo "profile-push.sh: SCENARIO is push_<MiB>m_<style>" >&2; exit 2 ;; esac
+size=$(sed -E 's/^push_([0-9]+)m.*/\1/' <<<"$SCENARIO")
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+before=$(cpu)
+perf record -F 999 -p "$pid" -o "$work/perf.data" 2>"$work/perf.err" &
+perf_pid=$!
+sleep 0.5
+"$BIN/examples/regbench" --url "http://127.0.0.1:$port" --user bench --password benchpw \
+  --repeat "$REPEAT" --sizes "$size" --only "$SCENARIO" >"$work/out.json"
+kill -INT "$perf_pid"; wait "$perf_pid" || true
+after=$(cpu)
+ticks=$(getconf CLK_TCK)
+python3 - "$work/out.json" "$before" "$after" "$ticks" "$size" "$REPEAT" <<'PY'
+import json, sys
+out, before, after, ticks, size, repeat = sys.argv[1:]
+res = json.load(open(out))["results"]
+for k, v in res.items():
+    print(f"{k}: median {v['median']:.0f} {v['unit']} (runs {', '.join(f'{r:.0f}' for r in v['runs'])})")
+gib = int(size) * int(repeat) / 1024
+print(f"server CPU: {(float(after) - float(before)) / float(ticks):.2f} s for {gib:.2f} GiB moved "
+      f"({(float(after) - float(before)) / float(ticks) / gib:.2f} CPU-s per GiB)")
+PY
+echo "server CPU by function (self time, share of all samples):"
+perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+  | grep -v '^#' | grep '%' | sed -E 's/ +/ /g; s/ - - $//' | cut -c1-110 | head -15 || true
