@@ -8,6 +8,7 @@
 #   bench/profile-push.sh                              # push 512 MiB, streamed
 #   SCENARIO=push_512m_chunked bench/profile-push.sh
 #   SCENARIO=push_64m_monolithic REPEAT=5 bench/profile-push.sh
+#   SCENARIO=push_1m_x256_c16 bench/profile-push.sh     # 256 blobs, 16 at a time
 #
 # Needs perf (apt-get install linux-perf). Builds `--profile profiling`
 # (the release build with symbols).
@@ -29,8 +30,10 @@ REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$wo
   "$BIN/registry" serve >"$work/registry.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/livez" && break; sleep 0.05; done
-case $SCENARIO in push_[0-9]*m_*) ;; *) echo "profile-push.sh: SCENARIO is push_<MiB>m_<style>" >&2; exit 2 ;; esac
+case $SCENARIO in push_[0-9]*m_*) ;; *) echo "profile-push.sh: SCENARIO is push_<MiB>m_<style> or push_1m_x256_c16" >&2; exit 2 ;; esac
 size=$(sed -E 's/^push_([0-9]+)m.*/\1/' <<<"$SCENARIO")
+# push_1m_x256_c16: 256 blobs a run.
+count=$(sed -nE 's/.*_x([0-9]+).*/\1/p' <<<"$SCENARIO"); count=${count:-1}
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before=$(cpu)
 perf record -F 999 -p "$pid" -o "$work/perf.data" 2>"$work/perf.err" &
@@ -41,15 +44,18 @@ sleep 0.5
 kill -INT "$perf_pid"; wait "$perf_pid" || true
 after=$(cpu)
 ticks=$(getconf CLK_TCK)
-python3 - "$work/out.json" "$before" "$after" "$ticks" "$size" "$REPEAT" <<'PY'
-import json, sys
-out, before, after, ticks, size, repeat = sys.argv[1:]
+python3 - "$work/out.json" "$before" "$after" "$ticks" "$size" "$REPEAT" "$count" <<'PY'
+import json, os, sys
+out, before, after, ticks, size, repeat, count = sys.argv[1:]
 res = json.load(open(out))["results"]
 for k, v in res.items():
     print(f"{k}: median {v['median']:.0f} {v['unit']} (runs {', '.join(f'{r:.0f}' for r in v['runs'])})")
-gib = int(size) * int(repeat) / 1024
-print(f"server CPU: {(float(after) - float(before)) / float(ticks):.2f} s for {gib:.2f} GiB moved "
-      f"({(float(after) - float(before)) / float(ticks) / gib:.2f} CPU-s per GiB)")
+gib = int(size) * int(repeat) * int(count) / 1024
+cpu = (float(after) - float(before)) / float(ticks)
+# The timed part of the runs (the client makes its data before each).
+timed = sum((int(count) if v["unit"] == "blobs/s" else int(size)) / r for v in res.values() for r in v["runs"])
+print(f"server CPU: {cpu:.2f} s for {gib:.2f} GiB moved ({cpu / gib:.2f} CPU-s per GiB); "
+      f"over the {timed:.1f} s the pushes took, {cpu / timed:.2f} of the {os.cpu_count()} cores on average")
 PY
 echo "server CPU by function (self time, share of all samples):"
 perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
