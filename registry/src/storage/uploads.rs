@@ -85,17 +85,69 @@ impl From<object_store::Error> for UploadError {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 struct PartRecord {
     start: u64,
     end: u64,
     chunk: String,
+    /// PATCHes may write on into `chunk`'s file (`chunk_files`).
+    open: bool,
     /// The offset in the upload at which `chunk`'s file begins, when a
-    /// PATCH wrote on into an earlier PATCH's file (`chunk_files`); absent,
-    /// the chunk holds exactly `start..end`.
+    /// PATCH wrote on into an earlier PATCH's file; absent, the chunk holds
+    /// this part from its first byte.
+    from: Option<u64>,
+    sha256: String,
+}
+
+/// A part record as stored. An open chunk is named by `file`, not `chunk`:
+/// a registry from before chunk files (which takes a chunk to hold exactly
+/// its part, and copies it whole) then refuses the record as corrupt
+/// instead of misreading it, so during a rolling update an upload that
+/// moves between versions fails and the client pushes the blob again.
+#[derive(Serialize, Deserialize)]
+struct StoredPart {
+    start: u64,
+    end: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     from: Option<u64>,
     sha256: String,
+}
+
+impl From<&PartRecord> for StoredPart {
+    fn from(p: &PartRecord) -> StoredPart {
+        let name = Some(p.chunk.clone());
+        StoredPart {
+            start: p.start,
+            end: p.end,
+            chunk: if p.open { None } else { name.clone() },
+            file: if p.open { name } else { None },
+            from: p.from,
+            sha256: p.sha256.clone(),
+        }
+    }
+}
+
+impl StoredPart {
+    /// The record, if it is one this registry writes.
+    fn parse(self) -> Option<PartRecord> {
+        let (chunk, open) = match (self.chunk, self.file, self.from) {
+            (Some(chunk), None, None) => (chunk, false),
+            (None, Some(file), _) => (file, true),
+            _ => return None,
+        };
+        Some(PartRecord {
+            start: self.start,
+            end: self.end,
+            chunk,
+            open,
+            from: self.from,
+            sha256: self.sha256,
+        })
+    }
 }
 
 impl PartRecord {
@@ -169,8 +221,11 @@ impl Storage {
     ) -> Result<PartRecord, StorageError> {
         let key = layout::upload_part(name, &id.0, end);
         let bytes = self.store.get(&key).await?.bytes().await?;
-        match serde_json::from_slice::<PartRecord>(&bytes) {
-            Ok(p) if p.start < p.end && p.file_start() <= p.start && p.end == end => Ok(p),
+        match serde_json::from_slice::<StoredPart>(&bytes)
+            .ok()
+            .and_then(StoredPart::parse)
+        {
+            Some(p) if p.start < p.end && p.file_start() <= p.start && p.end == end => Ok(p),
             _ => Err(StorageError::CorruptUpload(key.to_string())),
         }
     }
@@ -230,7 +285,9 @@ impl Storage {
             None => ResumableSha256::default(),
         };
 
-        if let (Some(part), Some(files)) = (&latest, &self.chunk_files) {
+        // A chunk written by a registry from before chunk files is never
+        // written on into: that registry may still be finishing this upload.
+        if let (Some(part), Some(files)) = (latest.as_ref().filter(|p| p.open), &self.chunk_files) {
             if let Some(file) = self.claim_chunk(files, name, id, part).await? {
                 return self
                     .append_in_place(name, id, part, (files, file), expected_len, body, hasher)
@@ -262,6 +319,7 @@ impl Storage {
             start: size,
             end,
             chunk: chunk_key.to_string(),
+            open: self.chunk_files.is_some(),
             from: None,
             sha256: hasher.to_base64(),
         };
@@ -287,7 +345,8 @@ impl Storage {
         id: &UploadId,
         record: &PartRecord,
     ) -> Result<bool, UploadError> {
-        let payload = PutPayload::from(serde_json::to_vec(record).expect("record serializes"));
+        let stored = StoredPart::from(record);
+        let payload = PutPayload::from(serde_json::to_vec(&stored).expect("record serializes"));
         Ok(self
             .create_once(&layout::upload_part(name, &id.0, record.end), payload)
             .await?)
@@ -370,6 +429,7 @@ impl Storage {
                 start: size,
                 end,
                 chunk: part.chunk.clone(),
+                open: true,
                 from: Some(from),
                 sha256: hasher.to_base64(),
             };
@@ -962,5 +1022,76 @@ mod tests {
             };
             finish_and_read(&s, &name, &id, &[head, winner].concat()).await;
         }
+    }
+
+    /// What a registry from before chunk files reads a part record as.
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct OlderPartRecord {
+        start: u64,
+        end: u64,
+        chunk: String,
+        sha256: String,
+    }
+
+    /// A record naming an open chunk (one PATCHes write on into) is refused
+    /// by the older format, which would copy the whole file as the part;
+    /// records of chunks that stay as written still read there.
+    #[tokio::test]
+    async fn older_registries_refuse_records_of_open_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let name: RepoName = "old/format".parse().unwrap();
+        let (s, id) = session_with(dir.path(), &name, &data(5000, 1)).await;
+        s.append_upload(&name, &id, Some(5000), None, body(&data(7000, 2), 4096))
+            .await
+            .unwrap();
+        let closed = Storage::new(Arc::new(InMemory::new()), PartSizes::fixed(4096));
+        let id2 = closed.start_upload(&name).await.unwrap();
+        closed
+            .append_upload(&name, &id2, Some(0), None, body(b"abc", 3))
+            .await
+            .unwrap();
+        for (s, id, end, readable) in [
+            (&s, &id, 5000, false),
+            (&s, &id, 12_000, false),
+            (&closed, &id2, 3, true),
+        ] {
+            let key = layout::upload_part(&name, &id.0, end);
+            let bytes = s.store.get(&key).await.unwrap().bytes().await.unwrap();
+            let older = serde_json::from_slice::<OlderPartRecord>(&bytes);
+            assert_eq!(
+                older.is_ok(),
+                readable,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(s.read_part(&name, id, end).await.is_ok());
+        }
+    }
+
+    /// A session an older registry wrote into (its chunks closed) is
+    /// continued with chunks of its own, never by writing into the older
+    /// one's file.
+    #[tokio::test]
+    async fn chunks_from_an_older_registry_are_not_written_on_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = local(dir.path(), true);
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let older = Storage::new(
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap()),
+            PartSizes::fixed(4096),
+        );
+        let name: RepoName = "old/session".parse().unwrap();
+        let (a, b) = (data(6000, 3), data(9000, 4));
+        let id = older.start_upload(&name).await.unwrap();
+        older
+            .append_upload(&name, &id, Some(0), None, body(&a, 4096))
+            .await
+            .unwrap();
+        s.append_upload(&name, &id, Some(6000), None, body(&b, 4096))
+            .await
+            .unwrap();
+        assert_eq!(chunk_files(dir.path(), &name, &id).len(), 2);
+        finish_and_read(&s, &name, &id, &[a, b].concat()).await;
     }
 }
