@@ -17,14 +17,8 @@ cd "$(dirname "$0")/.."
 SCENARIO=${SCENARIO:-push_512m_streamed}
 REPEAT=${REPEAT:-3}
 command -v perf >/dev/null || { echo "profile-push.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
-cargo build --profile profiling --locked -p registry -p htpasswd --bins --example regbench >&2
-BIN=$PWD/target/profiling
-work=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-"$BIN/htpasswd" -nbB -C 5 bench benchpw > "$work/htpasswd"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. bench/profiling-setup.sh
+port=$(free_port)
 REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/root \
   REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
   "$BIN/registry" serve >"$work/registry.log" 2>&1 &

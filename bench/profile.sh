@@ -15,14 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-300}
 command -v valgrind >/dev/null || { echo "profile.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-cargo build --profile profiling --locked -p registry -p htpasswd --bins --example regbench >&2
-BIN=$PWD/target/profiling
-work=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-"$BIN/htpasswd" -nbB -C 5 bench benchpw > "$work/htpasswd"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/profiling-setup.sh
 
 declare -A IR
 profile() { # name ttl

@@ -78,9 +78,13 @@ fn open_filesystem(config: &config::Storage) -> Result<Storage, BackendError> {
         });
     }
     let root = std::fs::canonicalize(root).map_err(|e| err(e.to_string()))?;
-    Ok(Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE))
-        .with_chunk_files(root.clone(), direct, config.filesystem.fsync)
-        .with_local_root(root))
+    Ok(
+        Storage::new(store, PartSizes::fixed(LOCAL_PART_SIZE)).with_local_disk(
+            root,
+            direct,
+            config.filesystem.fsync,
+        ),
+    )
 }
 
 fn open_s3(config: &config::S3) -> Result<Storage, BackendError> {

@@ -142,19 +142,16 @@ impl Storage {
         }
     }
 
-    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Storage {
-        self.local_root = Some(root);
-        self
-    }
-
-    /// PATCHes write on into the previous PATCH's chunk file under `root`
-    /// (`chunk_files`); `direct`: with `O_DIRECT`, as the store writes.
-    pub fn with_chunk_files(
+    /// The local-disk backend's root: directories there can be pruned
+    /// (`local_dirs`), and PATCHes write on into the previous PATCH's chunk
+    /// file (`chunk_files`; `direct`: with `O_DIRECT`, as the store writes).
+    pub fn with_local_disk(
         mut self,
         root: std::path::PathBuf,
         direct: bool,
         fsync: bool,
     ) -> Storage {
+        self.local_root = Some(root.clone());
         self.chunk_files = Some(chunk_files::ChunkFiles::new(root, direct, fsync));
         self
     }
