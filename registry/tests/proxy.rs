@@ -836,9 +836,11 @@ async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
         ))
     };
     assert!(tag_link("gone").exists());
-    // "kept" is pulled every 200 ms; "gone" is not pulled again.
+    // "kept" is pulled every 200 ms; "gone" is not pulled again. The
+    // eviction is over when it is counted: the link goes first, so waiting
+    // on the file alone races the counter.
     let deadline = Instant::now() + ttl * 3;
-    while tag_link("gone").exists() {
+    while proxy_metric(&s, "evicted").await.0 == 0 {
         assert!(
             Instant::now() < deadline,
             "the unpulled tag was not evicted"
@@ -847,6 +849,7 @@ async fn tags_not_pulled_within_ttl_are_evicted_and_gc_removes_them() {
         assert_eq!(r.status(), 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(!tag_link("gone").exists(), "the unpulled tag is evicted");
     assert!(tag_link("kept").exists(), "a pulled tag stays");
     let (evicted, m) = proxy_metric(&s, "evicted").await;
     assert_eq!(evicted, 1, "{m}");
@@ -999,11 +1002,16 @@ async fn a_size_capped_cache_drops_the_least_recently_pulled_tags() {
             "docker/registry/v2/repositories/up/team/app/_manifests/tags/{tag}/current/link"
         ))
     };
+    // Counted after its link goes: wait on the count, not the file.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tag_link("b").exists() {
+    while proxy_metric(&s, "evicted").await.0 == 0 {
         assert!(Instant::now() < deadline, "the cap was not enforced");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        !tag_link("b").exists(),
+        "the least recently pulled tag went"
+    );
     assert!(
         tag_link("a").exists() && tag_link("c").exists(),
         "only what was needed went"
