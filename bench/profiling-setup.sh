@@ -1,8 +1,12 @@
-# Sourced by bench/profile.sh and bench/profile-push.sh: the profiling
+# Sourced by bench/profile.sh, bench/profile-push.sh and bench/count-fsyncs.sh: the profiling
 # build (the release build with symbols), a scratch directory removed on
 # exit with the server in $pid, and the htpasswd file (bench / benchpw).
-cargo build --profile profiling --locked -p registry -p htpasswd --bins --example regbench >&2
-BIN=$PWD/target/profiling
+# BIN=<dir> measures binaries built before (another commit's, to compare):
+# registry, htpasswd and examples/regbench in it.
+if [ -z "${BIN:-}" ]; then
+  cargo build --profile profiling --locked -p registry -p htpasswd --bins --example regbench >&2
+  BIN=$PWD/target/profiling
+fi
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::direct_io::DataFile;
+use super::durable_files;
 
 /// Where chunk files are and how to write them.
 #[derive(Debug, Clone)]
@@ -71,13 +72,31 @@ impl ChunkFiles {
             .map_err(blocking_failed)?
     }
 
-    /// Cuts the chunk file `key` to `len` bytes if it is longer (a failed
-    /// PATCH wrote past the last recorded end), durably.
-    pub async fn truncate(&self, key: &str, len: u64) -> std::io::Result<()> {
-        let (path, fsync) = (self.path(key), self.fsync);
-        tokio::task::spawn_blocking(move || truncate(&path, len, fsync))
-            .await
-            .map_err(blocking_failed)?
+    /// Makes the chunk file `key` the object `dest`: cut to `len` bytes if
+    /// it is longer (a failed PATCH wrote past the last recorded end),
+    /// renamed into place, durably. One trip to the blocking pool (a
+    /// blob's closing PUT made a round trip per step: `uploads`).
+    pub async fn publish(&self, key: &str, len: u64, dest: &str) -> std::io::Result<()> {
+        let (path, dest, fsync) = (self.path(key), self.path(dest), self.fsync);
+        tokio::task::spawn_blocking(move || {
+            truncate(&path, len, fsync)?;
+            durable_files::rename_into(&path, &dest, fsync)
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    /// Removes the directory `key` and everything in it (an upload session
+    /// that ended) in one trip to the blocking pool; a missing one is gone
+    /// already. Not synced: sessions are not durable (`durability`).
+    pub async fn remove_tree(&self, key: &str) -> std::io::Result<()> {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await
+        .map_err(blocking_failed)?
     }
 }
 

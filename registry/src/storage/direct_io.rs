@@ -1,5 +1,6 @@
-//! The local-disk backend: `object_store`'s `LocalFileSystem` for keys and
-//! small files, with blob data moved by `O_DIRECT` I/O.
+//! The local-disk backend: `object_store`'s `LocalFileSystem` for listings,
+//! small reads and conditional writes (other small files are written by
+//! `durable_files`), with blob data moved by `O_DIRECT` I/O.
 //!
 //! Why: blob data is written once and streamed out in large sequential
 //! pieces. Through the page cache every byte costs a copy into a freshly
@@ -34,6 +35,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use super::aligned::{is_aligned, Aligned, ALIGN};
+use super::durable_files;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -42,7 +44,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    UploadPart,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -136,30 +139,6 @@ impl fmt::Display for DirectIo {
 impl fmt::Debug for DirectIo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DirectIo({:?})", self.inner)
-    }
-}
-
-/// Creates `dir` and any missing parents; with `fsync`, makes each new
-/// directory entry durable (the new directories and the first one that
-/// already existed).
-fn create_dirs(dir: &FsPath, fsync: bool) -> std::io::Result<()> {
-    let first_existing = dir.ancestors().find(|a| a.exists()).map(FsPath::to_owned);
-    std::fs::create_dir_all(dir)?;
-    if fsync {
-        for d in dir.ancestors() {
-            File::open(d)?.sync_all()?;
-            if Some(d) == first_existing.as_deref() {
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn sync_parent(path: &FsPath) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
     }
 }
 
@@ -258,9 +237,7 @@ impl Staged {
     /// `sync_dirs`: make new directories durable (not for an upload
     /// session's chunks: `durability`).
     fn create(dest: PathBuf, sync_dirs: bool) -> std::io::Result<Staged> {
-        let mut name = dest.clone().into_os_string();
-        name.push(format!("#{}", rand::random::<u64>()));
-        let path = PathBuf::from(name);
+        let path = durable_files::staging_path(&dest);
         let open = || {
             OpenOptions::new()
                 .write(true)
@@ -271,7 +248,7 @@ impl Staged {
         let direct = match open() {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if let Some(dir) = dest.parent() {
-                    create_dirs(dir, sync_dirs)?;
+                    durable_files::create_dirs(dir, sync_dirs)?;
                 }
                 open()?
             }
@@ -303,7 +280,7 @@ impl Staged {
         }
         std::fs::rename(&self.path, &self.dest)?;
         if fsync && self.sync_dirs {
-            sync_parent(&self.dest)?;
+            durable_files::sync_parent(&self.dest)?;
         }
         Ok(())
     }
@@ -550,7 +527,23 @@ impl ObjectStore for DirectIo {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
+        // Links, manifests, records: written with only the fsyncs they need
+        // (`durable_files`). Conditional puts stay `LocalFileSystem`'s.
+        if opts.mode != PutMode::Overwrite || !opts.attributes.is_empty() {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let dest = self.inner.path_to_filesystem(location)?;
+        let fsync = self.fsync;
+        let written =
+            tokio::task::spawn_blocking(move || durable_files::write_file(&dest, &payload, fsync))
+                .await
+                .map_err(|e| generic(std::io::Error::other(e)))?;
+        written.map_err(generic)?;
+        Ok(PutResult {
+            e_tag: None,
+            version: None,
+            extensions: Default::default(),
+        })
     }
 
     async fn put_multipart_opts(

@@ -15,8 +15,8 @@
 //! offset) and starts that blob again, as docker does after any error. A
 //! process crash (SIGKILL) loses nothing at all: the page cache survives it.
 //!
-//! Per docker-style push of one blob that leaves 9 fsyncs where there were
-//! 23 (`docs/storage.md` lists them and which 3 are still redundant).
+//! Per docker-style push of one blob that left 9 fsyncs where there were
+//! 23; `durable_files` took 3 more (`docs/storage.md` lists the 6 left).
 
 use std::fmt;
 use std::ops::Range;

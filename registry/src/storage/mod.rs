@@ -13,6 +13,7 @@ pub mod backend;
 mod chunk_files;
 mod direct_io;
 mod durability;
+mod durable_files;
 mod event_queue;
 pub mod gc_guard;
 mod hashing;

@@ -594,15 +594,17 @@ impl Storage {
                         && self.rename_limit.is_none_or(|limit| last.end <= limit)
                         && self.own_chunk(name, id, last).await? =>
                 {
-                    if let Some(files) = &self.chunk_files {
-                        files
-                            .truncate(&last.chunk, last.end)
+                    match &self.chunk_files {
+                        Some(files) => files
+                            .publish(&last.chunk, last.end, target.as_ref())
                             .await
-                            .map_err(io_failed)?;
+                            .map_err(io_failed)?,
+                        None => {
+                            self.store
+                                .rename(&Path::from(last.chunk.as_str()), &target)
+                                .await?
+                        }
                     }
-                    self.store
-                        .rename(&Path::from(last.chunk.as_str()), &target)
-                        .await?;
                 }
                 // Several chunks, or one the backend can't rename (copy) in
                 // one request: streamed into the blob, and the chunks are
@@ -617,10 +619,27 @@ impl Storage {
         // repository's, this the blob's own.
         self.meta.invalidate(&target);
         self.link_blob(name, digest).await?;
+        self.remove_session(name, id).await?;
+        Ok(size)
+    }
+
+    /// Removes everything an upload session stored: on the local disk the
+    /// directory in one go (a listing and a delete per file otherwise, each
+    /// a trip to the blocking pool); key by key if that fails (a racing
+    /// PATCH just created a file in it) and on object stores.
+    async fn remove_session(&self, name: &RepoName, id: &UploadId) -> Result<(), StorageError> {
         let dir = layout::upload_dir(name, &id.0);
+        if let Some(files) = &self.chunk_files {
+            match files.remove_tree(dir.as_ref()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(key = %dir, error = %e, "removing the session key by key")
+                }
+            }
+        }
         self.delete_prefix(&dir).await?;
         self.remove_empty_dirs(&dir).await;
-        Ok(size)
+        Ok(())
     }
 
     /// Whether the closing PUT may rename `last`'s chunk file: on the local
@@ -695,10 +714,7 @@ impl Storage {
         if !self.upload_exists(name, id).await? {
             return Err(UploadError::Unknown);
         }
-        let dir = layout::upload_dir(name, &id.0);
-        self.delete_prefix(&dir).await?;
-        self.remove_empty_dirs(&dir).await;
-        Ok(())
+        Ok(self.remove_session(name, id).await?)
     }
 }
 
@@ -874,10 +890,7 @@ mod tests {
         name: &RepoName,
         id: &UploadId,
     ) -> Vec<std::path::PathBuf> {
-        let chunks = std::fs::canonicalize(dir)
-            .unwrap()
-            .join(layout::upload_dir(name, &id.0).as_ref())
-            .join("chunks");
+        let chunks = session_path(dir, name, id).join("chunks");
         let mut files: Vec<_> = std::fs::read_dir(chunks)
             .map(|d| d.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default();
@@ -939,7 +952,33 @@ mod tests {
                 .unwrap()
                 .join(layout::blob_data(&Digest::sha256_of(&all)).as_ref());
             assert_eq!(inode(&blob), chunk_inode, "{label}: renamed, not copied");
+            assert!(
+                !session_path(dir.path(), &name, &id).exists(),
+                "{label}: the session's directory is gone"
+            );
         }
+    }
+
+    fn session_path(dir: &std::path::Path, name: &RepoName, id: &UploadId) -> std::path::PathBuf {
+        std::fs::canonicalize(dir)
+            .unwrap()
+            .join(layout::upload_dir(name, &id.0).as_ref())
+    }
+
+    /// A cancelled session leaves nothing (with a chunk, claims and
+    /// records in it), and is unknown afterwards.
+    #[tokio::test]
+    async fn a_cancelled_upload_leaves_no_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let name: RepoName = "gone/soon".parse().unwrap();
+        let (s, id) = session_with(dir.path(), &name, &data(5000, 3)).await;
+        assert!(session_path(dir.path(), &name, &id).join("chunks").is_dir());
+        s.cancel_upload(&name, &id).await.unwrap();
+        assert!(!session_path(dir.path(), &name, &id).exists());
+        assert!(matches!(
+            s.upload_status(&name, &id).await,
+            Err(UploadError::Unknown)
+        ));
     }
 
     /// A session on local disk in `dir` with `first` appended.
