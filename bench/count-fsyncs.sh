@@ -19,10 +19,14 @@ REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$wo
   REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
   strace -f -qq -y -e trace=fsync,fdatasync -o "$work/trace" \
   "$BIN/registry" serve >"$work/registry.log" 2>&1 &
-pid=$!
+tracer=$!
 for _ in $(seq 400); do curl -s -o /dev/null "http://127.0.0.1:$port/livez" && break; sleep 0.05; done
+# The registry, not strace: strace does not pass SIGTERM on.
+pid=$(pgrep -P "$tracer")
 "$BIN/examples/regbench" --url "http://127.0.0.1:$port" --user bench --password benchpw \
   --repeat "$REPEAT" --sizes 1 --only push_1m_x256_c16 >"$work/out.json"
+# The trace is whole once strace has exited.
+kill "$pid"; wait "$tracer" || true; pid=
 python3 - "$work/trace" "$work/root" $((256 * REPEAT)) <<'PY'
 import collections, re, sys
 trace, root, blobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -39,7 +43,9 @@ kinds = [
 ]
 counts = collections.Counter()
 for line in open(trace):
-    m = re.search(r"f(?:data)?sync\(\d+<([^>]*)>\)\s+=\s+0", line)
+    # A call another thread interrupted is printed "<unfinished ...>" and
+    # "resumed" later: count its first line.
+    m = re.search(r"f(?:data)?sync\(\d+<([^>]*)>", line)
     if not m:
         continue
     path = m.group(1)
