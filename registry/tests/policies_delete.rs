@@ -276,7 +276,13 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
         let deleted = deleted.clone();
         pushers.push(tokio::spawn(async move {
             let mut after_delete = Vec::new();
-            for n in 0..20 {
+            // On until a few pushes are acknowledged after the delete: when
+            // it comes depends on the machine and on the metadata cache's
+            // ttl (the waiting GET below may see a cached miss for it).
+            for n in 0..1000 {
+                if after_delete.len() >= 3 {
+                    break;
+                }
                 let was_deleted = deleted.load(Ordering::SeqCst);
                 let tag = format!("p{p}-{n}");
                 let layer = format!("layer {p} {n}");
