@@ -52,19 +52,35 @@ pub(super) fn sync_parent(path: &Path) -> Result<()> {
 /// `fsync`, `to`'s directory is synced after (the file's data must already
 /// be on disk: callers flushed it when they wrote it).
 pub(super) fn rename_into(from: &Path, to: &Path, fsync: bool) -> Result<()> {
-    match std::fs::rename(from, to) {
-        Err(e) if e.kind() == ErrorKind::NotFound && from.exists() => {
-            if let Some(dir) = to.parent() {
-                create_dirs(dir, fsync)?;
-            }
-            std::fs::rename(from, to)?;
-        }
-        other => other?,
-    }
+    // A missing source is the caller's error (inner), not a reason to
+    // create the target's directory.
+    with_dirs(to, fsync, || match std::fs::rename(from, to) {
+        Err(e) if e.kind() == ErrorKind::NotFound && !from.exists() => Ok(Err(e)),
+        other => other.map(Ok),
+    })??;
     if fsync {
         sync_parent(to)?;
     }
     Ok(())
+}
+
+/// Tries `op` (which creates an entry in `path`'s directory); while it
+/// fails for want of that directory, creates it and tries again. A few
+/// times: a repository delete or GC removing empty directories at the same
+/// moment can take it away again.
+fn with_dirs<T>(path: &Path, fsync: bool, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match op() {
+            Err(e) if e.kind() == ErrorKind::NotFound && tries < 5 => {
+                tries += 1;
+                if let Some(dir) = path.parent() {
+                    create_dirs(dir, fsync)?;
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `path` with a staging suffix: `<path>#<digits>`.
@@ -79,21 +95,12 @@ pub(super) fn staging_path(path: &Path) -> PathBuf {
 /// entry flushed. Readers see the old file or the new one, never a part.
 pub(super) fn write_file(dest: &Path, data: &PutPayload, fsync: bool) -> Result<()> {
     let staged = staging_path(dest);
-    let create = || {
+    let file = with_dirs(dest, fsync, || {
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&staged)
-    };
-    let file = match create() {
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            if let Some(dir) = dest.parent() {
-                create_dirs(dir, fsync)?;
-            }
-            create()?
-        }
-        other => other?,
-    };
+    })?;
     let written = (|| {
         let mut at = 0;
         for piece in data.iter() {
@@ -175,6 +182,30 @@ mod tests {
         let err = rename_into(&from, &dir.path().join("c/d/data"), true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(!dir.path().join("c").exists());
+    }
+
+    /// A directory removed again under the writer (a repository delete
+    /// at the same moment) is created again, a few times, then the error
+    /// is the caller's.
+    #[test]
+    fn a_directory_removed_meanwhile_is_created_again_a_few_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("repo/_layers/link");
+        for (removals, succeeds) in [(0, true), (2, true), (5, true), (6, false)] {
+            let _ = std::fs::remove_dir_all(dir.path().join("repo"));
+            let mut calls = 0;
+            let got = with_dirs(&file, true, || {
+                calls += 1;
+                if calls <= removals {
+                    let _ = std::fs::remove_dir_all(dir.path().join("repo"));
+                }
+                File::create(&file)
+            });
+            assert_eq!(got.is_ok(), succeeds, "{removals} removals");
+            if !succeeds {
+                assert_eq!(got.unwrap_err().kind(), ErrorKind::NotFound);
+            }
+        }
     }
 
     #[test]
