@@ -14,13 +14,8 @@ cd "$(dirname "$0")/.."
 REPEAT=${REPEAT:-1}
 command -v strace >/dev/null || { echo "count-fsyncs.sh: needs strace (apt-get install strace)" >&2; exit 1; }
 . bench/profiling-setup.sh
-port=$(free_port)
-REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/root \
-  REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
-  strace -f -qq -y -e trace=fsync,fdatasync -o "$work/trace" \
-  "$BIN/registry" serve >"$work/registry.log" 2>&1 &
-tracer=$!
-for _ in $(seq 400); do curl -s -o /dev/null "http://127.0.0.1:$port/livez" && break; sleep 0.05; done
+start_registry strace -f -qq -y -e trace=fsync,fdatasync -o "$work/trace"
+tracer=$pid
 # The registry, not strace: strace does not pass SIGTERM on.
 pid=$(pgrep -P "$tracer")
 "$BIN/examples/regbench" --url "http://127.0.0.1:$port" --user bench --password benchpw \

@@ -18,12 +18,7 @@ SCENARIO=${SCENARIO:-push_512m_streamed}
 REPEAT=${REPEAT:-3}
 command -v perf >/dev/null || { echo "profile-push.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
 . bench/profiling-setup.sh
-port=$(free_port)
-REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/root \
-  REGISTRY_AUTH=htpasswd REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
-  "$BIN/registry" serve >"$work/registry.log" 2>&1 &
-pid=$!
-for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/livez" && break; sleep 0.05; done
+start_registry
 case $SCENARIO in push_[0-9]*m_*) ;; *) echo "profile-push.sh: SCENARIO is push_<MiB>m_<style> or push_1m_x256_c16" >&2; exit 2 ;; esac
 size=$(sed -E 's/^push_([0-9]+)m.*/\1/' <<<"$SCENARIO")
 # push_1m_x256_c16: 256 blobs a run.

@@ -238,22 +238,13 @@ impl Staged {
     /// session's chunks: `durability`).
     fn create(dest: PathBuf, sync_dirs: bool) -> std::io::Result<Staged> {
         let path = durable_files::staging_path(&dest);
-        let open = || {
+        let direct = durable_files::with_dirs(&dest, sync_dirs, || {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .custom_flags(libc::O_DIRECT)
                 .open(&path)
-        };
-        let direct = match open() {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if let Some(dir) = dest.parent() {
-                    durable_files::create_dirs(dir, sync_dirs)?;
-                }
-                open()?
-            }
-            other => other?,
-        };
+        })?;
         let buffered = match OpenOptions::new().write(true).open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -681,23 +672,7 @@ mod tests {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
 
-    /// Every file under `dir`, staging files included.
-    fn files(dir: &FsPath) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut todo = vec![dir.to_owned()];
-        while let Some(d) = todo.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    todo.push(p);
-                } else {
-                    out.push(p.strip_prefix(dir).unwrap().display().to_string());
-                }
-            }
-        }
-        out.sort();
-        out
-    }
+    use super::durable_files::files_under as files;
 
     async fn upload(store: &DirectIo, key: &Path, parts: &[&[u8]]) {
         let mut up = store.put_multipart(key).await.unwrap();

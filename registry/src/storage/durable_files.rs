@@ -68,7 +68,11 @@ pub(super) fn rename_into(from: &Path, to: &Path, fsync: bool) -> Result<()> {
 /// fails for want of that directory, creates it and tries again. A few
 /// times: a repository delete or GC removing empty directories at the same
 /// moment can take it away again.
-fn with_dirs<T>(path: &Path, fsync: bool, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+pub(super) fn with_dirs<T>(
+    path: &Path,
+    fsync: bool,
+    mut op: impl FnMut() -> Result<T>,
+) -> Result<T> {
     let mut tries = 0;
     loop {
         match op() {
@@ -123,35 +127,31 @@ pub(super) fn write_file(dest: &Path, data: &PutPayload, fsync: bool) -> Result<
     Ok(())
 }
 
+/// Every file under `dir` (staging files included), relative to it, sorted:
+/// what the tests of the local writers compare.
+#[cfg(test)]
+pub(super) fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every file under `dir`, staging files included.
-    fn files(dir: &Path) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in walkdir(dir) {
-            out.push(e.strip_prefix(dir).unwrap().display().to_string());
-        }
-        out.sort();
-        out
-    }
-
-    fn walkdir(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut todo = vec![dir.to_owned()];
-        while let Some(d) = todo.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    todo.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out
-    }
+    use super::files_under as files;
 
     #[test]
     fn write_file_creates_directories_and_replaces_whole_files() {
