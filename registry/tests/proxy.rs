@@ -1029,3 +1029,265 @@ async fn a_size_capped_cache_drops_the_least_recently_pulled_tags() {
         }
     }
 }
+
+const ALICE: (&str, &str) = ("alice", "alice-pw");
+const BOB: (&str, &str) = ("bob", "bob-pw");
+
+/// A proxy of `hub` (this registry, alice's credentials upstream) whose
+/// ACL is `acl`, with users alice and bob.
+async fn proxy_with_acl(hub: &TestServer, prefix: &str, acl: &str) -> TestServer {
+    let url = hub.base.clone();
+    let prefix = prefix.to_owned();
+    let acl = acl.to_owned();
+    proxy_with(
+        vec![ProxyUpstream {
+            prefix,
+            url,
+            username: Some(support::USER.into()),
+            password: Some(support::PASSWORD.into()),
+            tag_ttl: Some(Duration::from_secs(60)),
+            ..Default::default()
+        }],
+        move |c| support::users_and_acl(c, &[ALICE, BOB], &acl),
+    )
+    .await
+}
+
+/// Item 1 of the security review: a proxied name served any digest stored
+/// anywhere (a manifest is a blob too), to anyone who may pull that name.
+/// Table: the proxy prefix `up` (private content pushed here), and
+/// `remoteurl` (private content cached from the upstream by its one user).
+#[tokio::test]
+async fn a_proxied_name_never_serves_private_blobs_or_manifests_by_digest() {
+    let hub = TestServer::start().await;
+    let shared = b"a layer both the private image and the public one have".to_vec();
+    let (_, _) = hub
+        .client()
+        .push_image("pub/app", "v1", &[&shared, b"public only"])
+        .await;
+    let (hub_secret, _) = hub
+        .client()
+        .push_image("secret/app", "v1", &[b"upstream secret layer"])
+        .await;
+    let _ = hub_secret;
+    struct Case {
+        prefix: &'static str,
+        acl: &'static str,
+        /// Where alice's private image is (pushed here, or pulled through).
+        private: &'static str,
+        /// The proxied name the attackers use, and its `?ns=` twin.
+        proxied: &'static str,
+        ns_twin: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            prefix: "up",
+            acl: r#"
+                default = ["pull"]
+                anonymous = ["pull"]
+                [[rules]]
+                repository = "private/**"
+                pull = ["alice"]
+                push = ["alice"]
+            "#,
+            private: "private/app",
+            proxied: "up/pub/app",
+            ns_twin: Some("pub/app"),
+        },
+        Case {
+            prefix: "",
+            acl: r#"
+                default = ["pull"]
+                anonymous = ["pull"]
+                [[rules]]
+                repository = "secret/**"
+                pull = ["alice"]
+            "#,
+            private: "secret/app",
+            proxied: "pub/app",
+            ns_twin: None,
+        },
+    ];
+    for case in cases {
+        let s = proxy_with_acl(&hub, case.prefix, case.acl).await;
+        let alice = support::client_as(&s, &[ALICE, BOB], "alice");
+        let secret_layer = b"private layer of alice".to_vec();
+        let (manifest, blobs) = if case.prefix.is_empty() {
+            // remoteurl: alice pulls the upstream's private image through.
+            let r = fetch_manifest(
+                &alice,
+                reqwest::Method::GET,
+                &format!("/v2/{}/manifests/v1", case.private),
+            )
+            .await;
+            assert_eq!(r.status(), 200, "alice pulls her image through the cache");
+            let m: serde_json::Value = r.json().await.unwrap();
+            let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
+            for l in m["layers"].as_array().unwrap() {
+                let d = l["digest"].as_str().unwrap().to_owned();
+                let r = get(&alice, &format!("/v2/{}/blobs/{d}", case.private)).await;
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+                blobs.push(d);
+            }
+            (hub_secret.clone(), blobs)
+        } else {
+            let (m, _) = alice
+                .push_image(case.private, "v1", &[&secret_layer, &shared, b"3"])
+                .await;
+            let config = r#"{"architecture":"amd64","os":"linux","n":3}"#;
+            (
+                m,
+                vec![
+                    sha256_digest(config.as_bytes()),
+                    sha256_digest(&secret_layer),
+                ],
+            )
+        };
+        let bob = support::client_as(&s, &[ALICE, BOB], "bob");
+        let anonymous = s.anonymous();
+        let mut paths = vec![case.proxied.to_owned()];
+        if let Some(twin) = case.ns_twin {
+            paths.push(format!("{twin}?ns={}", case.prefix));
+        }
+        for (who, c) in [("anonymous", &anonymous), ("bob", &bob)] {
+            // The private repository itself is closed to them.
+            let r = get(c, &format!("/v2/{}/manifests/{manifest}", case.private)).await;
+            assert!(
+                [401, 403].contains(&r.status().as_u16()),
+                "{who}: {}",
+                r.status()
+            );
+            for name in &paths {
+                let (path, query) = name
+                    .split_once('?')
+                    .map_or((name.as_str(), ""), |(p, q)| (p, q));
+                let q = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{query}")
+                };
+                for d in blobs.iter().chain([&manifest]) {
+                    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+                        let r = c
+                            .request(method.clone(), &format!("/v2/{path}/blobs/{d}{q}"))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 404, "{who} {method} {path} blob {d}{q}");
+                        if method == reqwest::Method::GET {
+                            assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+                        }
+                    }
+                }
+                let r = fetch_manifest(
+                    c,
+                    reqwest::Method::GET,
+                    &format!("/v2/{path}/manifests/{manifest}{q}"),
+                )
+                .await;
+                assert_eq!(r.status(), 404, "{who} {path} manifest {manifest}{q}");
+                assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+            }
+        }
+        // Nothing was linked into the proxied repository by the attempts.
+        let layers = s.storage_root().join(format!(
+            "docker/registry/v2/repositories/{}/_layers/sha256",
+            case.proxied
+        ));
+        for d in blobs.iter().chain([&manifest]) {
+            let link = layers.join(d.trim_start_matches("sha256:"));
+            assert!(!link.exists(), "{} linked {d}", case.proxied);
+        }
+        // The digest the upstream really has under that name is still
+        // served, from the copy already stored (one blob file).
+        let shared_digest = sha256_digest(&shared);
+        let label = if case.prefix.is_empty() {
+            hub.base.as_str()
+        } else {
+            "up"
+        };
+        let misses = |text: &str| {
+            metric(
+                text,
+                &format!("registry_proxy_misses_total{{upstream=\"{label}\"}}"),
+            )
+        };
+        let before = misses(&s.metrics_text().await);
+        let r = get(
+            &anonymous,
+            &format!("/v2/{}/blobs/{shared_digest}", case.proxied),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{}: the upstream has it", case.proxied);
+        assert_eq!(r.bytes().await.unwrap(), shared);
+        if !case.prefix.is_empty() {
+            // Stored here already (alice pushed it): linked, not fetched.
+            assert_eq!(misses(&s.metrics_text().await), before, "no upstream fetch");
+        }
+        assert!(layers
+            .join(shared_digest.trim_start_matches("sha256:"))
+            .exists());
+        s.stop().await;
+    }
+}
+
+/// Item 2 of the security review: `?ns=` (and the Docker mirror rewrite)
+/// served `up/<name>` to callers the ACL kept out of `up/**`, checked only
+/// on the name in the path.
+#[tokio::test]
+async fn ns_and_the_mirror_rewrite_cannot_read_around_the_acl_of_a_proxy_prefix() {
+    let hub = TestServer::start().await;
+    let (digest, _) = hub
+        .client()
+        .push_image("secret/app", "latest", &[b"upstream private layer"])
+        .await;
+    let layer = sha256_digest(b"upstream private layer");
+    let acl = r#"
+        admins = ["alice"]
+        default = ["pull", "push"]
+        [[rules]]
+        repository = "up/**"
+        pull = ["alice"]
+    "#;
+    for mirror in [false, true] {
+        let url = hub.base.clone();
+        let s = proxy_with(
+            vec![ProxyUpstream {
+                prefix: "up".into(),
+                url,
+                username: Some(support::USER.into()),
+                password: Some(support::PASSWORD.into()),
+                docker_mirror: mirror,
+                ..Default::default()
+            }],
+            |c| support::users_and_acl(c, &[ALICE, BOB], acl),
+        )
+        .await;
+        let bob = support::client_as(&s, &[ALICE, BOB], "bob");
+        let alice = support::client_as(&s, &[ALICE, BOB], "alice");
+        let q = if mirror { "" } else { "?ns=up" };
+        let paths = [
+            format!("/v2/secret/app/manifests/latest{q}"),
+            format!("/v2/secret/app/manifests/{digest}{q}"),
+            format!("/v2/secret/app/blobs/{layer}{q}"),
+            format!("/v2/secret/app/tags/list{q}"),
+            format!("/v2/secret/app/referrers/{digest}{q}"),
+        ];
+        for path in &paths {
+            let direct = path.replace("/v2/secret/", "/v2/up/secret/").replace(q, "");
+            for p in [path, &direct] {
+                let r = fetch_manifest(&bob, reqwest::Method::GET, p).await;
+                assert_eq!(r.status(), 403, "bob {p} (mirror {mirror})");
+                assert_eq!(error_code(r).await, "DENIED", "bob {p}");
+            }
+            let r = fetch_manifest(&alice, reqwest::Method::GET, path).await;
+            assert_eq!(r.status(), 200, "alice {path} (mirror {mirror})");
+        }
+        // bob's own repositories, under no prefix, stay his.
+        bob.push_image("team/own", "v1", &[b"own layer"]).await;
+        let r = fetch_manifest(&bob, reqwest::Method::GET, "/v2/team/own/manifests/v1").await;
+        assert_eq!(r.status(), 200, "hosted name (mirror {mirror})");
+        s.stop().await;
+    }
+}

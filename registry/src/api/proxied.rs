@@ -130,6 +130,11 @@ pub async fn read(
         return None;
     };
     let target = target_of(state, proxy, name, parts).await?;
+    if target.local != *name {
+        if let Some(refused) = crate::auth::refuse_rerouted(state, parts, &target.local) {
+            return Some(Ok(refused));
+        }
+    }
     Some(match route {
         Route::Manifest(_, raw) => manifest(state, proxy, &target, raw, parts).await,
         Route::Blob(_, raw) => blob(state, proxy, &target, raw, parts).await,
@@ -170,10 +175,23 @@ async fn manifest(
 async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Parts) -> ApiResult {
     let digest = blobs::parse_digest(raw)?;
     let storage = &state.storage;
+    let unknown = || {
+        ApiError::new(Code::BlobUnknown, "blob unknown to the upstream")
+            .detail(json!({ "digest": digest.to_string(), "upstream": t.upstream.client.url }))
+    };
     let cached = match storage.repo_blob_size(&t.local, &digest).await? {
         Some(_) => true,
-        // Content is content: a blob another repository cached is linked.
+        // Content is content, so a blob stored for another repository is
+        // linked rather than fetched again, but only once the upstream
+        // confirms it has it under this name. Storage holds private
+        // repositories' blobs (and manifests, which are blobs too): linking
+        // any stored digest would give whoever may pull a proxied name
+        // every private image whose digest they know.
         None if storage.blob_size(&digest).await?.is_some() => {
+            proxy
+                .head_blob(t, &digest)
+                .await
+                .map_err(|e| upstream_error(e, unknown()))?;
             storage.link_blob(&t.local, &digest).await?;
             true
         }
@@ -184,10 +202,6 @@ async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Pa
         let response = blobs::get(state, &t.local, raw, parts).await?;
         return Ok(with_cache(response, CacheStatus::Hit));
     }
-    let unknown = || {
-        ApiError::new(Code::BlobUnknown, "blob unknown to the upstream")
-            .detail(json!({ "digest": digest.to_string(), "upstream": t.upstream.client.url }))
-    };
     if parts.method == Method::HEAD {
         let size = proxy
             .head_blob(t, &digest)

@@ -242,6 +242,55 @@ pub async fn require_auth(
     response
 }
 
+/// The refusal for an allowed request that the pull-through cache reroutes
+/// to another repository (`?ns=`, `remoteurl`'s `library/` or the Docker
+/// mirror rewrite) which the caller may not pull: the ACL decided on the
+/// name in the path, and the caller needs the same access on the name the
+/// content is served from, or `?ns=` would read around a rule on a proxy
+/// prefix with the registry's own upstream credentials. `None` when the
+/// request's grant covers `rerouted` too.
+pub fn refuse_rerouted(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    rerouted: &RepoName,
+) -> Option<Response> {
+    let grant = parts.extensions.get::<Grant>()?;
+    let access = Access {
+        resource: Resource::Repository(rerouted.clone()),
+        actions: Actions::PULL,
+    };
+    if grant.allows(&access) {
+        return None;
+    }
+    let auth = &state.auth;
+    let mut needed = access::needed(&parts.method, parts.uri.path());
+    needed.accesses.push(access);
+    let user = parts
+        .extensions
+        .get::<User>()
+        .map(|u| u.0.clone())
+        .unwrap_or_default();
+    let refusal = match grant {
+        Grant::Token(_) => Refusal::InsufficientScope,
+        Grant::Acl { user: Some(_), .. } => Refusal::Denied,
+        Grant::Acl { user: None, .. } | Grant::All => Refusal::Challenge {
+            message: "authentication required",
+            invalid_token: false,
+        },
+    };
+    auth.audit.record(&Event {
+        event: "denied",
+        user: &user,
+        repository: rerouted.as_str(),
+        requested: &scope_list(&needed),
+        method: parts.method.as_str(),
+        ..Default::default()
+    });
+    let mut response = refuse(auth, refusal, &needed, &parts.headers, false);
+    response.extensions_mut().insert(User(user));
+    Some(response)
+}
+
 fn repository_of(needed: &Needed) -> String {
     needed
         .accesses
