@@ -44,6 +44,8 @@ pub struct App {
     pub pulls: Arc<pull_log::PullLog>,
     /// What the quota scopes hold (`[[policies.quota]]`).
     pub quota: Arc<quota::Ledger>,
+    /// Webhooks, when `notifications.endpoints` has an enabled one.
+    pub notifier: Option<Arc<notify::Notifier>>,
 }
 
 pub type AppState = Arc<App>;

@@ -13,6 +13,8 @@
 //! * `registry_auth_failures_total{reason}`: `missing` / `invalid`
 //!   credentials (401), `denied` (403), `throttled` (429)
 //! * `registry_storage_errors_total{operation}`: backend failures
+//! * `registry_storage_operations_total{operation}`: backend operations
+//!   asked for (get, head, put, list, delete, copy, rename)
 //! * `registry_gc_runs_total{result}`, `registry_gc_bytes_freed_total`,
 //!   `registry_gc_blobs_deleted_total`, `registry_gc_manifests_deleted_total`,
 //!   `registry_gc_duration_seconds`, `registry_gc_last_success_timestamp_seconds`,
@@ -55,7 +57,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::gc::{GcError, Report};
-use crate::storage::metered::ErrorSink;
+use crate::storage::metered::{ErrorSink, Outcome};
 use crate::AppState;
 
 const REQUEST_BUCKETS: [f64; 14] = [
@@ -124,6 +126,7 @@ pub struct Metrics {
     uploads_in_flight: Gauge,
     auth_failures: Family<ReasonLabel, Counter>,
     storage_errors: Family<OperationLabel, Counter>,
+    storage_operations: Family<OperationLabel, Counter>,
     gc_runs: Family<ResultLabel, Counter>,
     gc_bytes_freed: Counter,
     gc_blobs_deleted: Counter,
@@ -215,6 +218,7 @@ impl Metrics {
         let uploads_in_flight = Gauge::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         let storage_errors = Family::<OperationLabel, Counter>::default();
+        let storage_operations = Family::<OperationLabel, Counter>::default();
         let gc_runs = Family::<ResultLabel, Counter>::default();
         let retention_runs = Family::<ResultLabel, Counter>::default();
         let retention_removed = Counter::default();
@@ -279,6 +283,11 @@ impl Metrics {
             "registry_storage_errors",
             "Storage backend failures, by operation",
             storage_errors.clone(),
+        );
+        registry.register(
+            "registry_storage_operations",
+            "Storage backend operations asked for, by operation",
+            storage_operations.clone(),
         );
         registry.register(
             "registry_gc_runs",
@@ -358,6 +367,7 @@ impl Metrics {
             uploads_in_flight,
             auth_failures,
             storage_errors,
+            storage_operations,
             gc_runs,
             gc_bytes_freed,
             gc_blobs_deleted,
@@ -406,8 +416,13 @@ impl Metrics {
     /// For `Storage::with_error_sink`.
     pub fn storage_error_sink(self: &Arc<Self>) -> ErrorSink {
         let errors = self.storage_errors.clone();
-        Arc::new(move |operation| {
-            errors.get_or_create(&OperationLabel { operation }).inc();
+        let operations = self.storage_operations.clone();
+        Arc::new(move |operation, outcome| {
+            let family = match outcome {
+                Outcome::Started => &operations,
+                Outcome::Failed => &errors,
+            };
+            family.get_or_create(&OperationLabel { operation }).inc();
         })
     }
 
@@ -662,7 +677,7 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new(true);
-        (m.storage_error_sink())("put");
+        (m.storage_error_sink())("put", Outcome::Failed);
         let text = m.encode();
         // Families without samples yet (e.g. requests) are not listed.
         for name in [

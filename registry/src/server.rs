@@ -105,6 +105,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(p) = &proxy {
         metrics.add_registry(p.metrics.registry());
     }
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    // Every entrance that changes what is stored (the `/v2` API, the UI)
+    // emits through this one notifier.
+    let notifier = crate::notify::Notifier::new(config, &storage, &metrics, addr.port());
     let quota = Arc::new(crate::quota::Ledger::new(storage.clone()));
     metrics.add_registry(quota.registry());
     let app = Arc::new(App {
@@ -122,6 +133,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
         pulls: pulls.clone(),
         quota: quota.clone(),
+        notifier: notifier.clone(),
     });
     if let Some(path) = &config.source {
         crate::reload::spawn(&app, path.clone());
@@ -129,14 +141,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let storage_for_ops = app.storage.clone();
     let headers = api::headers::parse(&config.http.headers)?;
 
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
     let (shutdown, mut stop) = watch::channel(false);
     let after_gc = crate::ops::AfterGc {
         ledger: quota.clone(),
@@ -189,7 +193,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 shutdown.subscribe(),
             ));
     }
-    let notifier = crate::notify::Notifier::new(config, &storage_for_ops, &metrics, addr.port());
     if let Some(n) = &notifier {
         background.tasks.extend(n.spawn(shutdown.subscribe()));
     }

@@ -546,3 +546,183 @@ notifications:
     let events = rx.wait_for(5, Duration::from_secs(20)).await;
     assert_eq!(digests_of(&events), digests);
 }
+
+/// Every storage operation the registry has asked of its backend.
+async fn storage_operations(s: &TestServer) -> u64 {
+    s.metrics_text()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("registry_storage_operations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until every queued event was delivered (nothing the delivery task
+/// does then touches storage).
+async fn wait_delivered(s: &TestServer) {
+    let addr = s.metrics_addr().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&addr, "registry_notifications_pending").await > 0.0 {
+        assert!(Instant::now() < deadline, "events still pending after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Security review, item 3: the notification layer read every tag of a
+/// repository for each `DELETE /v2/<name>/manifests/<digest>` before
+/// authentication answered 401 (300 tags: 242 ms per anonymous request,
+/// and an oracle for whether a repository exists and how many tags it has).
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_manifest_deletes_cost_no_storage_work_whatever_the_tag_count() {
+    let rx = Receiver::start().await;
+    let s = ours_with(endpoint(&rx.url)).await;
+    let c = s.client();
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let (digest, manifest) = c.push_image("big/app", "t0", &[b"one layer"]).await;
+    for i in 1..300 {
+        c.push_manifest("big/app", &format!("t{i}"), media, &manifest)
+            .await;
+    }
+    assert_eq!(c.tag_list("big/app").await.len(), 300);
+    c.push_image("small/app", "v1", &[b"one layer"]).await;
+    let r = c.delete("/v2/small/app/manifests/v1").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    wait_delivered(&s).await;
+    let anonymous = s.anonymous();
+    let mut medians = Vec::new();
+    for repo in ["big/app", "small/app", "none/app"] {
+        let before = storage_operations(&s).await;
+        let mut took = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let r = anonymous
+                .delete(&format!("/v2/{repo}/manifests/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            took.push(started.elapsed());
+            assert_eq!(r.status(), 401, "{repo}");
+        }
+        let operations = storage_operations(&s).await - before;
+        // Before the fix: 20 × (a tag listing + 300 tag reads) for big/app.
+        // Background work may add one or two; a request adds none.
+        assert!(
+            operations < 5,
+            "{repo}: 20 anonymous deletes asked storage for {operations} operations"
+        );
+        took.sort();
+        medians.push((repo, took[10]));
+    }
+    println!("median anonymous DELETE: {medians:?}");
+    // The tag count does not show in the answer's timing either.
+    let (big, small) = (medians[0].1, medians[1].1);
+    assert!(
+        big < small * 4 + Duration::from_millis(20),
+        "big/app {big:?} against small/app {small:?}"
+    );
+    // The authorized delete still sends one event per tag it removed.
+    let r = c
+        .delete(&format!("/v2/big/app/manifests/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_delivered(&s).await;
+    let deletes: Vec<Value> = dedupe(rx.events())
+        .into_iter()
+        .filter(|e| e["action"] == "delete" && e["target"]["repository"] == "big/app")
+        .collect();
+    assert_eq!(deletes.len(), 301, "the manifest and its 300 tags");
+    assert_eq!(deletes[0]["target"]["digest"], digest.as_str());
+    assert_eq!(deletes[0]["actor"]["name"], support::USER);
+}
+
+/// Security review, item 10: the UI's delete called the manifest handler
+/// directly, so it sent no webhook and skipped the pull-through cache's
+/// refusal of writes (the API answers 405; the UI deleted and said 303).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ui_delete_sends_the_api_deletes_events_and_cannot_delete_from_a_cache() {
+    let hub = TestServer::start().await;
+    let (cached, _) = hub
+        .client()
+        .push_image("lib/app", "v1", &[b"upstream layer"])
+        .await;
+    let rx = Receiver::start().await;
+    let (hub_url, rx_url) = (hub.base.clone(), rx.url.clone());
+    let s = TestServer::start_with(move |c| {
+        c.notifications.endpoints = vec![endpoint(&rx_url)];
+        c.metrics.addr = Some("127.0.0.1:0".into());
+        c.proxy.upstreams = vec![registry::config::ProxyUpstream {
+            prefix: "up".into(),
+            url: hub_url,
+            username: Some(support::USER.into()),
+            password: Some(support::PASSWORD.into()),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let c = s.client();
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    // The same image twice tagged in two repositories: one deleted by the
+    // API, one through the UI, both by digest.
+    let mut digest = String::new();
+    for repo in ["by/api", "by/ui"] {
+        let (d, manifest) = c.push_image(repo, "v1", &[b"a layer"]).await;
+        c.push_manifest(repo, "v2", media, &manifest).await;
+        digest = d;
+    }
+    wait_delivered(&s).await;
+    let r = c
+        .delete(&format!("/v2/by/api/manifests/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (cookie, csrf) = support::ui_session(&s.base, support::USER, support::PASSWORD).await;
+    let ui_delete = |name: &str, reference: &str| {
+        let body = support::form_body(&[("name", name), ("reference", reference), ("csrf", &csrf)]);
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(s.url("/ui/delete"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let r = ui_delete("by/ui", &digest).await.unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    wait_delivered(&s).await;
+    let deletes = |repo: &str| -> Vec<Value> {
+        dedupe(rx.events())
+            .into_iter()
+            .filter(|e| e["action"] == "delete" && e["target"]["repository"] == repo)
+            .map(|e| {
+                let mut shape = shape(&e);
+                shape["target"]["repository"] = Value::Null;
+                shape["request.method"] = e["request"]["method"].clone();
+                shape
+            })
+            .collect()
+    };
+    let (api, ui) = (deletes("by/api"), deletes("by/ui"));
+    assert_eq!(api.len(), 3, "the manifest and its two tags: {api:#?}");
+    assert_eq!(
+        ui, api,
+        "the UI's delete events (left) and the API's (right)"
+    );
+    // A repository of the pull-through cache: the API refuses deletes
+    // there, and so does the UI.
+    let path = "/v2/up/lib/app/manifests/v1";
+    let r = c.get(path).header("accept", media).send().await.unwrap();
+    assert_eq!(r.status(), 200, "pulled through the cache");
+    let r = c.delete(path).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = ui_delete("up/lib/app", "v1").await.unwrap();
+    assert_eq!(r.status(), 405, "the UI refuses as the API does");
+    assert!(r.text().await.unwrap().contains("pull-through cache"));
+    let r = c.get(path).header("accept", media).send().await.unwrap();
+    assert_eq!(r.status(), 200, "still cached");
+    assert_eq!(r.headers()["docker-content-digest"], cached.as_str());
+}

@@ -314,14 +314,14 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts)
             "deletes are disabled on this registry",
         ));
     }
-    let deleted = match &reference {
+    let untagged = match &reference {
         Reference::Tag(t) => {
             if let Some(p) = binding_protection(state, name, t, parts) {
                 if let Some(current) = state.storage.resolve_tag(name, t).await? {
                     return Err(immutable_refusal(name, t, &current, &p, "deleted"));
                 }
             }
-            state.storage.delete_tag(name, t).await?
+            state.storage.delete_tag(name, t).await?.then(Vec::new)
         }
         Reference::Digest(d) => {
             refuse_if_protected(state, name, d, parts).await?;
@@ -335,11 +335,19 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts)
                 .await?
         }
     };
-    if !deleted {
+    let Some(untagged) = untagged else {
         return Err(manifest_unknown(&reference));
-    }
-    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+    };
+    let mut response = (StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response();
+    response.extensions_mut().insert(Untagged(untagged));
+    Ok(response)
 }
+
+/// The tags a manifest delete by digest removed with it (registry:2 sends
+/// a delete event for each), in the response's extensions: what the delete
+/// itself saw, so nothing reads the tags before the request is authorized.
+#[derive(Debug, Clone, Default)]
+pub struct Untagged(pub Vec<Tag>);
 
 /// The immutable rule that protects `tag` in `name` from this request's
 /// user (an admin is exempt where the rule allows it).

@@ -16,8 +16,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 
-use super::event::{Actor, Event, RequestInfo, SourceInfo, Target};
+use super::event::{RequestInfo, Target};
 use super::Notifier;
+use crate::api::manifests::Untagged;
 use crate::api::route::{self, Route};
 use crate::auth::User;
 use crate::oci::Digest;
@@ -64,12 +65,6 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
     ) {
         return next.run(request).await;
     }
-    // Deleting a manifest untags it everywhere: registry:2 sends a delete
-    // event per tag as well, so the tags are read before they go.
-    let untagged = match (&method, &route) {
-        (&Method::DELETE, Route::Manifest(name, reference)) => tags_of(&n, name, reference).await,
-        _ => Vec::new(),
-    };
     let query = request.uri().query().unwrap_or_default().to_owned();
     let headers = request.headers().clone();
     let peer = request
@@ -113,13 +108,19 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
             "pull"
         }
         (&Method::DELETE, Route::Manifest(name, reference), StatusCode::ACCEPTED) => {
-            target.repository = name.to_string();
-            if is_digest(reference) {
-                target.digest = reference.clone();
-            } else {
-                target.tag = reference.clone();
-            }
-            "delete"
+            // Deleting a manifest untags it: registry:2 sends a delete event
+            // per tag as well. The handler says which tags it removed, so
+            // nothing is read here (and nothing before authentication).
+            let untagged: Vec<String> = response
+                .extensions()
+                .get::<Untagged>()
+                .map(|u| u.0.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            let targets = Notifier::delete_targets(name.as_str(), reference, &untagged);
+            let request = request_info(&headers, peer, &method);
+            n.emit_action("delete", targets, &request, &actor_of(&response))
+                .await;
+            return response;
         }
         (
             &Method::GET,
@@ -173,74 +174,29 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
             n.scheme, target.repository, target.digest
         );
     }
-    let actor = response
+    let request = request_info(&headers, peer, &method);
+    n.emit_action(action, vec![target], &request, &actor_of(&response))
+        .await;
+    response
+}
+
+/// The event's actor: the authenticated user, empty for anonymous.
+fn actor_of(response: &Response) -> String {
+    response
         .extensions()
         .get::<User>()
         .map(|u| u.0.clone())
         .filter(|u| u != crate::auth::ANONYMOUS)
-        .unwrap_or_default();
-    let request_info = RequestInfo {
-        id: uuid::Uuid::new_v4().to_string(),
-        addr: peer,
-        host,
-        method: method.to_string(),
-        useragent: header_str(&headers, header::USER_AGENT),
-    };
-    let mut targets = vec![target.clone()];
-    if action == "delete" {
-        targets.extend(untagged.into_iter().map(|tag| Target {
-            repository: target.repository.clone(),
-            tag,
-            ..Default::default()
-        }));
-    }
-    for target in targets {
-        n.emit(Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            timestamp: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            action: action.into(),
-            target,
-            request: request_info.clone(),
-            actor: Actor {
-                name: actor.clone(),
-            },
-            source: SourceInfo {
-                addr: n.source_addr.clone(),
-                instance_id: n.instance_id.clone(),
-            },
-        })
-        .await;
-    }
-    response
+        .unwrap_or_default()
 }
 
-/// The tags of `name` that point at `reference` (a digest).
-async fn tags_of(n: &Notifier, name: &crate::oci::RepoName, reference: &str) -> Vec<String> {
-    let Ok(digest) = reference.parse::<Digest>() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for tag in n
-        .storage
-        .tags(name)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-    {
-        let Ok(t) = tag.parse::<crate::oci::Tag>() else {
-            continue;
-        };
-        if n.storage
-            .resolve_tag(name, &t)
-            .await
-            .ok()
-            .flatten()
-            .as_ref()
-            == Some(&digest)
-        {
-            out.push(tag);
-        }
+/// registry:2's `request` block of an event.
+pub fn request_info(headers: &HeaderMap, addr: String, method: &Method) -> RequestInfo {
+    RequestInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        addr,
+        host: header_str(headers, header::HOST),
+        method: method.to_string(),
+        useragent: header_str(headers, header::USER_AGENT),
     }
-    out
 }

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, NotifyEndpoint};
 use crate::metrics::{EndpointLabel, Metrics, NotifyMetrics};
 use crate::storage::Storage;
-use event::Event;
+use event::{Actor, Event, RequestInfo, SourceInfo, Target};
 
 struct Endpoint {
     config: NotifyEndpoint,
@@ -98,6 +98,56 @@ impl Notifier {
             .iter()
             .map(|e| tokio::spawn(deliver::run(self.clone(), e.clone(), shutdown.clone())))
             .collect()
+    }
+
+    /// Queues one `action` event per target, as `actor` through `request`
+    /// (the `/v2` middleware, the UI and other entrances that change what
+    /// is stored); returns once they are stored.
+    pub async fn emit_action(
+        &self,
+        action: &str,
+        targets: Vec<Target>,
+        request: &RequestInfo,
+        actor: &str,
+    ) {
+        for target in targets {
+            self.emit(Event {
+                id: uuid::Uuid::new_v4().to_string(),
+                timestamp: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+                action: action.into(),
+                target,
+                request: request.clone(),
+                actor: Actor {
+                    name: actor.to_owned(),
+                },
+                source: SourceInfo {
+                    addr: self.source_addr.clone(),
+                    instance_id: self.instance_id.clone(),
+                },
+            })
+            .await;
+        }
+    }
+
+    /// The delete events of manifest `reference` of `repository`: the
+    /// manifest (by digest, or the tag deleted), then each tag that a
+    /// delete by digest removed with it, as registry:2 sends them.
+    pub fn delete_targets(repository: &str, reference: &str, untagged: &[String]) -> Vec<Target> {
+        let mut manifest = Target {
+            repository: repository.to_owned(),
+            ..Default::default()
+        };
+        if reference.parse::<crate::oci::Digest>().is_ok() {
+            manifest.digest = reference.to_owned();
+        } else {
+            manifest.tag = reference.to_owned();
+        }
+        let tags = untagged.iter().map(|tag| Target {
+            repository: repository.to_owned(),
+            tag: tag.clone(),
+            ..Default::default()
+        });
+        std::iter::once(manifest).chain(tags).collect()
     }
 
     /// Queues `event` for every endpoint whose filters let it through;

@@ -1,5 +1,6 @@
-//! An `ObjectStore` wrapper that counts backend failures per operation, for
-//! the `registry_storage_errors_total` metric, and opens a span per
+//! An `ObjectStore` wrapper that counts backend operations and failures per
+//! operation, for the `registry_storage_operations_total` and
+//! `registry_storage_errors_total` metrics, and opens a span per
 //! operation beneath the request's for OpenTelemetry (`crate::otel`; debug
 //! level, so never built while tracing is off). "Not found" and "already
 //! exists" are answers, not failures, and are not counted.
@@ -21,8 +22,17 @@ use tracing::Instrument as _;
 
 use super::Storage;
 
-/// Called with the operation's name on every backend failure.
-pub type ErrorSink = Arc<dyn Fn(&'static str) + Send + Sync>;
+/// What happened to a backend operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was asked of the backend (counted once per call).
+    Started,
+    /// It failed (not for "not found" and the other answers).
+    Failed,
+}
+
+/// Called with the operation's name when it starts and when it fails.
+pub type ErrorSink = Arc<dyn Fn(&'static str, Outcome) + Send + Sync>;
 
 fn counts(e: &object_store::Error) -> bool {
     !matches!(
@@ -57,12 +67,20 @@ struct Metered {
 
 impl Metered {
     fn note<T>(&self, op: &'static str, r: object_store::Result<T>) -> object_store::Result<T> {
+        (self.sink)(op, Outcome::Started);
         if let Err(e) = &r {
             if counts(e) {
-                (self.sink)(op);
+                (self.sink)(op, Outcome::Failed);
             }
         }
         r
+    }
+
+    /// A streaming operation: counted when it is asked for, each failed
+    /// item as a failure.
+    fn started(&self, op: &'static str) -> ErrorSink {
+        (self.sink)(op, Outcome::Started);
+        self.sink.clone()
     }
 }
 
@@ -142,13 +160,13 @@ impl ObjectStore for Metered {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let sink = self.sink.clone();
+        let sink = self.started("delete");
         self.inner
             .delete_stream(locations)
             .inspect(move |r| {
                 if let Err(e) = r {
                     if counts(e) {
-                        sink("delete");
+                        sink("delete", Outcome::Failed);
                     }
                 }
             })
@@ -156,13 +174,13 @@ impl ObjectStore for Metered {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let sink = self.sink.clone();
+        let sink = self.started("list");
         self.inner
             .list(prefix)
             .inspect(move |r| {
                 if let Err(e) = r {
                     if counts(e) {
-                        sink("list");
+                        sink("list", Outcome::Failed);
                     }
                 }
             })
@@ -174,13 +192,13 @@ impl ObjectStore for Metered {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let sink = self.sink.clone();
+        let sink = self.started("list");
         self.inner
             .list_with_offset(prefix, offset)
             .inspect(move |r| {
                 if let Err(e) = r {
                     if counts(e) {
-                        sink("list");
+                        sink("list", Outcome::Failed);
                     }
                 }
             })
@@ -246,7 +264,7 @@ impl MultipartUpload for MeteredUpload {
             .inspect(move |r| {
                 if let Err(e) = r {
                     if counts(e) {
-                        sink("put");
+                        sink("put", Outcome::Failed);
                     }
                 }
             })
@@ -257,7 +275,7 @@ impl MultipartUpload for MeteredUpload {
         let r = self.inner.complete().await;
         if let Err(e) = &r {
             if counts(e) {
-                (self.sink)("put");
+                (self.sink)("put", Outcome::Failed);
             }
         }
         r
@@ -269,7 +287,8 @@ impl MultipartUpload for MeteredUpload {
 }
 
 impl Storage {
-    /// The same storage, with every backend failure reported to `sink`.
+    /// The same storage, with every backend operation and failure
+    /// reported to `sink`.
     pub fn with_error_sink(mut self, sink: ErrorSink) -> Storage {
         self.store = Arc::new(Metered {
             inner: self.store,

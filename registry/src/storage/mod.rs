@@ -511,21 +511,25 @@ impl Storage {
 
     /// Deletes a manifest from a repository, with every tag that points at
     /// it and its referrers entry. Returns false when it was not there.
+    /// Removes manifest `d` from `name` with every tag that points at it;
+    /// the tags it removed, or None when `name` does not hold `d`.
     pub async fn delete_manifest(
         &self,
         name: &RepoName,
         d: &Digest,
         subject: Option<&Digest>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<Tag>>> {
         if !self.manifest_in_repo(name, d).await? {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut untagged = Vec::new();
         for tag in self.tags(name).await?.unwrap_or_default() {
             let Ok(tag) = tag.parse::<Tag>() else {
                 continue;
             };
             if self.resolve_tag(name, &tag).await?.as_ref() == Some(d) {
                 self.remove_tag(name, &tag).await?;
+                untagged.push(tag);
             }
         }
         if let Some(subject) = subject {
@@ -534,7 +538,7 @@ impl Storage {
         }
         self.delete_if_exists(&layout::revision_link(name, d))
             .await?;
-        Ok(true)
+        Ok(Some(untagged))
     }
 
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<bool> {

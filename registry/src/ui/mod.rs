@@ -759,8 +759,38 @@ async fn delete(
         .as_ref()
         .map_or(crate::auth::ANONYMOUS, |s| s.user.as_str());
     parts.extensions.insert(crate::auth::User(user.to_owned()));
+    // The checks every delete passes, whatever its entrance: a proxied
+    // repository is the upstream's, not ours to delete from.
+    if let Some(proxy) = &state.proxy {
+        let route = crate::api::route::Route::Manifest(name.clone(), reference.clone());
+        if let Some(e) =
+            crate::api::proxied::refuse_write(proxy, &route, &axum::http::Method::DELETE, &parts)
+        {
+            return error_page(&v, e);
+        }
+    }
     match crate::api::manifests::delete(&state, &name, &reference, &parts).await {
-        Ok(_) => {
+        Ok(response) => {
+            if let Some(n) = &state.notifier {
+                let untagged: Vec<String> = response
+                    .extensions()
+                    .get::<crate::api::manifests::Untagged>()
+                    .map(|u| u.0.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                let targets =
+                    crate::notify::Notifier::delete_targets(name.as_str(), &reference, &untagged);
+                let request = crate::notify::middleware::request_info(
+                    &parts.headers,
+                    peer.to_string(),
+                    &axum::http::Method::DELETE,
+                );
+                let actor = if user == crate::auth::ANONYMOUS {
+                    ""
+                } else {
+                    user
+                };
+                n.emit_action("delete", targets, &request, actor).await;
+            }
             state.auth.audit.record(&Event {
                 event: "delete",
                 user,
