@@ -448,11 +448,12 @@ async fn tags_digests_ttl_pushes_and_a_stopped_upstream() {
         assert_eq!(r.status(), 502, "{path}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+        // The prefix, not the upstream's URL (logged with the request id).
+        let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(&url),
+            message.contains("the upstream of up cannot serve this request")
+                && message.contains("request id")
+                && !message.contains(&url),
             "{body}"
         );
     }
@@ -769,7 +770,12 @@ async fn upstream_429_is_passed_on_and_not_retried() {
     // Two failed logins (Basic, then Basic again after the challenge).
     let r = fetch_manifest(&c, reqwest::Method::GET, "/v2/up/a/manifests/v1").await;
     assert_eq!(r.status(), 502);
-    assert!(r.text().await.unwrap().contains("credentials"));
+    // Which credentials failed is the operator's to read, in the log.
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("the upstream of up cannot serve this request"));
     let upstream_429s = || async {
         let text = up.metrics_text().await;
         metric(
@@ -1290,4 +1296,81 @@ async fn ns_and_the_mirror_rewrite_cannot_read_around_the_acl_of_a_proxy_prefix(
         assert_eq!(r.status(), 200, "hosted name (mirror {mirror})");
         s.stop().await;
     }
+}
+
+/// Security review, item 11: a proxied error sent the upstream's (often
+/// internal) URL and the HTTP client's error text; a storage failure's
+/// 503 the S3 endpoint, the bucket and the store's own error. The client
+/// now reads a generic message and a request id that finds the log line.
+#[tokio::test]
+async fn failures_show_clients_a_request_id_not_internal_addresses() {
+    let dead = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let upstream_port = dead();
+    let cache = proxy_of(&format!("http://127.0.0.1:{upstream_port}")).await;
+    let store_port = dead();
+    let s3 = TestServer::start_with(|c| {
+        c.storage.backend = registry::config::StorageBackend::S3;
+        let s3 = &mut c.storage.s3;
+        s3.bucket = "internal-bucket-name".into();
+        s3.regionendpoint = Some(format!("http://127.0.0.1:{store_port}"));
+        s3.accesskey = Some("test".into());
+        s3.secretkey = Some("test".into());
+        s3.forcepathstyle = true;
+        s3.max_retries = 0;
+        s3.retry_timeout_secs = 1;
+    })
+    .await;
+    let cases = [
+        (
+            &cache,
+            "/v2/up/team/app/manifests/latest",
+            502,
+            upstream_port,
+        ),
+        (&cache, "/v2/up/team/app/tags/list", 502, upstream_port),
+        (&s3, "/v2/team/app/manifests/latest", 503, store_port),
+        (&s3, "/v2/team/app/tags/list", 503, store_port),
+    ];
+    for (server, path, status, port) in cases {
+        let r = server
+            .client()
+            .get(path)
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let id = r
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = r.text().await.unwrap();
+        for secret in [
+            format!("{port}"),
+            "127.0.0.1".into(),
+            "internal-bucket-name".into(),
+            "error sending request".into(),
+            "tcp connect error".into(),
+        ] {
+            assert!(!body.contains(&secret), "{path} reveals {secret:?}: {body}");
+        }
+        let id = id.expect("an X-Request-Id header");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["errors"][0]["detail"]["request_id"],
+            id.as_str(),
+            "{body}"
+        );
+        assert!(body.contains(&format!("request id {id}")), "{body}");
+    }
+    let r = reqwest::get(s3.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("internal-bucket-name") && !body.contains(&store_port.to_string()),
+        "{body}"
+    );
 }

@@ -1,6 +1,8 @@
 //! The spec's error codes and statuses, and the one JSON body shape every
 //! error response has: `{"errors":[{"code","message","detail"}]}`.
 
+use std::fmt;
+
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -78,6 +80,10 @@ pub struct ApiError {
     pub message: String,
     pub detail: Option<Value>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What went wrong inside (a backend's or an upstream's own error,
+    /// with its endpoint, bucket or URL): logged with a request id, never
+    /// sent; the client gets the id to quote.
+    pub internal: Option<String>,
 }
 
 pub type ApiResult<T = Response> = Result<T, ApiError>;
@@ -90,6 +96,16 @@ impl ApiError {
             message: message.into(),
             detail: None,
             headers: Vec::new(),
+            internal: None,
+        }
+    }
+
+    /// An error whose cause stays in the log: `message` is what the client
+    /// reads, `cause` what the operator reads, joined by a request id.
+    pub fn internal(code: Code, message: impl Into<String>, cause: impl fmt::Display) -> ApiError {
+        ApiError {
+            internal: Some(cause.to_string()),
+            ..ApiError::new(code, message)
         }
     }
 
@@ -120,13 +136,35 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+    fn into_response(mut self) -> Response {
+        let mut request_id = None;
+        if let Some(cause) = &self.internal {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            tracing::error!(request_id = %id, code = self.code.as_str(), message = %self.message, cause = %cause, "request failed");
+            self.message = format!(
+                "{} (request id {id}: the registry's log has the cause)",
+                self.message
+            );
+            request_id = Some(id);
+        } else if self.status.is_server_error() {
             tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
         }
         let mut error = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(detail) = self.detail {
             error["detail"] = detail;
+        }
+        if let Some(id) = &request_id {
+            self.headers.push((
+                HeaderName::from_static("x-request-id"),
+                HeaderValue::from_str(id).expect("hex"),
+            ));
+            match &mut error["detail"] {
+                Value::Object(d) => {
+                    d.insert("request_id".into(), json!(id));
+                }
+                d @ Value::Null => *d = json!({ "request_id": id }),
+                _ => {}
+            }
         }
         let body = json!({ "errors": [error] }).to_string();
         let mut response = (
@@ -145,10 +183,12 @@ impl IntoResponse for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
+            // A backend's error names its endpoint, bucket and its own
+            // XML: for the log only.
             StorageError::Backend(e) => {
-                ApiError::new(Code::Unavailable, format!("storage is unavailable: {e}"))
+                ApiError::internal(Code::Unavailable, "storage is unavailable", e)
             }
-            other => ApiError::new(Code::Unknown, other.to_string()),
+            other => ApiError::internal(Code::Unknown, "internal storage error", other),
         }
     }
 }

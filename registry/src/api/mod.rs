@@ -121,7 +121,11 @@ async fn base(method: Method) -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.storage.ready().await {
         Ok(()) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")).into_response(),
+        // Anyone may ask: the backend's error (endpoint, bucket) is logged.
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: storage is not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage: unavailable").into_response()
+        }
     }
 }
 

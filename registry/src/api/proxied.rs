@@ -17,44 +17,65 @@ use crate::oci::{Reference, RepoName};
 use crate::proxy::{CacheStatus, Proxy, ProxyError, Routed, Target};
 use crate::AppState;
 
+/// How a client names the upstream of `t`: its prefix. The upstream's URL
+/// (often an internal address) and its own errors stay in the log.
+fn public_name(t: &Target) -> String {
+    if t.upstream.prefix.is_empty() {
+        "the upstream".to_owned()
+    } else {
+        format!("the upstream of {}", t.upstream.prefix)
+    }
+}
+
+/// The detail of a proxied error: the prefix, never the upstream's URL.
+fn public_detail(t: &Target, mut detail: serde_json::Value) -> serde_json::Value {
+    if !t.upstream.prefix.is_empty() {
+        detail["prefix"] = json!(t.upstream.prefix);
+    }
+    detail
+}
+
 /// The spec error for an upstream failure; `not_found` is what a 404 means
 /// for the resource asked.
-fn upstream_error(e: ProxyError, not_found: ApiError) -> ApiError {
+fn upstream_error(t: &Target, e: ProxyError, not_found: ApiError) -> ApiError {
+    let upstream = public_name(t);
     match e {
         ProxyError::NotFound { .. } => not_found,
         ProxyError::NoAccess { .. } => {
-            let message = format!("{}: {e}", not_found.message);
+            let message = format!(
+                "{}: {upstream} denies access to the repository (it does not exist there, or needs other credentials)",
+                not_found.message
+            );
+            tracing::info!(upstream = %t.upstream.client.url, repository = %t.remote, error = %e, "proxy: upstream denies access");
             ApiError {
                 message,
                 ..not_found
             }
         }
-        ProxyError::RateLimited {
-            upstream,
-            retry_after,
-        } => {
+        ProxyError::RateLimited { retry_after, .. } => {
             let error = ApiError::new(
                 Code::TooManyRequests,
-                format!("upstream {upstream} is rate-limiting this registry; try again later"),
+                format!("{upstream} is rate-limiting this registry; try again later"),
             )
-            .detail(json!({ "upstream": upstream }));
+            .detail(public_detail(t, json!({})));
             match retry_after {
                 Some(s) => error.header(header::RETRY_AFTER, s.to_string()),
                 None => error,
             }
         }
         ProxyError::Storage(m) => {
-            ApiError::new(Code::Unavailable, format!("storage is unavailable: {m}"))
+            ApiError::internal(Code::Unavailable, "storage is unavailable", m)
         }
-        ProxyError::Unreachable { ref upstream, .. }
-        | ProxyError::Status { ref upstream, .. }
-        | ProxyError::Denied { ref upstream, .. }
-        | ProxyError::DigestMismatch { ref upstream, .. } => {
-            let upstream = upstream.clone();
-            ApiError::new(Code::Unavailable, e.to_string())
-                .status(StatusCode::BAD_GATEWAY)
-                .detail(json!({ "upstream": upstream }))
-        }
+        ProxyError::Unreachable { .. }
+        | ProxyError::Status { .. }
+        | ProxyError::Denied { .. }
+        | ProxyError::DigestMismatch { .. } => ApiError::internal(
+            Code::Unavailable,
+            format!("{upstream} cannot serve this request"),
+            e,
+        )
+        .status(StatusCode::BAD_GATEWAY)
+        .detail(public_detail(t, json!({}))),
     }
 }
 
@@ -100,19 +121,15 @@ pub fn refuse_write(
     let Routed::Proxied(t) = proxy.route(name, ns(parts).as_deref()) else {
         return None;
     };
-    let url = &t.upstream.client.url;
     let message = if t.upstream.prefix.is_empty() {
-        format!("this registry is a pull-through cache of {url}: pushes and deletes are refused")
+        "this registry is a pull-through cache: pushes and deletes are refused".to_owned()
     } else {
         format!(
-            "repository {name} is under the proxied prefix {:?} (a pull-through cache of {url}): pushes and deletes are refused there",
+            "repository {name} is under the proxied prefix {:?} (a pull-through cache): pushes and deletes are refused there",
             t.upstream.prefix
         )
     };
-    Some(
-        ApiError::new(Code::Unsupported, message)
-            .detail(json!({ "prefix": t.upstream.prefix, "upstream": url })),
-    )
+    Some(ApiError::new(Code::Unsupported, message).detail(public_detail(&t, json!({}))))
 }
 
 /// A read of a proxied repository, or None when the route is hosted.
@@ -161,11 +178,11 @@ async fn manifest(
         return manifests::get(state, &t.local, raw, parts).await;
     };
     let unknown = ApiError::new(Code::ManifestUnknown, "manifest unknown to the upstream")
-        .detail(json!({ "reference": raw, "upstream": t.upstream.client.url }));
+        .detail(public_detail(t, json!({ "reference": raw })));
     let status = proxy
         .ensure_manifest(t, &reference)
         .await
-        .map_err(|e| upstream_error(e, unknown))?;
+        .map_err(|e| upstream_error(t, e, unknown))?;
     Ok(with_cache(
         manifests::get(state, &t.local, raw, parts).await?,
         status,
@@ -177,7 +194,7 @@ async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Pa
     let storage = &state.storage;
     let unknown = || {
         ApiError::new(Code::BlobUnknown, "blob unknown to the upstream")
-            .detail(json!({ "digest": digest.to_string(), "upstream": t.upstream.client.url }))
+            .detail(public_detail(t, json!({ "digest": digest.to_string() })))
     };
     let cached = match storage.repo_blob_size(&t.local, &digest).await? {
         Some(_) => true,
@@ -191,7 +208,7 @@ async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Pa
             proxy
                 .head_blob(t, &digest)
                 .await
-                .map_err(|e| upstream_error(e, unknown()))?;
+                .map_err(|e| upstream_error(t, e, unknown()))?;
             storage.link_blob(&t.local, &digest).await?;
             true
         }
@@ -206,7 +223,7 @@ async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Pa
         let size = proxy
             .head_blob(t, &digest)
             .await
-            .map_err(|e| upstream_error(e, unknown()))?;
+            .map_err(|e| upstream_error(t, e, unknown()))?;
         let mut b = Response::builder()
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::ACCEPT_RANGES, "bytes")
@@ -223,7 +240,7 @@ async fn blob(state: &AppState, proxy: &Proxy, t: &Target, raw: &str, parts: &Pa
     let size = fetch
         .started()
         .await
-        .map_err(|e| upstream_error(e, unknown()))?;
+        .map_err(|e| upstream_error(t, e, unknown()))?;
     let range_header = parts
         .headers
         .get(header::RANGE)
@@ -313,7 +330,7 @@ async fn tag_list(
         Code::NameUnknown,
         "repository name not known to the upstream",
     )
-    .detail(json!({ "name": name.as_str(), "upstream": t.upstream.client.url }));
+    .detail(public_detail(t, json!({ "name": name.as_str() })));
     match proxy.tags(t, &q).await {
         Ok((tags, link)) => {
             let mut response =
@@ -325,14 +342,14 @@ async fn tag_list(
             }
             Ok(with_cache(response, CacheStatus::Miss))
         }
-        Err(e @ ProxyError::NotFound { .. }) => Err(upstream_error(e, unknown)),
+        Err(e @ ProxyError::NotFound { .. }) => Err(upstream_error(t, e, unknown)),
         Err(e) => match state.storage.tags(&t.local).await? {
             Some(_) => {
                 tracing::warn!(upstream = %t.upstream.client.url, repository = %t.local, error = %e, "proxy: upstream cannot list tags; listing the cached ones");
                 let response = tags::list(state, &t.local, parts).await?;
                 Ok(with_cache(response, CacheStatus::Stale))
             }
-            None => Err(upstream_error(e, unknown)),
+            None => Err(upstream_error(t, e, unknown)),
         },
     }
 }

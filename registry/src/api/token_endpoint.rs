@@ -165,8 +165,7 @@ fn issue(state: &AppState, token: &TokenAuth, credentials: &Credentials, req: Is
     let issued = match token.issue(subject, access) {
         Ok(i) => i,
         Err(e) => {
-            return ApiError::new(Code::Unknown, format!("cannot sign a token: {e}"))
-                .into_response()
+            return ApiError::internal(Code::Unknown, "cannot sign a token", e).into_response()
         }
     };
     let refresh = match (req.refresh, req.user) {
