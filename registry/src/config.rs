@@ -56,6 +56,12 @@ pub struct Config {
 pub struct Http {
     /// `host:port`; registry:2's `:5000` form means all interfaces.
     pub addr: String,
+    /// The registry's external URL (registry:2's `http.host`), e.g.
+    /// `https://registry.example.com`: the token realm when
+    /// `auth.token.realm` is unset, and the host of webhook target URLs and
+    /// `request.host`. Unset, those come from this listener (webhooks) or
+    /// from each request's `Host` (the realm, with a warning at start).
+    pub host: Option<String>,
     /// Shared by replicas: web UI session cookies are signed under a key
     /// derived from it (a random key per process when unset). Upload
     /// state lives in storage and needs no secret.
@@ -237,6 +243,7 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             addr: "127.0.0.1:5000".into(),
+            host: None,
             secret: None,
             tls: None,
             drain_timeout: Duration::from_secs(30),
@@ -363,6 +370,7 @@ impl Config {
             match k {
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
                 "REGISTRY_HTTP_SECRET" => self.http.secret = Some(value),
+                "REGISTRY_HTTP_HOST" => self.http.host = Some(value).filter(|v| !v.is_empty()),
                 "REGISTRY_HTTP_TLS_CERTIFICATE" | "REGISTRY_HTTP_TLS_KEY" => {
                     let tls = self.http.tls.get_or_insert_with(|| Tls {
                         certificate: PathBuf::new(),
@@ -480,6 +488,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.external_url()?;
         self.validate_ops()?;
         self.notifications.validate()?;
         if let Some(tls) = &self.http.tls {
@@ -730,6 +739,29 @@ impl Config {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// `http.host` as `(scheme, host[:port])`, when set.
+    pub fn external_url(&self) -> Result<Option<(&str, &str)>, ConfigError> {
+        let Some(url) = &self.http.host else {
+            return Ok(None);
+        };
+        let bad = || {
+            invalid(
+                "http.host",
+                "must be the registry's external URL, http:// or https:// and a host (with an optional port), no path: e.g. https://registry.example.com",
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let host = rest.strip_suffix('/').unwrap_or(rest);
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+        if !matches!(scheme, "http" | "https") || !host_ok {
+            return Err(bad());
+        }
+        Ok(Some((scheme, host)))
     }
 
     fn validate_ops(&self) -> Result<(), ConfigError> {

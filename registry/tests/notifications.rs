@@ -726,3 +726,87 @@ async fn a_ui_delete_sends_the_api_deletes_events_and_cannot_delete_from_a_cache
     assert_eq!(r.status(), 200, "still cached");
     assert_eq!(r.headers()["docker-content-digest"], cached.as_str());
 }
+
+/// Security review, item 9: webhook `target.url` and `request.host`, and
+/// the token realm when `auth.token.realm` is unset, were copied from the
+/// client's `Host` header, so a pusher could point receivers' links (and a
+/// challenge) at any host. They come from `http.host` now, or from this
+/// instance's own address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_host_header_moves_no_webhook_link_nor_the_token_realm() {
+    const EXTERNAL: &str = "https://registry.example.test";
+    for external in [Some(EXTERNAL), None] {
+        let rx = Receiver::start().await;
+        let url = rx.url.clone();
+        let s = TestServer::start_with(move |c| {
+            c.notifications.endpoints = vec![endpoint(&url)];
+            c.metrics.addr = Some("127.0.0.1:0".into());
+            c.http.host = external.map(str::to_owned);
+        })
+        .await;
+        let c = s.client();
+        let (_, manifest) = c.push_image("team/app", "v1", &[b"layer"]).await;
+        let r = c
+            .put("/v2/team/app/manifests/v2")
+            .header("host", "evil.example")
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        wait_delivered(&s).await;
+        let events = dedupe(rx.events());
+        let pushed = events
+            .iter()
+            .find(|e| e["action"] == "push" && e["target"]["tag"] == "v2")
+            .expect("the push event");
+        let link = pushed["target"]["url"].as_str().unwrap();
+        let host = pushed["request"]["host"].as_str().unwrap();
+        match external {
+            Some(base) => {
+                assert!(
+                    link.starts_with(&format!("{base}/v2/team/app/manifests/")),
+                    "{link}"
+                );
+                assert_eq!(host, "registry.example.test");
+            }
+            None => {
+                let port = s.addr.port().to_string();
+                assert!(
+                    link.ends_with(&format!(
+                        ":{port}/v2/team/app/manifests/{}",
+                        pushed["target"]["digest"].as_str().unwrap()
+                    )),
+                    "{link}"
+                );
+                assert!(host.ends_with(&format!(":{port}")), "{host}");
+            }
+        }
+        for e in &events {
+            assert!(!e.to_string().contains("evil.example"), "{e}");
+        }
+        s.stop().await;
+    }
+    // Token mode without auth.token.realm: the challenge names http.host's
+    // endpoint whatever Host the client sent.
+    let s = TestServer::start_with(|c| {
+        c.auth.mode = AuthMode::Token;
+        c.auth.token.signing_key = c.auth.htpasswd.path.with_file_name("token-key.pem");
+        c.http.host = Some(EXTERNAL.into());
+    })
+    .await;
+    let r = s
+        .anonymous()
+        .get("/v2/team/app/tags/list")
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with(&format!("Bearer realm=\"{EXTERNAL}/auth/token\"")),
+        "{challenge}"
+    );
+}

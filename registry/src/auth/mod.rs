@@ -67,6 +67,9 @@ pub struct Authenticator {
     pub audit: Audit,
     /// Whether the listener is TLS (the scheme of a derived token realm).
     pub tls: bool,
+    /// `http.host`, the registry's external URL (no trailing `/`): the
+    /// base of the token realm when `auth.token.realm` is unset.
+    pub external_url: Option<String>,
 }
 
 impl Authenticator {
@@ -76,16 +79,21 @@ impl Authenticator {
             acl: crate::reload::Live::new(Acl::open_to_users()),
             audit: Audit::disabled(),
             tls: false,
+            external_url: None,
         }
     }
 
     /// The URL clients get tokens from: configured, or this registry's own
-    /// endpoint on the host the client used.
+    /// endpoint at `http.host`, or (neither set: warned at start) on the
+    /// host the client used.
     pub fn token_realm(&self, headers: &HeaderMap) -> String {
         if let Mode::Token { token, .. } = &self.mode {
             if let Some(realm) = &token.config.realm {
                 return realm.clone();
             }
+        }
+        if let Some(base) = &self.external_url {
+            return format!("{base}/auth/token");
         }
         let host = headers
             .get(header::HOST)
@@ -659,6 +667,9 @@ pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Crea
             } else {
                 (None, None)
             };
+            if config.auth.token.realm.is_none() && config.http.host.is_none() {
+                tracing::warn!("auth.token.realm and http.host are unset: each challenge names the token endpoint on the Host the client sent; set http.host (REGISTRY_HTTP_HOST) to the registry's external URL");
+            }
             let token = Arc::new(token);
             (Mode::Token { token, credentials }, created)
         }
@@ -669,7 +680,17 @@ pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Crea
             acl: crate::reload::Live::new(acl),
             audit,
             tls: config.http.tls.is_some(),
+            external_url: external_base(config),
         },
         created,
     ))
+}
+
+/// `http.host` as a base URL (`scheme://host[:port]`), when set.
+pub fn external_base(config: &Config) -> Option<String> {
+    config
+        .external_url()
+        .ok()
+        .flatten()
+        .map(|(scheme, host)| format!("{scheme}://{host}"))
 }

@@ -587,7 +587,6 @@ const WARNINGS: &[(&str, &str)] = &[
     ("storage.s3.accelerate", "the endpoint is used as configured (set regionendpoint)"),
     ("storage.s3.sessiontoken", "not read from the file: set AWS_SESSION_TOKEN"),
     ("storage.s3.checksumdisabled", "the S3 client's default checksums are used"),
-    ("http.host", "Location headers are relative, so they work on any host"),
     ("http.tls.ciphersuites", "rustls's default cipher suites (all TLS 1.2 AEAD and TLS 1.3) are used"),
     ("http.http2", "HTTP/2 is offered over TLS by ALPN"),
     ("http.h2c", "HTTP/2 without TLS is accepted with prior knowledge"),
@@ -947,6 +946,7 @@ fn map_http(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
         }
     }
     c.http.secret = r.str("http.secret")?.filter(|s| !s.is_empty());
+    c.http.host = r.str("http.host")?.filter(|s| !s.is_empty());
     if r.bool("http.relativeurls")? == Some(false) {
         r.warn(
             "http.relativeurls",
@@ -1222,6 +1222,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ),
         ("http.addr", c.http.addr.clone()),
         ("http.secret", opt(&c.http.secret)),
+        ("http.host", opt(&c.http.host)),
         (
             "http.tls.certificate",
             c.http

@@ -117,7 +117,7 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
                 .map(|u| u.0.iter().map(ToString::to_string).collect())
                 .unwrap_or_default();
             let targets = Notifier::delete_targets(name.as_str(), reference, &untagged);
-            let request = request_info(&headers, peer, &method);
+            let request = request_info(&n.host, &headers, peer, &method);
             n.emit_action("delete", targets, &request, &actor_of(&response))
                 .await;
             return response;
@@ -162,7 +162,6 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
         }
     }
     target.length = target.size;
-    let host = header_str(&headers, header::HOST);
     if !target.digest.is_empty() && action != "delete" {
         let kind = if target.media_type == "application/octet-stream" {
             "blobs"
@@ -170,11 +169,11 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
             "manifests"
         };
         target.url = format!(
-            "{}://{host}/v2/{}/{kind}/{}",
-            n.scheme, target.repository, target.digest
+            "{}://{}/v2/{}/{kind}/{}",
+            n.scheme, n.host, target.repository, target.digest
         );
     }
-    let request = request_info(&headers, peer, &method);
+    let request = request_info(&n.host, &headers, peer, &method);
     n.emit_action(action, vec![target], &request, &actor_of(&response))
         .await;
     response
@@ -190,12 +189,13 @@ fn actor_of(response: &Response) -> String {
         .unwrap_or_default()
 }
 
-/// registry:2's `request` block of an event.
-pub fn request_info(headers: &HeaderMap, addr: String, method: &Method) -> RequestInfo {
+/// registry:2's `request` block of an event; `host` is the registry's
+/// (`Notifier::host`), not the client's `Host` header.
+pub fn request_info(host: &str, headers: &HeaderMap, addr: String, method: &Method) -> RequestInfo {
     RequestInfo {
         id: uuid::Uuid::new_v4().to_string(),
         addr,
-        host: header_str(headers, header::HOST),
+        host: host.to_owned(),
         method: method.to_string(),
         useragent: header_str(headers, header::USER_AGENT),
     }

@@ -46,6 +46,10 @@ pub struct Notifier {
     pub source_addr: String,
     /// Of the target URLs.
     pub scheme: &'static str,
+    /// `request.host` and the host of target URLs: `http.host`'s, or this
+    /// instance's `source_addr`, never the client's `Host` header (a
+    /// pusher could otherwise point receivers' links anywhere).
+    pub host: String,
     seq: AtomicU64,
 }
 
@@ -77,16 +81,20 @@ impl Notifier {
             return None;
         }
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let source_addr = format!("{host}:{port}");
+        let external = config.external_url().ok().flatten();
         Some(Arc::new(Notifier {
+            host: external.map_or_else(|| source_addr.clone(), |(_, h)| h.to_owned()),
             endpoints,
             storage: storage.clone(),
             metrics: metrics.notify.clone(),
             instance_id: uuid::Uuid::new_v4().to_string(),
-            source_addr: format!("{host}:{port}"),
-            scheme: if config.http.tls.is_some() {
-                "https"
-            } else {
-                "http"
+            source_addr,
+            scheme: match external {
+                Some(("https", _)) => "https",
+                Some(_) => "http",
+                None if config.http.tls.is_some() => "https",
+                None => "http",
             },
             seq: AtomicU64::new(0),
         }))

@@ -780,6 +780,7 @@ async fn delete(
                 let targets =
                     crate::notify::Notifier::delete_targets(name.as_str(), &reference, &untagged);
                 let request = crate::notify::middleware::request_info(
+                    &n.host,
                     &parts.headers,
                     peer.to_string(),
                     &axum::http::Method::DELETE,
