@@ -68,6 +68,10 @@ pub struct Http {
     /// Headers added to every response (registry:2's `http.headers`: name →
     /// values), e.g. `X-Content-Type-Options = ["nosniff"]`.
     pub headers: BTreeMap<String, Vec<String>>,
+    /// Proxies in front (CIDRs or addresses) whose `X-Forwarded-For` or
+    /// `Forwarded` names the client: for the login throttles, the access
+    /// and audit logs. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +245,7 @@ impl Default for Http {
             tls: None,
             drain_timeout: Duration::from_secs(30),
             headers: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -363,6 +368,16 @@ impl Config {
             match k {
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
                 "REGISTRY_HTTP_SECRET" => self.http.secret = Some(value),
+                // Ours (Distribution has no such setting): CIDRs separated
+                // by commas.
+                "REGISTRY_HTTP_TRUSTED_PROXIES" => {
+                    self.http.trusted_proxies = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
                 "REGISTRY_HTTP_TLS_CERTIFICATE" | "REGISTRY_HTTP_TLS_KEY" => {
                     let tls = self.http.tls.get_or_insert_with(|| Tls {
                         certificate: PathBuf::new(),
@@ -480,6 +495,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        for net in &self.http.trusted_proxies {
+            let n = net.trim();
+            let valid = n.parse::<ipnet::IpNet>().is_ok() || n.parse::<std::net::IpAddr>().is_ok();
+            if !valid {
+                return Err(invalid(
+                    "http.trusted_proxies",
+                    format!("{net:?} is not a CIDR or an address (e.g. 10.0.0.0/8)"),
+                ));
+            }
+        }
         self.validate_ops()?;
         self.notifications.validate()?;
         if let Some(tls) = &self.http.tls {
@@ -1228,6 +1253,28 @@ mod tests {
             c.storage.filesystem.rootdirectory,
             PathBuf::from("/var/lib/registry")
         );
+    }
+
+    #[test]
+    fn trusted_proxies_from_toml_and_env() {
+        let c: Config =
+            toml::from_str("[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+        assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let c = Config::load(
+            None,
+            env(&[("REGISTRY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1/32,")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8", "127.0.0.1/32"]);
+        assert!(Config::load(None, env(&[]))
+            .unwrap()
+            .http
+            .trusted_proxies
+            .is_empty());
+        for bad in ["10.0.0.0/33", "proxy.local", "10.0.0.0/8;1.2.3.4"] {
+            let e = Config::load(None, env(&[("REGISTRY_HTTP_TRUSTED_PROXIES", bad)])).unwrap_err();
+            assert!(e.to_string().contains("http.trusted_proxies"), "{e}");
+        }
     }
 
     /// fuzz/fuzz_targets/config.rs: tracing-subscriber panicked on these.

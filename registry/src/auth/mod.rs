@@ -19,14 +19,15 @@ pub mod jwk;
 pub mod token;
 pub mod x5c;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::client_addr::{ClientAddr, TrustedProxies};
 use crate::api::error::{ApiError, Code};
 use crate::api::route::Route;
 use crate::config::{AuthMode, Config};
@@ -67,6 +68,8 @@ pub struct Authenticator {
     pub audit: Audit,
     /// Whether the listener is TLS (the scheme of a derived token realm).
     pub tls: bool,
+    /// Whose forwarding headers name the client (`http.trusted_proxies`).
+    pub proxies: TrustedProxies,
 }
 
 impl Authenticator {
@@ -76,6 +79,7 @@ impl Authenticator {
             acl: crate::reload::Live::new(Acl::open_to_users()),
             audit: Audit::disabled(),
             tls: false,
+            proxies: TrustedProxies::default(),
         }
     }
 
@@ -186,12 +190,11 @@ fn scope_list(needed: &Needed) -> String {
 
 pub async fn require_auth(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     mut request: Request,
     next: Next,
 ) -> Response {
     let auth = &state.auth;
-    let client = peer.ip();
     let method = request.method().clone();
     let needed = access::needed(&method, request.uri().path());
     let authorization = request
@@ -569,6 +572,12 @@ pub enum SetupError {
 pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Created>), SetupError> {
     let acl = Acl::from_config(config.acl.as_ref())
         .map_err(|(key, message)| SetupError::Config { key, message })?;
+    let proxies = TrustedProxies::parse(&config.http.trusted_proxies).map_err(|message| {
+        SetupError::Config {
+            key: "http.trusted_proxies".into(),
+            message,
+        }
+    })?;
     let audit = match &config.auth.audit_log {
         Some(path) => Audit::to_file(path).map_err(|source| SetupError::AuditLog {
             path: path.clone(),
@@ -620,6 +629,7 @@ pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Crea
             acl: crate::reload::Live::new(acl),
             audit,
             tls: config.http.tls.is_some(),
+            proxies,
         },
         created,
     ))
