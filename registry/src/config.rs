@@ -1452,7 +1452,16 @@ pub struct Policies {
     /// only `registry retention --apply` does).
     #[serde(deserialize_with = "de_duration")]
     pub retention_interval: Duration,
+    /// How many upload sessions one repository may have open at once
+    /// (unset: [`DEFAULT_MAX_UPLOAD_SESSIONS`]; 0: no limit). A new one
+    /// past it is answered 429.
+    pub max_upload_sessions_per_repository: Option<u32>,
 }
+
+/// `policies.max_upload_sessions_per_repository` when unset: more than
+/// any client opens at once (docker pushes three layers at a time), far
+/// fewer than parked sessions could otherwise pile up.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS: u32 = 100;
 
 /// One `[[policies.retention]]` entry: a tag of a matching repository
 /// stays when any of the `keep_*` conditions holds for it (or an immutable
