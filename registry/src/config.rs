@@ -576,6 +576,22 @@ impl Config {
     }
 }
 
+/// `url` with the password of its userinfo masked (`https://user:********@host/`),
+/// for logs and `check-config`: a URL with credentials is printed without
+/// them.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    format!("{}{user}:********{}", &url[..scheme_end], &rest[at..])
+}
+
 // ----- operations: gc, upload purging, read-only mode, metrics -----
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1274,6 +1290,22 @@ mod tests {
         for bad in ["10.0.0.0/33", "proxy.local", "10.0.0.0/8;1.2.3.4"] {
             let e = Config::load(None, env(&[("REGISTRY_HTTP_TRUSTED_PROXIES", bad)])).unwrap_err();
             assert!(e.to_string().contains("http.trusted_proxies"), "{e}");
+        }
+    }
+
+    #[test]
+    fn urls_are_printed_without_their_password() {
+        for (url, shown) in [
+            ("https://hooks.example.com/x", "https://hooks.example.com/x"),
+            (
+                "https://bot:hunter2@hooks.example.com/x?a=b@c",
+                "https://bot:********@hooks.example.com/x?a=b@c",
+            ),
+            ("http://:hunter2@h:8080", "http://:********@h:8080"),
+            ("http://bot@h/", "http://bot:********@h/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
         }
     }
 

@@ -1292,7 +1292,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
     rows.extend([
         (
             "proxy.remoteurl",
-            c.proxy.remoteurl.clone().unwrap_or_default(),
+            super::redact_url(c.proxy.remoteurl.as_deref().unwrap_or_default()),
         ),
         (
             "proxy.username",
@@ -1311,7 +1311,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
             .iter()
             .map(|e| {
                 let off = if e.disabled { " (disabled)" } else { "" };
-                format!("{} -> {}{off}", e.name, e.url)
+                format!("{} -> {}{off}", e.name, super::redact_url(&e.url))
             })
             .collect::<Vec<_>>()
             .join("; "),
