@@ -74,6 +74,10 @@ pub struct Http {
     /// Headers added to every response (registry:2's `http.headers`: name →
     /// values), e.g. `X-Content-Type-Options = ["nosniff"]`.
     pub headers: BTreeMap<String, Vec<String>>,
+    /// Proxies in front (CIDRs or addresses) whose `X-Forwarded-For` or
+    /// `Forwarded` names the client: for the login throttles, the access
+    /// and audit logs. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +252,7 @@ impl Default for Http {
             tls: None,
             drain_timeout: Duration::from_secs(30),
             headers: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -371,6 +376,16 @@ impl Config {
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
                 "REGISTRY_HTTP_SECRET" => self.http.secret = Some(value),
                 "REGISTRY_HTTP_HOST" => self.http.host = Some(value).filter(|v| !v.is_empty()),
+                // Ours (Distribution has no such setting): CIDRs separated
+                // by commas.
+                "REGISTRY_HTTP_TRUSTED_PROXIES" => {
+                    self.http.trusted_proxies = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
                 "REGISTRY_HTTP_TLS_CERTIFICATE" | "REGISTRY_HTTP_TLS_KEY" => {
                     let tls = self.http.tls.get_or_insert_with(|| Tls {
                         certificate: PathBuf::new(),
@@ -489,6 +504,16 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.external_url()?;
+        for net in &self.http.trusted_proxies {
+            let n = net.trim();
+            let valid = n.parse::<ipnet::IpNet>().is_ok() || n.parse::<std::net::IpAddr>().is_ok();
+            if !valid {
+                return Err(invalid(
+                    "http.trusted_proxies",
+                    format!("{net:?} is not a CIDR or an address (e.g. 10.0.0.0/8)"),
+                ));
+            }
+        }
         self.validate_ops()?;
         self.notifications.validate()?;
         if let Some(tls) = &self.http.tls {
@@ -558,6 +583,22 @@ impl Config {
             )
         })
     }
+}
+
+/// `url` with the password of its userinfo masked (`https://user:********@host/`),
+/// for logs and `check-config`: a URL with credentials is printed without
+/// them.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    format!("{}{user}:********{}", &url[..scheme_end], &rest[at..])
 }
 
 // ----- operations: gc, upload purging, read-only mode, metrics -----
@@ -1262,6 +1303,44 @@ mod tests {
         );
     }
 
+    #[test]
+    fn trusted_proxies_from_toml_and_env() {
+        let c: Config =
+            toml::from_str("[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+        assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let c = Config::load(
+            None,
+            env(&[("REGISTRY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1/32,")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8", "127.0.0.1/32"]);
+        assert!(Config::load(None, env(&[]))
+            .unwrap()
+            .http
+            .trusted_proxies
+            .is_empty());
+        for bad in ["10.0.0.0/33", "proxy.local", "10.0.0.0/8;1.2.3.4"] {
+            let e = Config::load(None, env(&[("REGISTRY_HTTP_TRUSTED_PROXIES", bad)])).unwrap_err();
+            assert!(e.to_string().contains("http.trusted_proxies"), "{e}");
+        }
+    }
+
+    #[test]
+    fn urls_are_printed_without_their_password() {
+        for (url, shown) in [
+            ("https://hooks.example.com/x", "https://hooks.example.com/x"),
+            (
+                "https://bot:hunter2@hooks.example.com/x?a=b@c",
+                "https://bot:********@hooks.example.com/x?a=b@c",
+            ),
+            ("http://:hunter2@h:8080", "http://:********@h:8080"),
+            ("http://bot@h/", "http://bot:********@h/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
     /// fuzz/fuzz_targets/config.rs: tracing-subscriber panicked on these.
     #[test]
     fn non_ascii_log_level_is_refused_not_a_panic() {
@@ -1437,7 +1516,16 @@ pub struct Policies {
     /// only `registry retention --apply` does).
     #[serde(deserialize_with = "de_duration")]
     pub retention_interval: Duration,
+    /// How many upload sessions one repository may have open at once
+    /// (unset: [`DEFAULT_MAX_UPLOAD_SESSIONS`]; 0: no limit). A new one
+    /// past it is answered 429.
+    pub max_upload_sessions_per_repository: Option<u32>,
 }
+
+/// `policies.max_upload_sessions_per_repository` when unset: more than
+/// any client opens at once (docker pushes three layers at a time), far
+/// fewer than parked sessions could otherwise pile up.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS: u32 = 100;
 
 /// One `[[policies.retention]]` entry: a tag of a matching repository
 /// stays when any of the `keep_*` conditions holds for it (or an immutable

@@ -436,6 +436,7 @@ impl Run<'_> {
             self.storage
                 .delete_tree(&layout::upload_dir(repo, id))
                 .await?;
+            self.storage.quota_release_upload(repo, id).await?;
         }
         self.finish_report(&plan);
         Ok(())
@@ -765,7 +766,11 @@ pub async fn purge_uploads(
     if !dry_run {
         for (repo, id) in &stale {
             storage.delete_tree(&layout::upload_dir(repo, id)).await?;
+            storage.quota_release_upload(repo, id).await?;
         }
+        // Reservations whose session another way ended without them
+        // (quota rules removed meanwhile, a crash between the two).
+        storage.quota_purge_reservations(max_age).await?;
         // Directories without a file (left by older versions and by
         // crashes) are invisible to the walk above, which sees keys.
         let empty = storage.prune_empty_upload_dirs(max_age).await?;

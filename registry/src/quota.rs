@@ -13,6 +13,15 @@
 //!   process is gone: live ones are rewritten every [`HEARTBEAT`]) is
 //!   folded into the counter of the process that runs garbage collection.
 //!
+//! Bytes of unfinished uploads are *reserved*: each session records in
+//! storage how many bytes it holds (`quota_reserve`, rewritten as it
+//! grows, removed when it is finished, cancelled or purged), and
+//! admission counts the reservations of every other session of the scope
+//! with the usage. So upload sessions left open cannot each take the
+//! whole room: together they hold at most what the limit leaves. A body
+//! of known length is reserved before it is read, and refused if the
+//! reservations made meanwhile leave no room for it.
+//!
 //! Admission reads the usage before a write and refuses it when the write
 //! would pass the limit; the claim comes after the write. Writes admitted
 //! at the same moment do not see each other, so the limit can be passed
@@ -48,11 +57,13 @@ pub const STALE_COUNTER: Duration = Duration::from_secs(3600);
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
-    #[error("quota exceeded: {scope} holds {used} bytes of {limit} allowed by {rule}; this upload adds {adding} bytes")]
+    #[error("quota exceeded: {scope} holds {used} bytes of {limit} allowed by {rule} ({reserved} of them by unfinished uploads); this upload adds {adding} bytes")]
     Bytes {
         rule: String,
         scope: ScopeKey,
+        /// Stored and reserved by unfinished uploads.
         used: u64,
+        reserved: u64,
         limit: u64,
         adding: u64,
     },
@@ -75,11 +86,12 @@ impl QuotaError {
                 rule,
                 scope,
                 used,
+                reserved,
                 limit,
                 adding,
             } => serde_json::json!({
                 "rule": rule, "scope": scope.to_string(),
-                "used": used, "limit": limit, "adding": adding,
+                "used": used, "reserved": reserved, "limit": limit, "adding": adding,
             }),
             QuotaError::Repositories {
                 rule,
@@ -222,6 +234,50 @@ impl Ledger {
         Ok((own + others).max(0) as u64)
     }
 
+    /// The bytes unfinished uploads of `scope` hold, but `except`'s (the
+    /// upload being admitted, whose own bytes the caller counts).
+    pub async fn reserved(
+        &self,
+        scope: &ScopeKey,
+        except: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        Ok(self
+            .storage
+            .quota_reservations(scope)
+            .await?
+            .iter()
+            .filter(|r| except != Some(r.upload.as_str()))
+            .map(|r| r.bytes)
+            .sum())
+    }
+
+    /// Records that `upload` of `repository` holds `bytes`, when a byte
+    /// limit applies to it.
+    pub async fn reserve(
+        &self,
+        quotas: &Quotas,
+        repository: &RepoName,
+        upload: &str,
+        bytes: u64,
+    ) -> Result<(), StorageError> {
+        if quotas.counted_scopes(repository.as_str()).is_empty() {
+            return Ok(());
+        }
+        self.storage.quota_reserve(repository, upload, bytes).await
+    }
+
+    /// Takes back a reservation of `bytes` that `reserve` made.
+    pub async fn unreserve(
+        &self,
+        repository: &RepoName,
+        upload: &str,
+        bytes: u64,
+    ) -> Result<(), StorageError> {
+        self.storage
+            .quota_unreserve(repository, upload, bytes)
+            .await
+    }
+
     /// Adds `delta` to this process's counter in `scope`.
     async fn add(&self, scope: &ScopeKey, delta: i64) -> Result<(), StorageError> {
         let counter = self.own_counter(scope);
@@ -255,12 +311,16 @@ impl Ledger {
     /// limit on it leaves room (a blob already counted in a scope adds
     /// nothing there). Without a digest (a chunk of an upload), the bytes
     /// count as new everywhere.
+    ///
+    /// The reservations of unfinished uploads count as used, but those of
+    /// `upload` (the session this write belongs to: its bytes are `size`).
     pub async fn admit(
         &self,
         quotas: &Quotas,
         repository: &RepoName,
         blob: Option<&Digest>,
         size: u64,
+        upload: Option<&str>,
     ) -> Result<(), QuotaError> {
         for limit in quotas.limits(repository.as_str()) {
             let Some(max) = limit.max_bytes else {
@@ -272,13 +332,16 @@ impl Ledger {
                     continue;
                 }
             }
-            let used = self.used(&limit.scope).await?;
-            self.observe(&limit, used);
+            let stored = self.used(&limit.scope).await?;
+            self.observe(&limit, stored);
+            let reserved = self.reserved(&limit.scope, upload).await?;
+            let used = stored.saturating_add(reserved);
             if used.saturating_add(size) > max {
                 return Err(self.refused(QuotaError::Bytes {
                     rule: limit.rule,
                     scope: limit.scope,
                     used,
+                    reserved,
                     limit: max,
                     adding: size,
                 }));
@@ -289,12 +352,14 @@ impl Ledger {
 
     /// The most bytes a new blob of `repository` may have (None: no byte
     /// limit applies), for capping an upload whose length is not known.
+    /// The reservations of other uploads than `upload` take room.
     pub async fn room(
         &self,
         quotas: &Quotas,
         repository: &RepoName,
-    ) -> Result<Option<(u64, Limit)>, StorageError> {
-        let mut least: Option<(u64, Limit)> = None;
+        upload: Option<&str>,
+    ) -> Result<Option<(u64, Limit, u64)>, StorageError> {
+        let mut least: Option<(u64, Limit, u64)> = None;
         for limit in quotas.limits(repository.as_str()) {
             let Some(max) = limit.max_bytes else {
                 continue;
@@ -302,21 +367,24 @@ impl Ledger {
             self.ensure_ready(&limit.scope).await?;
             let used = self.used(&limit.scope).await?;
             self.observe(&limit, used);
-            let room = max.saturating_sub(used);
-            if least.as_ref().is_none_or(|(r, _)| room < *r) {
-                least = Some((room, limit));
+            let reserved = self.reserved(&limit.scope, upload).await?;
+            let room = max.saturating_sub(used.saturating_add(reserved));
+            if least.as_ref().is_none_or(|(r, _, _)| room < *r) {
+                least = Some((room, limit, reserved));
             }
         }
         Ok(least)
     }
 
-    /// The refusal for an upload that outgrew `room` bytes under `limit`.
-    pub fn outgrown(&self, limit: Limit, room: u64, adding: u64) -> QuotaError {
+    /// The refusal for an upload that outgrew `room` bytes under `limit`
+    /// (where other uploads held `reserved`).
+    pub fn outgrown(&self, limit: Limit, room: u64, reserved: u64, adding: u64) -> QuotaError {
         let max = limit.max_bytes.unwrap_or_default();
         self.refused(QuotaError::Bytes {
             rule: limit.rule,
             scope: limit.scope,
             used: max.saturating_sub(room),
+            reserved,
             limit: max,
             adding,
         })

@@ -429,3 +429,147 @@ async fn anonymous_expect_continue_is_refused_before_the_body() {
     assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
     assert_eq!(r.error_code(), "UNAUTHORIZED");
 }
+
+/// The audit log's events once `done` holds for them (the file is written
+/// by a thread).
+async fn audit_events(
+    path: &std::path::Path,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "audit log:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Behind a load balancer every client arrives from the proxy's address.
+/// With the proxy in `http.trusted_proxies`, failed logins count against
+/// the address it forwarded for: one client guessing does not make
+/// another client's right password answer 429, and the audit log names
+/// the clients, not the proxy.
+#[tokio::test]
+async fn one_clients_bad_passwords_behind_a_trusted_proxy_do_not_lock_out_another() {
+    let s = TestServer::start_with(|c| {
+        c.auth.htpasswd.max_failures_per_minute = 3;
+        c.http.trusted_proxies = vec!["127.0.0.1/32".into()];
+        c.auth.audit_log = Some(c.auth.htpasswd.path.with_file_name("audit.jsonl"));
+    })
+    .await;
+    let attacker = with_credentials(&s, "mallory", "guess");
+    let from_attacker =
+        |r: reqwest::RequestBuilder| r.header("x-forwarded-for", "1.1.1.1, 203.0.113.66");
+    for i in 0..3 {
+        let r = from_attacker(attacker.get("/v2/")).send().await.unwrap();
+        assert_challenge(&r, &format!("failure {i}"));
+    }
+    let r = from_attacker(attacker.get("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 429, "the guessing client itself is throttled");
+    // The attacker cannot walk away from its throttle by writing another
+    // address in front: the proxy appends the address it saw.
+    let r = attacker
+        .get("/v2/")
+        .header("x-forwarded-for", "192.0.2.1, 203.0.113.66")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+
+    // alice, never seen before, arrives through the same proxy.
+    let r = s
+        .client()
+        .get("/v2/")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "another client's right password behind the same proxy"
+    );
+    // RFC 7239 `Forwarded` from a proxy that sets only that.
+    let r = s
+        .client()
+        .get("/v2/")
+        .header("forwarded", "for=\"[2001:db8::7]:4711\";proto=https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let path = s.config.auth.audit_log.clone().unwrap();
+    let events = audit_events(&path, |e| {
+        e.iter().filter(|e| e["event"] == "throttled").count() == 2
+            && e.iter().any(|e| e["event"] == "login")
+    })
+    .await;
+    let clients = |event: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["event"] == event)
+            .map(|e| e["client"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(clients("login_failed"), ["203.0.113.66"; 3]);
+    assert_eq!(clients("throttled"), ["203.0.113.66"; 2]);
+    assert_eq!(clients("login"), ["198.51.100.7"]);
+}
+
+/// A client that talks to the registry directly (no trusted proxies, or a
+/// peer outside them) cannot choose the address its failures count
+/// under: a fresh `X-Forwarded-For` or `Forwarded` on each guess changes
+/// nothing, and the audit log records the real peer.
+#[tokio::test]
+async fn forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    for trusted in [
+        vec![],
+        vec!["10.0.0.0/8".to_owned(), "127.0.0.2".to_owned()],
+    ] {
+        let s = TestServer::start_with(|c| {
+            c.auth.htpasswd.max_failures_per_minute = 3;
+            c.http.trusted_proxies = trusted.clone();
+            c.auth.audit_log = Some(c.auth.htpasswd.path.with_file_name("audit.jsonl"));
+        })
+        .await;
+        let attacker = with_credentials(&s, "mallory", "guess");
+        for i in 0..3 {
+            let r = attacker
+                .get("/v2/")
+                .header("x-forwarded-for", format!("203.0.113.{i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_challenge(&r, &format!("failure {i} ({trusted:?})"));
+        }
+        for forged in [
+            ("x-forwarded-for", "198.51.100.200"),
+            ("forwarded", "for=198.51.100.201"),
+        ] {
+            let r = attacker
+                .get("/v2/")
+                .header(forged.0, forged.1)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 429, "{forged:?} ({trusted:?})");
+        }
+        let path = s.config.auth.audit_log.clone().unwrap();
+        let events = audit_events(&path, |e| {
+            e.iter().filter(|e| e["event"] == "throttled").count() == 2
+        })
+        .await;
+        for e in &events {
+            assert_eq!(e["client"], "127.0.0.1", "{e} ({trusted:?})");
+        }
+        s.stop().await;
+    }
+}

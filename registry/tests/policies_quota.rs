@@ -498,3 +498,182 @@ async fn a_full_namespace_takes_the_same_image_again() {
     assert_eq!(used(&c, "team/a").await, full);
     s.stop().await;
 }
+
+const TEAM_1M: &str = r#"
+[[quota]]
+namespace = "team"
+max_bytes = 1000000
+"#;
+
+/// What an upload session holds, as its status says (`Range: 0-<end>`;
+/// sessions here hold either nothing or far more than one byte).
+async fn session_bytes(c: &Client, location: &str) -> u64 {
+    let r = c.get(location).send().await.unwrap();
+    assert_eq!(r.status(), 204, "{location}");
+    let range = r.headers()["range"].to_str().unwrap();
+    match range.strip_prefix("0-").unwrap().parse::<u64>().unwrap() {
+        0 => 0,
+        end => end + 1,
+    }
+}
+
+/// Bytes of upload data on the local disk (chunk files of every session).
+fn upload_bytes_on_disk(s: &TestServer) -> u64 {
+    let root = s.storage_root();
+    support::storage_files(&root)
+        .iter()
+        .filter(|f| f.contains("/_uploads/") && f.contains("/chunks/"))
+        .map(|f| std::fs::metadata(root.join(f)).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// Sessions left open ("parked") used to be checked only for room for one
+/// more byte, so each could take the whole room: four sessions held 3.6 MB
+/// under a 1 MB quota. Their bytes are now reserved against the scope:
+/// however the PATCHes interleave, the sessions together hold at most the
+/// quota, and the room comes back when a session is cancelled.
+#[tokio::test]
+async fn parked_upload_sessions_cannot_exceed_the_quota_on_disk() {
+    let s = TestServer::start_with(|c| with_policies(c, TEAM_1M)).await;
+    let c = s.client();
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(c.start_upload("team/app").await);
+    }
+    // Four PATCHes of 900 kB at once (known lengths).
+    let patches = sessions.iter().enumerate().map(|(i, location)| {
+        let c = s.client();
+        let location = location.clone();
+        async move {
+            c.patch(&location)
+                .header("content-type", "application/octet-stream")
+                .body(pseudo_random(i as u64, 900_000))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(patches).await;
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 413),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 202).count() <= 1,
+        "two 900 kB chunks under a 1 MB quota: {statuses:?}"
+    );
+    // Then one after the other, with chunked bodies as docker sends them.
+    for (i, location) in sessions.iter().enumerate() {
+        if session_bytes(&c, location).await == 0 {
+            let r = patch_chunked(&c, location, &pseudo_random(10 + i as u64, 900_000)).await;
+            assert!([202, 413].contains(&r.status().as_u16()), "{}", r.status());
+        }
+    }
+    let mut held = Vec::new();
+    for location in &sessions {
+        held.push(session_bytes(&c, location).await);
+    }
+    let total: u64 = held.iter().sum();
+    assert!(total <= 1_000_000, "the sessions hold {held:?}");
+    assert_eq!(
+        held.iter().filter(|b| **b == 900_000).count(),
+        1,
+        "{held:?}"
+    );
+    if !support::storage_is_s3() {
+        let on_disk = upload_bytes_on_disk(&s);
+        assert!(on_disk <= 1_000_000, "{on_disk} bytes of uploads on disk");
+    }
+
+    // What is left (100 kB) still takes small chunks.
+    let small = sessions
+        .iter()
+        .zip(&held)
+        .find(|(_, b)| **b == 0)
+        .map(|(l, _)| l.clone())
+        .unwrap();
+    let r = c
+        .patch(&small)
+        .header("content-type", "application/octet-stream")
+        .body(pseudo_random(20, 60_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let small = r.headers()["location"].to_str().unwrap().to_owned();
+
+    // Cancelling the big session gives its room back.
+    let big = sessions
+        .iter()
+        .zip(&held)
+        .find(|(_, b)| **b == 900_000)
+        .map(|(l, _)| l.clone())
+        .unwrap();
+    assert_eq!(c.delete(&big).send().await.unwrap().status(), 204);
+    let rest = pseudo_random(21, 900_000);
+    let r = c
+        .patch(&small)
+        .header("content-type", "application/octet-stream")
+        .body(rest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "the cancelled session's room came back");
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut blob = pseudo_random(20, 60_000);
+    blob.extend_from_slice(&rest);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(&format!("{location}{sep}digest={}", sha256_digest(&blob)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "its own reservation does not count twice");
+    assert_eq!(used(&c, "team/app").await, 960_000);
+    // The finished session's reservation went with it: an idle session
+    // may take the 40 kB left.
+    let idle = sessions
+        .iter()
+        .zip(&held)
+        .filter(|(_, b)| **b == 0)
+        .nth(1)
+        .map(|(l, _)| l.clone())
+        .unwrap();
+    let r = c
+        .patch(&idle)
+        .header("content-type", "application/octet-stream")
+        .body(pseudo_random(22, 40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// A repository takes at most `max_upload_sessions_per_repository` open
+/// sessions; the next POST is answered 429 `TOOMANYREQUESTS` with
+/// `Retry-After`, until one ends.
+#[tokio::test]
+async fn too_many_parked_upload_sessions_are_refused_with_429() {
+    let s = TestServer::start_with(|c| {
+        with_policies(
+            c,
+            &format!("max_upload_sessions_per_repository = 3\n{TEAM_1M}"),
+        )
+    })
+    .await;
+    let c = s.client();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(c.start_upload("team/app").await);
+    }
+    let r = c.post("/v2/team/app/blobs/uploads/").send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(support::error_code(r).await, "TOOMANYREQUESTS");
+    // Another repository has its own.
+    c.start_upload("team/other").await;
+    assert_eq!(c.delete(&sessions[0]).send().await.unwrap().status(), 204);
+    c.start_upload("team/app").await;
+}

@@ -5,20 +5,20 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::client_addr::ClientAddr;
 use super::RouteKind;
 use crate::auth::User;
+use crate::AppState;
 
-pub async fn log(request: Request, next: Next) -> Response {
+pub async fn log(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+    let peer = ClientAddr::of(&state, request.extensions(), request.headers())
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
     let (request, received) = super::body::counted(request);
     let response = next.run(request).await;

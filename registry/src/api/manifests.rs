@@ -183,7 +183,7 @@ pub async fn put(
         }
     }
     let size = body.len() as u64;
-    super::quota::before_link(state, name, &digest, size).await?;
+    super::quota::before_link(state, name, &digest, size, None).await?;
     // Acknowledged only once the manifest is visible and everything it
     // references is still there and not being garbage-collected
     // (storage::gc_guard explains the race this closes).

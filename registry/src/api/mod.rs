@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod blobs;
 pub mod body;
+pub mod client_addr;
 pub mod error;
 pub mod ext;
 pub mod headers;
@@ -68,7 +69,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(middleware::from_fn(one_host))
         .layer(middleware::map_response(add_api_version))
-        .layer(middleware::from_fn(access_log::log))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,

@@ -11,10 +11,13 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use axum::http::header;
+
 use super::error::{ApiError, Code};
 use crate::oci::{Digest, RepoName};
 use crate::policy::quota::Limit;
 use crate::quota::QuotaError;
+use crate::storage::uploads::UploadId;
 use crate::AppState;
 
 impl From<QuotaError> for ApiError {
@@ -63,9 +66,42 @@ pub async fn before_write(
     // length is not known yet.
     state
         .quota
-        .admit(&quotas, name, blob, adding.max(1))
+        .admit(&quotas, name, blob, adding.max(1), None)
         .await
         .map_err(unread)
+}
+
+/// Before a new upload session of `name`: the repository has fewer open
+/// than `policies.max_upload_sessions_per_repository` (429 with
+/// `Retry-After` otherwise: sessions end when their clients finish or
+/// cancel them, or when purged).
+pub async fn before_session(state: &AppState, name: &RepoName) -> Result<(), ApiError> {
+    let max = state.policies.get().max_upload_sessions;
+    if max == 0 {
+        return Ok(());
+    }
+    let open = state.storage.open_upload_sessions(name).await?;
+    if open >= max as usize {
+        return Err(ApiError::new(
+            Code::TooManyRequests,
+            format!("{name} has {open} unfinished upload sessions, the most policies.max_upload_sessions_per_repository allows; finish or cancel one, or retry later"),
+        )
+        .header(header::RETRY_AFTER, "10")
+        .detail(serde_json::json!({ "open": open, "limit": max }))
+        .close_connection());
+    }
+    Ok(())
+}
+
+/// After upload session `id` of `name` ended (finished or cancelled): its
+/// reservation goes.
+pub async fn after_session(state: &AppState, name: &RepoName, id: &UploadId) {
+    if rules(state).is_none() {
+        return;
+    }
+    if let Err(e) = state.storage.quota_release_upload(name, id.as_str()).await {
+        tracing::warn!(repository = %name, upload = %id.as_str(), error = %e, "upload reservation not released (upload purging removes it)");
+    }
 }
 
 /// Before a manifest (at most 4 MiB, read before its byte check, which
@@ -85,18 +121,20 @@ pub async fn before_manifest(state: &AppState, name: &RepoName) -> Result<(), Ap
 
 /// Before a blob of `size` bytes becomes part of `name` (an upload's last
 /// request, a mount, a manifest).
+/// The blob's bytes are those `upload` (if any) reserved.
 pub async fn before_link(
     state: &AppState,
     name: &RepoName,
     d: &Digest,
     size: u64,
+    upload: Option<&UploadId>,
 ) -> Result<(), ApiError> {
     let Some(quotas) = rules(state) else {
         return Ok(());
     };
     state
         .quota
-        .admit(&quotas, name, Some(d), size)
+        .admit(&quotas, name, Some(d), size, upload.map(UploadId::as_str))
         .await
         .map_err(ApiError::from)
 }
@@ -124,12 +162,19 @@ pub async fn after_delete(state: &AppState, name: &RepoName) {
     }
 }
 
-/// A cap on an upload body whose length is not known: the upload may grow
-/// to `room` bytes in all (it holds `offset` already).
+/// What an append to an upload session may add: the upload may grow to
+/// `room` bytes in all (it holds `offset` already; the reservations of
+/// other sessions are not room). A body of known length is reserved
+/// before it is read (`reserve`); the session's size is reserved after
+/// each append (`settle`).
 pub struct Cap {
     ledger: Arc<crate::quota::Ledger>,
+    quotas: crate::policy::quota::Quotas,
+    name: RepoName,
+    upload: UploadId,
     limit: Limit,
     room: u64,
+    reserved: u64,
     offset: u64,
     /// The upload's size when the body was cut (0: not cut).
     cut_at: Arc<AtomicU64>,
@@ -139,18 +184,27 @@ impl Cap {
     pub async fn for_upload(
         state: &AppState,
         name: &RepoName,
+        upload: &UploadId,
         offset: u64,
     ) -> Result<Option<Cap>, ApiError> {
         let Some(quotas) = rules(state) else {
             return Ok(None);
         };
-        let Some((room, limit)) = state.quota.room(&quotas, name).await? else {
+        let Some((room, limit, reserved)) = state
+            .quota
+            .room(&quotas, name, Some(upload.as_str()))
+            .await?
+        else {
             return Ok(None);
         };
         let cap = Cap {
             ledger: state.quota.clone(),
+            quotas,
+            name: name.clone(),
+            upload: upload.clone(),
             limit,
             room,
+            reserved,
             offset,
             cut_at: Arc::default(),
         };
@@ -166,6 +220,57 @@ impl Cap {
             return Err(self.refusal(total));
         }
         Ok(())
+    }
+
+    /// Reserves `total` bytes for the session before a body of known
+    /// length is read, then checks again: of sessions reserving at the
+    /// same moment none passes the limit (each sees the others' records,
+    /// or they all give way).
+    pub async fn reserve(&self, total: u64) -> Result<(), ApiError> {
+        self.check(total)?;
+        self.ledger
+            .reserve(&self.quotas, &self.name, self.upload.as_str(), total)
+            .await?;
+        let again = self
+            .ledger
+            .room(&self.quotas, &self.name, Some(self.upload.as_str()))
+            .await;
+        match again {
+            Ok(Some((room, limit, reserved))) if total > room => {
+                self.unreserve(total).await;
+                Err(unread(self.ledger.outgrown(limit, room, reserved, total)))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.unreserve(total).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Back to the reservation of the bytes the session held.
+    async fn unreserve(&self, total: u64) {
+        if total > self.offset {
+            let name = &self.name;
+            let id = self.upload.as_str();
+            let back = async {
+                self.ledger
+                    .reserve(&self.quotas, name, id, self.offset)
+                    .await?;
+                self.ledger.unreserve(name, id, total).await
+            };
+            if let Err(e) = back.await {
+                tracing::warn!(repository = %name, upload = id, error = %e, "upload reservation not taken back (upload purging removes it)");
+            }
+        }
+    }
+
+    /// Records the size the session has after an append.
+    pub async fn settle(&self, size: u64) -> Result<(), ApiError> {
+        Ok(self
+            .ledger
+            .reserve(&self.quotas, &self.name, self.upload.as_str(), size)
+            .await?)
     }
 
     /// The body, ending in an error once the upload would outgrow the room.
@@ -202,6 +307,9 @@ impl Cap {
     }
 
     pub fn refusal(&self, total: u64) -> ApiError {
-        unread(self.ledger.outgrown(self.limit.clone(), self.room, total))
+        unread(
+            self.ledger
+                .outgrown(self.limit.clone(), self.room, self.reserved, total),
+        )
     }
 }

@@ -11,15 +11,15 @@
 //! scope is granted in part, not refused). Wrong passwords count against the
 //! same per-address and per-user limits as Basic mode.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::client_addr::ClientAddr;
 use super::error::{ApiError, Code};
 use super::RouteKind;
 use crate::auth::access::{Actions, RequestedScope};
@@ -217,14 +217,13 @@ fn wrong_service(token: &TokenAuth, pairs: &[(String, String)]) -> bool {
 /// `GET /auth/token`.
 pub async fn get(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
     let Some((token, credentials)) = endpoint(&state) else {
         return not_found();
     };
-    let client = peer.ip();
     let pairs = query_pairs(&uri);
     if wrong_service(token, &pairs) {
         return labelled(
@@ -311,13 +310,12 @@ fn login_refused(
 /// `POST /auth/token` (OAuth2 form).
 pub async fn post(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     body: Body,
 ) -> Response {
     let Some((token, credentials)) = endpoint(&state) else {
         return not_found();
     };
-    let client = peer.ip();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
         return labelled(
             oauth_error(

@@ -87,6 +87,7 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
         };
         let length = content_length(&parts.headers);
         super::quota::before_write(state, name, Some(&digest), length.unwrap_or(0)).await?;
+        super::quota::before_session(state, name).await?;
         let id = state.storage.start_upload(name).await?;
         let finished = async {
             // A known length was admitted with the digest just above (a
@@ -94,7 +95,7 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
             let size = append(state, name, &id, Some(0), length, length.is_some(), body)
                 .await?
                 .size;
-            super::quota::before_link(state, name, &digest, size).await?;
+            super::quota::before_link(state, name, &digest, size, Some(&id)).await?;
             state.storage.finish_upload(name, &id, &digest).await?;
             super::quota::after_link(state, name, &digest, size).await
         }
@@ -102,8 +103,10 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
         if let Err(e) = finished {
             // A failed monolithic upload leaves nothing behind.
             let _ = state.storage.cancel_upload(name, &id).await;
+            super::quota::after_session(state, name, &id).await;
             return Err(e);
         }
+        super::quota::after_session(state, name, &id).await;
         return Ok(created_response(name, &digest));
     }
     if !super::body::drain(body, 0).await {
@@ -114,6 +117,7 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
         .close_connection());
     }
     super::quota::before_write(state, name, None, 0).await?;
+    super::quota::before_session(state, name).await?;
     let id = state.storage.start_upload(name).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
 }
@@ -137,7 +141,7 @@ async fn append(
             Some(s) => s,
             None => state.storage.upload_status(name, id).await?.size,
         };
-        super::quota::Cap::for_upload(state, name, offset)
+        super::quota::Cap::for_upload(state, name, id, offset)
             .await?
             .map(|cap| (cap, offset))
     } else {
@@ -151,14 +155,28 @@ async fn append(
             .map_err(|e| ApiError::from(e).close_connection());
     };
     if let Some(length) = length {
-        cap.check(offset.saturating_add(length))?;
+        cap.reserve(offset.saturating_add(length)).await?;
     }
     let capped = Box::pin(cap.wrap(body.into_data_stream()));
-    match state
+    let appended = state
         .storage
         .append_upload(name, id, start, length, capped)
-        .await
-    {
+        .await;
+    // What the session holds now is its reservation (a failed append
+    // may have kept part of its body).
+    let held = match &appended {
+        Ok(status) => Some(status.size),
+        Err(_) => state
+            .storage
+            .upload_status(name, id)
+            .await
+            .ok()
+            .map(|s| s.size),
+    };
+    if let Some(size) = held {
+        cap.settle(size).await?;
+    }
+    match appended {
         Ok(status) => Ok(status),
         Err(e) => Err(cap
             .cut()
@@ -304,12 +322,14 @@ pub async fn put(
     let size = append(state, name, &id, start, length, false, body)
         .await?
         .size;
-    if let Err(e) = super::quota::before_link(state, name, &digest, size).await {
+    if let Err(e) = super::quota::before_link(state, name, &digest, size, Some(&id)).await {
         // Refused whole: the session goes, as a failed monolithic upload.
         let _ = state.storage.cancel_upload(name, &id).await;
+        super::quota::after_session(state, name, &id).await;
         return Err(e);
     }
     state.storage.finish_upload(name, &id, &digest).await?;
+    super::quota::after_session(state, name, &id).await;
     super::quota::after_link(state, name, &digest, size).await?;
     Ok(created_response(name, &digest))
 }
@@ -328,6 +348,7 @@ pub async fn status(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResul
 pub async fn cancel(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResult {
     let id = parse_id(raw_id)?;
     state.storage.cancel_upload(name, &id).await?;
+    super::quota::after_session(state, name, &id).await;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

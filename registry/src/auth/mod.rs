@@ -19,14 +19,15 @@ pub mod jwk;
 pub mod token;
 pub mod x5c;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::client_addr::{ClientAddr, TrustedProxies};
 use crate::api::error::{ApiError, Code};
 use crate::api::route::Route;
 use crate::config::{AuthMode, Config};
@@ -70,6 +71,8 @@ pub struct Authenticator {
     /// `http.host`, the registry's external URL (no trailing `/`): the
     /// base of the token realm when `auth.token.realm` is unset.
     pub external_url: Option<String>,
+    /// Whose forwarding headers name the client (`http.trusted_proxies`).
+    pub proxies: TrustedProxies,
 }
 
 impl Authenticator {
@@ -80,6 +83,7 @@ impl Authenticator {
             audit: Audit::disabled(),
             tls: false,
             external_url: None,
+            proxies: TrustedProxies::default(),
         }
     }
 
@@ -194,12 +198,11 @@ fn scope_list(needed: &Needed) -> String {
 
 pub async fn require_auth(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     mut request: Request,
     next: Next,
 ) -> Response {
     let auth = &state.auth;
-    let client = peer.ip();
     let method = request.method().clone();
     let needed = access::needed(&method, request.uri().path());
     let authorization = request
@@ -626,6 +629,12 @@ pub enum SetupError {
 pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Created>), SetupError> {
     let acl = Acl::from_config(config.acl.as_ref())
         .map_err(|(key, message)| SetupError::Config { key, message })?;
+    let proxies = TrustedProxies::parse(&config.http.trusted_proxies).map_err(|message| {
+        SetupError::Config {
+            key: "http.trusted_proxies".into(),
+            message,
+        }
+    })?;
     let audit = match &config.auth.audit_log {
         Some(path) => Audit::to_file(path).map_err(|source| SetupError::AuditLog {
             path: path.clone(),
@@ -681,6 +690,7 @@ pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Crea
             audit,
             tls: config.http.tls.is_some(),
             external_url: external_base(config),
+            proxies,
         },
         created,
     ))

@@ -240,7 +240,7 @@ impl Node {
 
 /// Our own keys whose names hold an underscore, which a variable's name
 /// cannot tell from a level: `REGISTRY_GC_GRACE_PERIOD` is `gc.grace_period`.
-const UNDERSCORE_KEYS: &[&str] = &["grace_period", "delete_untagged"];
+const UNDERSCORE_KEYS: &[&str] = &["grace_period", "delete_untagged", "trusted_proxies"];
 
 fn env_path(name: &str) -> Vec<String> {
     let parts: Vec<&str> = name.split('_').skip(1).collect();
@@ -1004,6 +1004,16 @@ fn map_http(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if let Some(d) = r.duration("http.draintimeout")? {
         c.http.drain_timeout = d;
     }
+    // Ours (Distribution believes `X-Forwarded-For` from anyone): a list,
+    // or CIDRs separated by commas (`REGISTRY_HTTP_TRUSTED_PROXIES`).
+    c.http.trusted_proxies = r
+        .strings("http.trusted_proxies")?
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     Ok(())
 }
 
@@ -1251,6 +1261,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ("http.debug.addr", opt(&c.metrics.addr)),
         ("http.debug.prometheus.path", c.metrics.path.clone()),
         ("http.draintimeout", d(c.http.drain_timeout)),
+        ("http.trusted_proxies", c.http.trusted_proxies.join(", ")),
         ("auth", mode.to_owned()),
     ]);
     match c.auth.mode {
@@ -1282,7 +1293,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
     rows.extend([
         (
             "proxy.remoteurl",
-            c.proxy.remoteurl.clone().unwrap_or_default(),
+            super::redact_url(c.proxy.remoteurl.as_deref().unwrap_or_default()),
         ),
         (
             "proxy.username",
@@ -1301,7 +1312,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
             .iter()
             .map(|e| {
                 let off = if e.disabled { " (disabled)" } else { "" };
-                format!("{} -> {}{off}", e.name, e.url)
+                format!("{} -> {}{off}", e.name, super::redact_url(&e.url))
             })
             .collect::<Vec<_>>()
             .join("; "),
@@ -1359,6 +1370,27 @@ health:
     interval: 10s
     threshold: 3
 ";
+
+    #[test]
+    fn trusted_proxies_map_from_the_file_and_the_variable() {
+        let base = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /r\n";
+        let file = format!("{base}http:\n  trusted_proxies: [10.0.0.0/8, 127.0.0.1]\n");
+        let l = load_str(&file, &[]).unwrap();
+        assert_eq!(l.config.http.trusted_proxies, ["10.0.0.0/8", "127.0.0.1"]);
+        let l = load_str(
+            base,
+            &[("REGISTRY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,fd00::/8")],
+        )
+        .unwrap();
+        assert_eq!(l.config.http.trusted_proxies, ["10.0.0.0/8", "fd00::/8"]);
+        let row = l
+            .rows()
+            .into_iter()
+            .find(|r| r.key == "http.trusted_proxies")
+            .unwrap();
+        assert_eq!(row.value, "10.0.0.0/8, fd00::/8");
+        assert!(load_str(&format!("{base}http:\n  trusted_proxies: [nope]\n"), &[]).is_err());
+    }
 
     #[test]
     fn debian_file_maps() {

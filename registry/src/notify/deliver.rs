@@ -23,7 +23,7 @@ pub const SIGNATURE_HEADER: &str = "x-registry-signature-256";
 
 pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch::Receiver<bool>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder().timeout(e.config.timeout).build() {
+    let client = match client(e.config.timeout) {
         Ok(c) => c,
         Err(err) => {
             tracing::error!(endpoint = %e.config.name, error = %err, "notification client");
@@ -121,6 +121,16 @@ pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch:
     }
 }
 
+/// An endpoint's HTTP client. Redirects are not followed: the custom
+/// headers (often a token) and the signature would go to wherever the
+/// endpoint points; a 3xx is a failed delivery, retried like any other.
+fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Sleeps `d`; true when shutting down.
 async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
     tokio::select! {
@@ -150,11 +160,115 @@ async fn send(
         let signature = hex::encode(mac.finalize().into_bytes());
         request = request.header(SIGNATURE_HEADER, format!("sha256={signature}"));
     }
-    let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+    // reqwest's error names the URL, userinfo and all: the log line names
+    // the endpoint instead.
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
     let status = response.status();
     if status.is_success() {
         Ok(())
     } else {
         Err(format!("endpoint answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+    use crate::config::NotifyEndpoint;
+
+    fn endpoint(url: String) -> Endpoint {
+        Endpoint {
+            label: crate::metrics::EndpointLabel {
+                endpoint: "hook".into(),
+            },
+            config: NotifyEndpoint {
+                name: "hook".into(),
+                url,
+                headers: BTreeMap::from([(
+                    "X-Hook-Token".to_string(),
+                    vec!["tok-hunter2".to_string()],
+                )]),
+                timeout: Duration::from_secs(5),
+                ..NotifyEndpoint::default()
+            },
+            wake: tokio::sync::Notify::new(),
+            trim: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn deliver(e: &Endpoint) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        send(
+            &client(e.config.timeout).unwrap(),
+            e,
+            b"{}".to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap_err()
+    }
+
+    /// A delivery that fails is logged with its error: the URL's password
+    /// is not in it.
+    #[tokio::test]
+    async fn a_failed_delivery_does_not_log_the_urls_password() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let why = deliver(&endpoint(format!(
+            "http://bot:hunter2@127.0.0.1:{port}/hook"
+        )))
+        .await;
+        assert!(!why.contains("hunter2"), "{why}");
+    }
+
+    /// An endpoint that redirects elsewhere does not get the custom
+    /// headers sent on: the redirect is not followed (a failed delivery).
+    #[tokio::test]
+    async fn notification_headers_do_not_follow_a_redirect_to_another_host() {
+        let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        elsewhere.set_nonblocking(true).unwrap();
+        let target = format!("http://{}/steal", elsewhere.local_addr().unwrap());
+        let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", hook.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = hook.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            conn.write_all(answer.as_bytes()).unwrap();
+        });
+        let why = deliver(&endpoint(url)).await;
+        server.join().unwrap();
+        assert!(why.contains("307"), "{why}");
+        // Had the redirect been followed, its connection would be waiting
+        // to be accepted now (send returns after the whole chain).
+        match elsewhere.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((mut conn, _)) => {
+                let mut got = Vec::new();
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let _ = conn.read_to_end(&mut got);
+                panic!(
+                    "the redirect was followed with: {}",
+                    String::from_utf8_lossy(&got)
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 }

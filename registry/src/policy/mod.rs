@@ -17,6 +17,8 @@ pub struct Policies {
     pub immutable: immutable::Immutable,
     pub retention: Vec<config::RetentionRule>,
     pub quota: quota::Quotas,
+    /// `policies.max_upload_sessions_per_repository` in effect (0: none).
+    pub max_upload_sessions: u32,
 }
 
 impl Policies {
@@ -26,6 +28,9 @@ impl Policies {
             immutable: immutable::Immutable::new(config.immutable.clone()),
             retention: config.retention.clone(),
             quota: quota::Quotas::new(config.quota.clone(), config.total_max_bytes),
+            max_upload_sessions: config
+                .max_upload_sessions_per_repository
+                .unwrap_or(config::DEFAULT_MAX_UPLOAD_SESSIONS),
         }
     }
 }

@@ -7,7 +7,14 @@
 //!   _used/<process id>             bytes that process added (+) or removed (-), decimal
 //!   _ready                         the scope's blobs were counted once from the links
 //! <scope>: namespace/<name> | repository/<name> | total
+//! docker/registry/v2/_quota/_uploads/<name>/<upload id>/<bytes>
+//!                                  an unfinished upload holds that many bytes (a
+//!                                  reservation, counted in every scope of <name>)
 //! ```
+//!
+//! A reservation is rewritten (the new size created, smaller ones removed)
+//! as its session grows, and removed with the session (finished,
+//! cancelled, purged).
 //!
 //! Names are repository names, whose components never start with `_`,
 //! so `namespace/team/_blobs` cannot be read as namespace `team/_blobs`.
@@ -40,6 +47,20 @@ fn blob_key(scope: &ScopeKey, d: &Digest, size: u64) -> Path {
         d.algorithm().as_str(),
         d.hex()
     ))
+}
+
+const RESERVATIONS: &str = "docker/registry/v2/_quota/_uploads";
+
+fn reservation_dir(name: &RepoName, id: &str) -> Path {
+    Path::from(format!("{RESERVATIONS}/{name}/{id}"))
+}
+
+/// The bytes an unfinished upload holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub repository: String,
+    pub upload: String,
+    pub bytes: u64,
 }
 
 fn counter_key(scope: &ScopeKey, process: &str) -> Path {
@@ -212,6 +233,105 @@ impl Storage {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Records that the upload `id` of `name` holds `bytes` (it only
+    /// grows: smaller records of it are removed, larger ones kept).
+    pub async fn quota_reserve(&self, name: &RepoName, id: &str, bytes: u64) -> Result<()> {
+        let dir = reservation_dir(name, id);
+        self.store
+            .put(&dir.clone().join(bytes.to_string()), PutPayload::default())
+            .await?;
+        for meta in self.list_all(&dir).await? {
+            if meta
+                .location
+                .filename()
+                .and_then(|f| f.parse::<u64>().ok())
+                .is_some_and(|b| b < bytes)
+            {
+                self.delete_if_exists(&meta.location).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back a reservation of exactly `bytes` (an append refused
+    /// after it reserved).
+    pub async fn quota_unreserve(&self, name: &RepoName, id: &str, bytes: u64) -> Result<()> {
+        self.delete_if_exists(&reservation_dir(name, id).join(bytes.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the reservation of an upload session that ended.
+    pub async fn quota_release_upload(&self, name: &RepoName, id: &str) -> Result<()> {
+        self.delete_tree(&reservation_dir(name, id)).await
+    }
+
+    /// The reservations of the unfinished uploads in `scope`'s
+    /// repositories, one per upload (its largest record).
+    pub async fn quota_reservations(&self, scope: &ScopeKey) -> Result<Vec<Reservation>> {
+        let root = Path::from(RESERVATIONS);
+        let prefix = match scope.prefix() {
+            Some(p) => Path::from(format!("{RESERVATIONS}/{p}")),
+            None => root.clone(),
+        };
+        let depth = root.parts().count();
+        let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for meta in self.list_all(&prefix).await? {
+            let parts: Vec<String> = meta
+                .location
+                .parts()
+                .skip(depth)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            let [name @ .., id, bytes] = parts.as_slice() else {
+                continue;
+            };
+            let (Ok(bytes), false) = (bytes.parse::<u64>(), name.is_empty()) else {
+                continue;
+            };
+            let name = name.join("/");
+            if !scope.contains(&name) {
+                continue;
+            }
+            let held = out.entry((name, id.clone())).or_default();
+            *held = (*held).max(bytes);
+        }
+        Ok(out
+            .into_iter()
+            .map(|((repository, upload), bytes)| Reservation {
+                repository,
+                upload,
+                bytes,
+            })
+            .collect())
+    }
+
+    /// Removes reservations not rewritten for `max_age` (their sessions
+    /// were purged by a process that did not remove them); how many.
+    pub async fn quota_purge_reservations(&self, max_age: std::time::Duration) -> Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for meta in self.list_all(&Path::from(RESERVATIONS)).await? {
+            let age = now
+                .duration_since(SystemTime::from(meta.last_modified))
+                .unwrap_or_default();
+            if age > max_age && self.delete_if_exists(&meta.location).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// How many upload sessions `name` has open.
+    pub async fn open_upload_sessions(&self, name: &RepoName) -> Result<usize> {
+        let prefix = Path::from(format!("{}/{name}/_uploads", layout::repositories_root()));
+        match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(l) => Ok(l.common_prefixes.len()),
+            Err(e) if is_not_found(&e) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// How many repositories with manifests `scope` holds.

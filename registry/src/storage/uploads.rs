@@ -55,6 +55,10 @@ impl UploadId {
     fn new() -> UploadId {
         UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

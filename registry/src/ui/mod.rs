@@ -11,10 +11,9 @@ pub mod pages;
 pub mod session;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +22,7 @@ use axum::Router;
 use maud::Markup;
 use serde_json::Value;
 
+use crate::api::client_addr::ClientAddr;
 use crate::api::ext;
 use crate::auth::access::{Access, Actions, Resource};
 use crate::auth::audit::Event;
@@ -576,7 +576,7 @@ fn login_page(
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -596,7 +596,6 @@ async fn login(
         );
     }
     let user = field("username");
-    let client = peer.ip();
     let audit = |event: &str, reason: &str| {
         state.auth.audit.record(&Event {
             event,
@@ -739,7 +738,7 @@ async fn confirm_delete(
 
 async fn delete(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     request: Request,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
@@ -782,7 +781,7 @@ async fn delete(
                 let request = crate::notify::middleware::request_info(
                     &n.host,
                     &parts.headers,
-                    peer.to_string(),
+                    client.to_string(),
                     &axum::http::Method::DELETE,
                 );
                 let actor = if user == crate::auth::ANONYMOUS {
@@ -795,7 +794,7 @@ async fn delete(
             state.auth.audit.record(&Event {
                 event: "delete",
                 user,
-                client: Some(peer.ip()),
+                client: Some(client),
                 repository: name.as_str(),
                 reference: &reference,
                 method: "ui",
