@@ -78,6 +78,43 @@ pub struct Http {
     /// `Forwarded` names the client: for the login throttles, the access
     /// and audit logs. Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// How long a client may take to send a request's headers (from the
+    /// connection's start, and from the end of the previous response on a
+    /// kept-alive HTTP/1 connection) before the connection is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; 0: sized from the open-file limit
+    /// (`conn_limits`). Past it, the longest-idle connection is closed to
+    /// make room, or the new one when every connection has a request.
+    pub max_connections: usize,
+    pub http2: Http2,
+}
+
+/// `[http.http2]`: what an HTTP/2 connection may hold open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2 {
+    /// Streams (requests) one HTTP/2 connection may have in flight.
+    pub max_concurrent_streams: u32,
+    /// How often an HTTP/2 connection is pinged; 0: never.
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            max_concurrent_streams: 100,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +290,10 @@ impl Default for Http {
             drain_timeout: Duration::from_secs(30),
             headers: BTreeMap::new(),
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
+            http2: Http2::default(),
         }
     }
 }
@@ -744,6 +785,20 @@ impl Config {
             "REGISTRY_HTTP_DRAINTIMEOUT" | "REGISTRY_HTTP_DRAIN_TIMEOUT" => {
                 self.http.drain_timeout = parse_duration(k, value)?
             }
+            "REGISTRY_HTTP_HEADER_READ_TIMEOUT" => {
+                self.http.header_read_timeout = parse_duration(k, value)?
+            }
+            "REGISTRY_HTTP_IDLE_TIMEOUT" => self.http.idle_timeout = parse_duration(k, value)?,
+            "REGISTRY_HTTP_MAX_CONNECTIONS" => self.http.max_connections = parse_number(k, value)?,
+            "REGISTRY_HTTP_HTTP2_MAX_CONCURRENT_STREAMS" => {
+                self.http.http2.max_concurrent_streams = parse_number(k, value)?
+            }
+            "REGISTRY_HTTP_HTTP2_KEEPALIVE_INTERVAL" => {
+                self.http.http2.keepalive_interval = parse_duration(k, value)?
+            }
+            "REGISTRY_HTTP_HTTP2_KEEPALIVE_TIMEOUT" => {
+                self.http.http2.keepalive_timeout = parse_duration(k, value)?
+            }
             "REGISTRY_STORAGE_MAINTENANCE_READONLY" => {
                 m.readonly.enabled = parse_enabled_map(k, value)?
             }
@@ -807,6 +862,21 @@ impl Config {
 
     fn validate_ops(&self) -> Result<(), ConfigError> {
         self.metrics_addr()?;
+        if self.http.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be more than 0 (0 would let a client hold a connection without a request)",
+            ));
+        }
+        if self.http.idle_timeout.is_zero() {
+            return Err(invalid("http.idle_timeout", "must be more than 0"));
+        }
+        if self.http.http2.max_concurrent_streams == 0 {
+            return Err(invalid(
+                "http.http2.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
         let cache = &self.storage.cache;
         if !cache.ttl.is_zero() && (cache.max_entries == 0 || cache.max_bytes < 64 << 10) {
             return Err(invalid(
@@ -966,6 +1036,12 @@ enabled = true
                 ("REGISTRY_GC_GRACE_PERIOD", "0s"),
                 ("REGISTRY_METRICS_ADDR", ":5001"),
                 ("REGISTRY_HTTP_DRAINTIMEOUT", "2s"),
+                ("REGISTRY_HTTP_HEADER_READ_TIMEOUT", "5s"),
+                ("REGISTRY_HTTP_IDLE_TIMEOUT", "10s"),
+                ("REGISTRY_HTTP_MAX_CONNECTIONS", "500"),
+                ("REGISTRY_HTTP_HTTP2_MAX_CONCURRENT_STREAMS", "50"),
+                ("REGISTRY_HTTP_HTTP2_KEEPALIVE_INTERVAL", "0s"),
+                ("REGISTRY_HTTP_HTTP2_KEEPALIVE_TIMEOUT", "3s"),
                 (
                     "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
                     "false",
@@ -980,8 +1056,21 @@ enabled = true
             "0.0.0.0:5001"
         );
         assert_eq!(c.http.drain_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.max_connections, 500);
+        assert_eq!(c.http.http2.max_concurrent_streams, 50);
+        assert!(c.http.http2.keepalive_interval.is_zero());
+        assert_eq!(c.http.http2.keepalive_timeout, Duration::from_secs(3));
         assert!(!c.storage.maintenance.uploadpurging.enabled);
         assert!(c.ignored_env.is_empty(), "{:?}", c.ignored_env);
+    }
+
+    #[test]
+    fn a_zero_header_timeout_is_refused() {
+        let e =
+            Config::load(None, env(&[("REGISTRY_HTTP_HEADER_READ_TIMEOUT", "0s")])).unwrap_err();
+        assert!(e.to_string().contains("http.header_read_timeout"), "{e}");
     }
 
     #[test]

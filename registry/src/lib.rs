@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod conn_limits;
 pub mod gc;
 pub mod linger;
 pub mod metrics;

@@ -10,8 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::credentials::Created;
 use crate::config::Config;
-use crate::linger::LingerAcceptor;
-use crate::{api, storage, App};
+use crate::{api, conn_limits, storage, App};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -212,13 +211,22 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             handle.graceful_shutdown(Some(drain_timeout));
         }
     });
+    // Slow or idle clients cannot pin connections: timeouts, and a cap on
+    // open connections (`conn_limits`).
+    let connections = conn_limits::Connections::new(
+        conn_limits::max_connections(&config.http),
+        config.http.idle_timeout,
+    );
+    tracing::debug!(max_connections = connections.cap(), "connection limit");
+    let acceptor = conn_limits::LimitAcceptor::new(connections);
     let task = match &config.http.tls {
         None => {
             let mut server = axum_server::from_tcp(listener)
                 .map_err(|source| StartError::Bind { addr, source })?
-                .acceptor(LingerAcceptor)
+                .acceptor(acceptor)
+                .first_request_timeout(config.http.header_read_timeout)
                 .handle(handle);
-            server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
+            conn_limits::configure(server.http_builder(), &config.http, MAX_READ_BUFFER);
             tokio::spawn(async move { server.serve(service).await })
         }
         Some(tls) => {
@@ -230,9 +238,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             // what must be read before the socket closes.
             let mut server = axum_server::from_tcp(listener)
                 .map_err(StartError::Tls)?
-                .acceptor(RustlsAcceptor::new(rustls).acceptor(LingerAcceptor))
+                .acceptor(
+                    RustlsAcceptor::new(rustls)
+                        .handshake_timeout(config.http.header_read_timeout)
+                        .acceptor(acceptor),
+                )
+                .first_request_timeout(config.http.header_read_timeout)
                 .handle(handle);
-            server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
+            conn_limits::configure(server.http_builder(), &config.http, MAX_READ_BUFFER);
             tokio::spawn(async move { server.serve(service).await })
         }
     };

@@ -384,3 +384,102 @@ async fn x5c_chains_are_verified_up_to_the_bundle() {
         assert_eq!(status(&s, &t).await, want, "{what}");
     }
 }
+
+/// A JWKS endpoint that can be made slow: every read after `slow` is set
+/// answers after 5 s. `started` counts reads begun.
+struct SlowJwks {
+    url: String,
+    slow: Arc<std::sync::atomic::AtomicBool>,
+    started: tokio::sync::watch::Receiver<usize>,
+}
+
+async fn slow_jwks_server(doc: String) -> SlowJwks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow = Arc::new(AtomicBool::new(false));
+    let (tx, started) = tokio::sync::watch::channel(0usize);
+    let tx = Arc::new(tx);
+    let (s, d) = (slow.clone(), Arc::new(doc));
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let (s, d, tx) = (s.clone(), d.clone(), tx.clone());
+            async move {
+                tx.send_modify(|n| *n += 1);
+                if s.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                ([("content-type", "application/json")], (*d).clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    SlowJwks {
+        url: format!("http://{addr}/certs"),
+        slow,
+        started,
+    }
+}
+
+/// Tokens naming made-up key ids make the registry read its JWKS again;
+/// with an issuer that takes 5 s to answer, requests with valid tokens of a
+/// known key must not wait for that read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_kid_flood_does_not_stall_valid_tokens() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let key = rsa_key(dir.path(), "kc-valid");
+    let jwks_srv = slow_jwks_server(jwks(&[&key])).await;
+    let s = server(Some(jwks_srv.url.clone()), None, &[]).await;
+    let valid = rs256(&key, &key.kid, 300);
+    // Ready: the JWKS was read (at start, or at this first use).
+    assert_eq!(status(&s, &valid).await, IN);
+
+    jwks_srv
+        .slow
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut started = jwks_srv.started.clone();
+    let reads_before = *started.borrow_and_update();
+    let stranger = rsa_key(dir.path(), "made-up");
+    let flood = {
+        let (base, stranger) = (s.base.clone(), stranger);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut handles = Vec::new();
+            for i in 0..8 {
+                let token = rs256(&stranger, &format!("made-up-{i}"), 300);
+                let req = client
+                    .get(format!("{base}/v2/team/app/tags/list"))
+                    .bearer_auth(token)
+                    .send();
+                handles.push(tokio::spawn(req));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            for h in handles {
+                let r = h.await.unwrap().unwrap();
+                assert_eq!(r.status(), 401);
+            }
+        })
+    };
+    // The slow read has begun.
+    started
+        .wait_for(|n| *n > reads_before)
+        .await
+        .expect("a bad kid makes the registry read its JWKS");
+
+    let mut slowest = Duration::ZERO;
+    let begun = Instant::now();
+    while begun.elapsed() < Duration::from_secs(3) {
+        let start = Instant::now();
+        assert_eq!(status(&s, &valid).await, IN);
+        let took = start.elapsed();
+        slowest = slowest.max(took);
+        assert!(
+            took < Duration::from_secs(1),
+            "a valid token waited {took:?} for the JWKS read"
+        );
+    }
+    eprintln!("slowest valid-token request while the JWKS read took 5 s: {slowest:?}");
+    flood.await.unwrap();
+}

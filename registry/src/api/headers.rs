@@ -16,8 +16,16 @@ pub struct HeaderError {
 }
 
 /// The configured headers, checked once at start.
+///
+/// `X-Content-Type-Options: nosniff` is always sent unless configured
+/// otherwise: a browser must not run a blob (any bytes a pusher chose) as
+/// HTML or script because it looks like one.
 pub fn parse(config: &BTreeMap<String, Vec<String>>) -> Result<HeaderMap, HeaderError> {
     let mut map = HeaderMap::new();
+    map.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     for (name, values) in config {
         let header = HeaderName::try_from(name.as_str()).map_err(|_| HeaderError {
             name: name.clone(),

@@ -102,21 +102,70 @@ impl TrustedKey {
     }
 }
 
-/// Where a JWKS comes from, and when it was last read (it is read again
-/// when a token names a key it does not hold, at most once a second).
+/// Where a JWKS comes from, and the keys last read from it. A URL is read
+/// at start in the background (retried until it answers), and again when a
+/// token names a key it does not hold: at most one read at a time, started
+/// at most once a second, on its own task. Tokens of keys already held
+/// never wait for a read; a token naming an unknown key waits for the read
+/// in flight (at most [`JWKS_WAIT`]).
 struct Jwks {
     source: String,
     keys: RwLock<Vec<Arc<TrustedKey>>>,
-    last_read: tokio::sync::Mutex<Option<Instant>>,
+    reading: Mutex<ReadState>,
+    /// Counts finished reads; what a token of an unknown key waits on.
+    reads: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    running: bool,
+    last_start: Option<Instant>,
+    /// A read succeeded once (the start-up retries stop).
+    loaded: bool,
 }
 
 /// Largest JWKS document read.
 const JWKS_MAX_BYTES: usize = 1 << 20;
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a token naming an unknown key waits for the JWKS read.
+const JWKS_WAIT: Duration = Duration::from_secs(10);
+/// Longest pause between start-up attempts to read a JWKS URL.
+const JWKS_RETRY_MAX: Duration = Duration::from_secs(60);
 
 impl Jwks {
+    fn new(source: String) -> Jwks {
+        Jwks {
+            source,
+            keys: RwLock::new(Vec::new()),
+            reading: Mutex::new(ReadState::default()),
+            reads: tokio::sync::watch::channel(0).0,
+        }
+    }
+
     fn is_url(&self) -> bool {
         self.source.starts_with("http://") || self.source.starts_with("https://")
+    }
+
+    /// An `http://` JWKS is accepted on a loopback address only: keys read
+    /// over plain HTTP from elsewhere could be anyone's.
+    fn check_scheme(source: &str) -> Result<(), String> {
+        let Some(rest) = source.strip_prefix("http://") else {
+            return Ok(());
+        };
+        let url = reqwest::Url::parse(source).map_err(|e| format!("{source:?}: {e}"))?;
+        let host = url.host_str().unwrap_or("");
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            Ok(())
+        } else {
+            Err(format!(
+                "http://{rest}: a JWKS URL must be https:// (plain http:// only on a loopback address)"
+            ))
+        }
     }
 
     async fn read(&self) -> Result<Vec<u8>, String> {
@@ -128,6 +177,7 @@ impl Jwks {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
         let mut response = client
@@ -160,22 +210,69 @@ impl Jwks {
         Ok(n)
     }
 
-    /// Reads the set again unless that was done less than a second ago.
-    async fn refresh(&self) {
-        let mut last = self.last_read.lock().await;
-        if last.is_some_and(|t| t.elapsed() < JWKS_MIN_INTERVAL) {
-            return;
+    /// Claims the single read: false when one runs, or one started less
+    /// than a second ago.
+    fn claim(&self) -> bool {
+        let mut state = self.reading.lock().unwrap();
+        if state.running
+            || state
+                .last_start
+                .is_some_and(|t| t.elapsed() < JWKS_MIN_INTERVAL)
+        {
+            return false;
         }
+        state.running = true;
+        state.last_start = Some(Instant::now());
+        true
+    }
+
+    /// Reads the set (the read claimed by `claim`) and installs it; the
+    /// keys held stay when it fails.
+    async fn run(&self) -> bool {
         let outcome = match self.read().await {
             Ok(body) => self.install(&body),
             Err(e) => Err(e),
         };
-        *last = Some(Instant::now());
+        let ok = outcome.is_ok();
+        {
+            let mut state = self.reading.lock().unwrap();
+            state.running = false;
+            state.loaded |= ok;
+        }
+        self.reads.send_modify(|n| *n += 1);
         match outcome {
             Ok(n) => tracing::info!(jwks = %self.source, keys = n, "JWKS read"),
-            // The keys held stay: a JWKS server down does not lock out
-            // tokens of keys already known.
+            // A JWKS server down does not lock out tokens of keys already
+            // known.
             Err(e) => tracing::warn!(jwks = %self.source, error = %e, "JWKS could not be read"),
+        }
+        ok
+    }
+
+    /// Starts a read on its own task unless one runs or ran within the
+    /// last second; true when a read is in flight now.
+    fn refresh_in_background(self: &Arc<Self>) -> bool {
+        if self.claim() {
+            let me = self.clone();
+            tokio::spawn(async move { me.run().await });
+            return true;
+        }
+        self.reading.lock().unwrap().running
+    }
+
+    /// The first read of a URL, at start: retried with growing pauses until
+    /// it succeeds (or another read did).
+    async fn read_until_loaded(self: Arc<Self>) {
+        let mut pause = JWKS_MIN_INTERVAL;
+        loop {
+            if self.reading.lock().unwrap().loaded {
+                return;
+            }
+            if self.claim() && self.run().await {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(JWKS_RETRY_MAX);
         }
     }
 
@@ -505,7 +602,7 @@ pub struct TokenAuth {
     /// DER of the rootcertbundle's certificates: the roots `x5c` chains
     /// must lead to.
     roots: Vec<Vec<u8>>,
-    jwks: Option<Jwks>,
+    jwks: Option<Arc<Jwks>>,
     /// `signingalgorithms`; empty: every algorithm that fits the key.
     allowed: Vec<Algorithm>,
     cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
@@ -562,11 +659,13 @@ impl TokenAuth {
                 }
             }
         }
-        let jwks = config.jwks.as_ref().map(|source| Jwks {
-            source: source.clone(),
-            keys: RwLock::new(Vec::new()),
-            last_read: tokio::sync::Mutex::new(None),
-        });
+        if let Some(source) = &config.jwks {
+            Jwks::check_scheme(source).map_err(KeyError::Config)?;
+        }
+        let jwks = config
+            .jwks
+            .as_ref()
+            .map(|source| Arc::new(Jwks::new(source.clone())));
         if let Some(j) = jwks.as_ref().filter(|j| !j.is_url()) {
             // A file is read now, so a wrong path fails the start.
             let err = |message: String| KeyError::File {
@@ -576,6 +675,14 @@ impl TokenAuth {
             };
             let body = std::fs::read(&j.source).map_err(|e| err(e.to_string()))?;
             j.install(&body).map_err(err)?;
+            j.reading.lock().unwrap().loaded = true;
+        }
+        if let Some(j) = jwks.as_ref().filter(|j| j.is_url()) {
+            // A URL is read now, in the background: an issuer down at start
+            // is retried, and tokens of other trusted keys work meanwhile.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(j.clone().read_until_loaded());
+            }
         }
         let trusted: Vec<Arc<TrustedKey>> = trusted.into_iter().map(Arc::new).collect();
         if trusted.is_empty() && jwks.is_none() {
@@ -608,7 +715,9 @@ impl TokenAuth {
     }
 
     /// Before verifying `token`: when it names a key ID no key has and a
-    /// JWKS is configured, read the JWKS again (a rotation at the issuer).
+    /// JWKS is configured, read the JWKS again (a rotation at the issuer)
+    /// in the background and wait for that read. Tokens of keys already
+    /// held return at once, whatever read is in flight.
     pub async fn refresh_for(&self, token: Option<&str>) {
         let (Some(jwks), Some(token)) = (&self.jwks, token) else {
             return;
@@ -619,11 +728,12 @@ impl TokenAuth {
         let Some(kid) = header.kid.filter(|_| header.x5c.is_none()) else {
             return;
         };
-        let never_read = jwks.last_read.lock().await.is_none();
-        if never_read
-            || (jwks.find(&kid).is_none() && !self.trusted.iter().any(|k| k.known_as(&kid)))
-        {
-            jwks.refresh().await;
+        if jwks.find(&kid).is_some() || self.trusted.iter().any(|k| k.known_as(&kid)) {
+            return;
+        }
+        let mut done = jwks.reads.subscribe();
+        if jwks.refresh_in_background() {
+            let _ = tokio::time::timeout(JWKS_WAIT, done.changed()).await;
         }
     }
 
@@ -820,6 +930,24 @@ mod tests {
         TokenConfig {
             signing_key: dir.join("keys/signing.pem"),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_http_jwks_url_off_loopback_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.jwks = Some("http://idp.example.com/certs".into());
+        let err = TokenAuth::open(&c).err().expect("http:// JWKS refused");
+        assert!(err.to_string().contains("https://"), "{err}");
+        for ok in [
+            "http://127.0.0.1:8080/certs",
+            "http://localhost/certs",
+            "http://[::1]:9/certs",
+            "https://idp.example.com/certs",
+        ] {
+            c.jwks = Some(ok.into());
+            assert!(TokenAuth::open(&c).is_ok(), "{ok}");
         }
     }
 

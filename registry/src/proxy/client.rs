@@ -230,6 +230,11 @@ impl UpstreamClient {
         let sep = if realm.contains('?') { '&' } else { '?' };
         let mut request = self.http.get(format!("{realm}{sep}{query}"));
         if let Some((u, p)) = &self.credentials {
+            if !credentials_may_go_to(&self.url, realm) {
+                return Err(self.err_unreachable(format!(
+                    "token endpoint {realm}: credentials are sent only to an https:// realm (or plain http:// on the upstream's own http:// host)"
+                )));
+            }
             request = request.basic_auth(u, Some(p));
         }
         let response = request.send().await.map_err(|e| self.err_unreachable(e))?;
@@ -300,6 +305,26 @@ impl Challenge {
     }
 }
 
+/// Whether the upstream's credentials may be sent to the token `realm` its
+/// challenge named: over https (any host: Docker Hub's realm is
+/// auth.docker.io), or over plain http only when the upstream itself is
+/// plain http on that same host and port. Never from an https upstream to
+/// an http realm.
+fn credentials_may_go_to(upstream: &str, realm: &str) -> bool {
+    let (Ok(up), Ok(realm)) = (reqwest::Url::parse(upstream), reqwest::Url::parse(realm)) else {
+        return false;
+    };
+    match realm.scheme() {
+        "https" => true,
+        "http" => {
+            up.scheme() == "http"
+                && up.host_str() == realm.host_str()
+                && up.port_or_known_default() == realm.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
 /// `k="v",k2=v2` (RFC 9110 auth-params; quoted values may hold commas).
 fn auth_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -327,6 +352,71 @@ fn auth_params(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// An upstream's challenge names a plain-http token realm on another
+    /// host: the configured credentials must not be sent there.
+    #[tokio::test]
+    async fn upstream_credentials_never_go_to_a_plain_http_realm() {
+        let seen = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+        let s = seen.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(
+                        headers
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_owned()),
+                    );
+                    r#"{"token":"t"}"#
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let evil_realm = format!("http://{addr}/token");
+
+        let config = |url: &str| ProxyUpstream {
+            url: url.into(),
+            username: Some("mirror-bot".into()),
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        // An https upstream (another host) naming an http realm: refused.
+        let https_up = UpstreamClient::new(&config("https://registry.example.com")).unwrap();
+        assert!(https_up
+            .fetch_token(&evil_realm, None, "repository:x:pull")
+            .await
+            .is_err());
+        // An http upstream on another host: refused too.
+        let other = UpstreamClient::new(&config("http://upstream.example.com")).unwrap();
+        assert!(other
+            .fetch_token(&evil_realm, None, "repository:x:pull")
+            .await
+            .is_err());
+        assert!(
+            seen.lock().unwrap().iter().all(|a| a.is_none()),
+            "credentials reached the realm: {:?}",
+            seen.lock().unwrap()
+        );
+        // The upstream's own http host: allowed (a registry on a LAN).
+        let own = UpstreamClient::new(&config(&format!("http://{addr}"))).unwrap();
+        own.fetch_token(&evil_realm, None, "repository:x:pull")
+            .await
+            .unwrap();
+        assert!(seen.lock().unwrap().last().unwrap().is_some());
+        assert!(credentials_may_go_to(
+            "https://registry-1.docker.io",
+            "https://auth.docker.io/token"
+        ));
+        assert!(!credentials_may_go_to(
+            "https://127.0.0.1:5000",
+            "http://127.0.0.1:5000/token"
+        ));
+    }
 
     #[test]
     fn challenges() {

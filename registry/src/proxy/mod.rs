@@ -21,6 +21,7 @@ pub mod metrics;
 mod singleflight;
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,26 +236,37 @@ impl Proxy {
         }
         upstreams.sort_by_key(|u| std::cmp::Reverse(u.prefix.len()));
         // Local disk: next to the registry's layout (outside
-        // `docker/registry/v2`); S3: a temporary directory of this process.
-        let spool = proxy
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| match config.storage.backend {
-                StorageBackend::Filesystem => {
-                    config.storage.filesystem.rootdirectory.join("proxy-spool")
+        // `docker/registry/v2`); S3: a private temporary directory of this
+        // process (random name, 0700, created atomically).
+        let spool = match (&proxy.spool_dir, config.storage.backend) {
+            (None, StorageBackend::S3) => {
+                crate::storage::spool::private_temp_dir("registry-proxy-spool-")
+                    .map_err(|source| SetupError::Spool {
+                        path: std::env::temp_dir().display().to_string(),
+                        source,
+                    })?
+                    .keep()
+            }
+            (dir, _) => {
+                let spool = dir
+                    .clone()
+                    .unwrap_or_else(|| config.storage.filesystem.rootdirectory.join("proxy-spool"));
+                let spool_err = |source| SetupError::Spool {
+                    path: spool.display().to_string(),
+                    source,
+                };
+                // What a previous process left is partial: never served.
+                if spool.exists() {
+                    std::fs::remove_dir_all(&spool).map_err(spool_err)?;
                 }
-                StorageBackend::S3 => std::env::temp_dir()
-                    .join(format!("registry-proxy-spool-{}", std::process::id())),
-            });
-        let spool_err = |source| SetupError::Spool {
-            path: spool.display().to_string(),
-            source,
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&spool)
+                    .map_err(spool_err)?;
+                spool
+            }
         };
-        // What a previous process left is partial: never served.
-        if spool.exists() {
-            std::fs::remove_dir_all(&spool).map_err(spool_err)?;
-        }
-        std::fs::create_dir_all(&spool).map_err(spool_err)?;
         let grown = Arc::new(tokio::sync::Notify::new());
         Ok(Some(Arc::new(Proxy {
             upstreams,

@@ -14,7 +14,6 @@
 //! is done.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -46,34 +45,19 @@ pub type SharedRead = Spool<ReadError>;
 /// The reads in progress, by digest.
 pub struct CoalescedReads {
     inflight: Mutex<HashMap<Digest, Arc<SharedRead>>>,
-    dir: PathBuf,
+    /// Private (0700, random name); removed when the reads are dropped.
+    dir: tempfile::TempDir,
     /// Requests that joined a read already in progress.
     joined: AtomicU64,
-}
-
-impl Drop for CoalescedReads {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl CoalescedReads {
     /// Spool files go in a new directory under the system's temporary one,
     /// one per storage (several servers may share a process in tests).
     pub fn in_temp_dir() -> std::io::Result<CoalescedReads> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "registry-read-spool-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::create_dir_all(&dir)?;
         Ok(CoalescedReads {
             inflight: Mutex::default(),
-            dir,
+            dir: super::spool::private_temp_dir("registry-read-spool-")?,
             joined: AtomicU64::new(0),
         })
     }
@@ -105,7 +89,7 @@ impl CoalescedReads {
         }
         // Plain bytes from storage need no verdict: the last byte is not
         // held back.
-        let (read, mut writer) = Spool::create(&self.dir, digest.hex(), false);
+        let (read, mut writer) = Spool::create(self.dir.path(), digest.hex(), false);
         map.insert(digest.clone(), read.clone());
         let reads = self.clone();
         let store = store.clone();
@@ -160,4 +144,28 @@ async fn copy(
         )));
     }
     Ok(size)
+}
+
+#[cfg(test)]
+mod spool_dir_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Another local user must not read blobs being spooled, nor prepare
+    /// the directory in advance: its name is random and its mode 0700.
+    #[test]
+    fn spool_directories_are_private_and_unpredictable() {
+        let a = CoalescedReads::in_temp_dir().unwrap();
+        let b = CoalescedReads::in_temp_dir().unwrap();
+        for reads in [&a, &b] {
+            let dir: &std::path::Path = reads.dir.as_ref();
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} has mode {mode:o}", dir.display());
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            assert!(
+                !name.contains(&std::process::id().to_string()),
+                "{name} is predictable from the pid"
+            );
+        }
+    }
 }

@@ -56,6 +56,17 @@ pub struct Spool<E> {
     abort: OnceLock<AbortHandle>,
 }
 
+/// A new directory for spool files under `$TMPDIR`, private to this user:
+/// a random name created atomically (it never reuses a directory someone
+/// else made) with mode 0700; removed when the `TempDir` is dropped.
+pub fn private_temp_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+}
+
 impl<E> Drop for Spool<E> {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
