@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod gc;
 pub mod linger;
+pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod oci;

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::auth::credentials::Created;
 use crate::config::Config;
 use crate::linger::LingerAcceptor;
+use crate::listeners::Bound;
 use crate::{api, storage, App};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,7 @@ pub enum StartError {
     Auth(#[from] crate::auth::SetupError),
     #[error("http.addr {addr}: cannot listen: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: String,
         source: std::io::Error,
     },
     #[error(transparent)]
@@ -38,7 +39,11 @@ pub enum StartError {
 
 /// A server running on its own tasks.
 pub struct Running {
+    /// The first address listened on (`listeners::UNIX_PEER` on a unix
+    /// socket).
     pub addr: SocketAddr,
+    /// The socket path, when `http.net` is `unix`.
+    pub unix: Option<std::path::PathBuf>,
     pub tls: bool,
     /// Set when the htpasswd file was just created with a random admin
     /// password, so the caller can show it once.
@@ -83,7 +88,7 @@ impl Running {
 }
 
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let addr = config.listen_addr()?;
+    config.listen()?;
     let storage =
         storage::backend::open(&config.storage)?.with_metadata_cache(&config.storage.cache);
     let read_only = config.storage.maintenance.readonly.enabled;
@@ -105,14 +110,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(p) = &proxy {
         metrics.add_registry(p.metrics.registry());
     }
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let bind_err = |addr: String| move |source| StartError::Bind { addr, source };
+    let bound = crate::listeners::bind(config).map_err(|(a, e)| bind_err(a)(e))?;
+    let (addr, unix) = match &bound {
+        Bound::Tcp(listeners) => (
+            listeners[0]
+                .local_addr()
+                .map_err(bind_err(config.http.addr.clone()))?,
+            None,
+        ),
+        Bound::Unix(_, path) => (crate::listeners::UNIX_PEER, Some(path.clone())),
+    };
     // Every entrance that changes what is stored (the `/v2` API, the UI)
     // emits through this one notifier.
     let notifier = crate::notify::Notifier::new(config, &storage, &metrics, addr.port());
@@ -197,8 +205,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         background.tasks.extend(n.spawn(shutdown.subscribe()));
     }
     let router = crate::notify::middleware::add(api::router(app), notifier);
-    let service =
-        api::headers::add(router, headers).into_make_service_with_connect_info::<SocketAddr>();
+    let router = api::headers::add(router, headers);
+    let service = router
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let unix_stop = shutdown.subscribe();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -212,32 +223,62 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             handle.graceful_shutdown(Some(drain_timeout));
         }
     });
-    let task = match &config.http.tls {
-        None => {
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(|source| StartError::Bind { addr, source })?
-                .acceptor(LingerAcceptor)
-                .handle(handle);
-            server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
-            tokio::spawn(async move { server.serve(service).await })
-        }
-        Some(tls) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let rustls = RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
-                .await
-                .map_err(StartError::Tls)?;
-            // Lingering under TLS: the raw bytes a client still sends are
-            // what must be read before the socket closes.
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(StartError::Tls)?
-                .acceptor(RustlsAcceptor::new(rustls).acceptor(LingerAcceptor))
-                .handle(handle);
-            server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
-            tokio::spawn(async move { server.serve(service).await })
+    let task = match bound {
+        Bound::Unix(listener, path) => tokio::spawn(crate::listeners::serve_unix(
+            listener,
+            path,
+            router,
+            MAX_READ_BUFFER,
+            drain_timeout,
+            unix_stop,
+        )),
+        Bound::Tcp(listeners) => {
+            // One server per address, all under one handle (one shutdown).
+            let mut servers = Vec::new();
+            let rustls = match &config.http.tls {
+                None => None,
+                Some(tls) => {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    Some(
+                        RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+                            .await
+                            .map_err(StartError::Tls)?,
+                    )
+                }
+            };
+            for listener in listeners {
+                let server = axum_server::from_tcp(listener)
+                    .map_err(bind_err(addr.to_string()))?
+                    .handle(handle.clone());
+                let service = service.clone();
+                servers.push(match &rustls {
+                    None => {
+                        let mut server = server.acceptor(LingerAcceptor);
+                        server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
+                        tokio::spawn(async move { server.serve(service).await })
+                    }
+                    Some(rustls) => {
+                        // Lingering under TLS: the raw bytes a client still
+                        // sends are what must be read before the socket
+                        // closes.
+                        let mut server = server
+                            .acceptor(RustlsAcceptor::new(rustls.clone()).acceptor(LingerAcceptor));
+                        server.http_builder().http1().max_buf_size(MAX_READ_BUFFER);
+                        tokio::spawn(async move { server.serve(service).await })
+                    }
+                });
+            }
+            tokio::spawn(async move {
+                for served in futures::future::join_all(servers).await {
+                    served.unwrap_or(Ok(()))?;
+                }
+                Ok(())
+            })
         }
     };
     Ok(Running {
         addr,
+        unix,
         tls: config.http.tls.is_some(),
         created_user,
         metrics_addr: background.metrics_addr,

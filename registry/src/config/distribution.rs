@@ -926,11 +926,12 @@ fn map_http(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
         c.http.addr = addr;
     }
     match r.str("http.net")?.as_deref() {
-        None | Some("" | "tcp") => {}
+        None | Some("") => {}
+        Some(net @ ("tcp" | "tcp4" | "tcp6" | "unix")) => c.http.net = net.to_owned(),
         Some(other) => {
             return Err(r.err(
                 "http.net",
-                format!("{other:?}: only tcp listeners are supported"),
+                format!("{other:?}: the listener's network is tcp or unix"),
             ))
         }
     }
@@ -1221,6 +1222,14 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
             m.readonly.enabled.to_string(),
         ),
         ("http.addr", c.http.addr.clone()),
+        (
+            "http.net",
+            if c.http.net.is_empty() {
+                "tcp".into()
+            } else {
+                c.http.net.clone()
+            },
+        ),
         ("http.secret", opt(&c.http.secret)),
         ("http.host", opt(&c.http.host)),
         (
