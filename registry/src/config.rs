@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 /// registry:2 / registry:3 YAML files (`version: 0.1`), mapped onto [`Config`].
 pub mod distribution;
+pub mod listen;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,8 +55,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// `host:port`; registry:2's `:5000` form means all interfaces.
+    /// Where to listen, as registry:2 takes it: `host:port` (an IP or a
+    /// host name, every address it resolves to), `:port` (all interfaces),
+    /// `[v6]:port`; with `net = "unix"`, a socket path.
     pub addr: String,
+    /// `tcp` (the default; also `tcp4`, `tcp6`) or `unix`.
+    pub net: String,
     /// The registry's external URL (registry:2's `http.host`), e.g.
     /// `https://registry.example.com`: the token realm when
     /// `auth.token.realm` is unset, and the host of webhook target URLs and
@@ -284,6 +289,7 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             addr: "127.0.0.1:5000".into(),
+            net: String::new(),
             host: None,
             secret: None,
             tls: None,
@@ -415,6 +421,7 @@ impl Config {
             let k = key.as_str();
             match k {
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
+                "REGISTRY_HTTP_NET" => self.http.net = value,
                 "REGISTRY_HTTP_SECRET" => self.http.secret = Some(value),
                 "REGISTRY_HTTP_HOST" => self.http.host = Some(value).filter(|v| !v.is_empty()),
                 // Ours (Distribution has no such setting): CIDRs separated
@@ -543,7 +550,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+        let listen = self.listen()?;
+        if matches!(listen, listen::Listen::Unix(_)) && self.http.tls.is_some() {
+            return Err(invalid(
+                "http.net",
+                "TLS over a unix socket is not supported; listen on tcp or terminate TLS in front",
+            ));
+        }
         self.external_url()?;
         for net in &self.http.trusted_proxies {
             let n = net.trim();
@@ -610,19 +623,22 @@ impl Config {
         Ok(())
     }
 
+    /// `http.addr` under `http.net`, as written (syntax checked, no name
+    /// resolved).
+    pub fn listen(&self) -> Result<listen::Listen, ConfigError> {
+        listen::parse(&self.http.addr, &self.http.net).map_err(|m| invalid("http.addr", m))
+    }
+
+    /// Every TCP address to listen on, host names resolved (IPv4 first).
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.listen()?
+            .resolve()
+            .map_err(|m| invalid("http.addr", m))
+    }
+
+    /// The first of [`Config::listen_addrs`].
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        let addr = &self.http.addr;
-        let full = if addr.starts_with(':') {
-            format!("0.0.0.0{addr}")
-        } else {
-            addr.clone()
-        };
-        full.parse().map_err(|_| {
-            invalid(
-                "http.addr",
-                format!("{addr:?} is not host:port (e.g. 127.0.0.1:5000 or :5000)"),
-            )
-        })
+        Ok(self.listen_addrs()?[0])
     }
 }
 
@@ -861,7 +877,6 @@ impl Config {
     }
 
     fn validate_ops(&self) -> Result<(), ConfigError> {
-        self.metrics_addr()?;
         if self.http.header_read_timeout.is_zero() {
             return Err(invalid(
                 "http.header_read_timeout",
@@ -877,6 +892,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.metrics_listen()?;
         let cache = &self.storage.cache;
         if !cache.ttl.is_zero() && (cache.max_entries == 0 || cache.max_bytes < 64 << 10) {
             return Err(invalid(
@@ -903,22 +919,32 @@ impl Config {
         Ok(())
     }
 
-    /// The metrics listener's address, when metrics are enabled.
-    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+    /// The metrics listener's address as written, when metrics are enabled
+    /// (syntax checked, no name resolved; always tcp).
+    pub fn metrics_listen(&self) -> Result<Option<listen::Listen>, ConfigError> {
         let Some(addr) = &self.metrics.addr else {
             return Ok(None);
         };
-        let full = if addr.starts_with(':') {
-            format!("0.0.0.0{addr}")
-        } else {
-            addr.clone()
+        listen::parse(addr, "tcp")
+            .map(Some)
+            .map_err(|m| invalid("metrics.addr", m))
+    }
+
+    /// Every address of the metrics listener, host names resolved, when
+    /// metrics are enabled.
+    pub fn metrics_addrs(&self) -> Result<Option<Vec<SocketAddr>>, ConfigError> {
+        let Some(listen) = self.metrics_listen()? else {
+            return Ok(None);
         };
-        full.parse().map(Some).map_err(|_| {
-            invalid(
-                "metrics.addr",
-                format!("{addr:?} is not host:port (e.g. 127.0.0.1:5001)"),
-            )
-        })
+        listen
+            .resolve()
+            .map(Some)
+            .map_err(|m| invalid("metrics.addr", m))
+    }
+
+    /// The first of [`Config::metrics_addrs`].
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        Ok(self.metrics_addrs()?.map(|a| a[0]))
     }
 }
 

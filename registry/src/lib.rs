@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn_limits;
 pub mod gc;
 pub mod linger;
+pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod oci;

@@ -179,7 +179,28 @@ fn check_config(arg: &ConfigArg) -> Result<(), String> {
     for warning in &config.warnings {
         println!("# warning: {warning}");
     }
-    println!("configuration ok (listening on {})", config.http.addr);
+    // Host names resolve now, as they will at start.
+    let listening = match config
+        .listen()
+        .map_err(|e| format!("registry: configuration: {e}"))?
+    {
+        registry::config::listen::Listen::Unix(path) => format!("unix:{}", path.display()),
+        tcp => {
+            let addrs = tcp
+                .resolve()
+                .map_err(|e| format!("registry: configuration: http.addr: {e}"))?;
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            format!("{} = {}", config.http.addr, addrs.join(", "))
+        }
+    };
+    if let Some(addrs) = config
+        .metrics_addrs()
+        .map_err(|e| format!("registry: configuration: {e}"))?
+    {
+        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        println!("# metrics listen on {}", addrs.join(", "));
+    }
+    println!("configuration ok (listening on {listening})");
     Ok(())
 }
 
@@ -311,8 +332,12 @@ fn serve_until_stopped(config: Config) -> Result<(), String> {
                 created.password
             );
         }
+        let listening = match &running.unix {
+            Some(path) => format!("unix:{}", path.display()),
+            None => running.addr.to_string(),
+        };
         tracing::info!(
-            addr = %running.addr,
+            addr = %listening,
             tls = running.tls,
             storage = %config.storage.filesystem.rootdirectory.display(),
             "registry listening"
@@ -455,19 +480,30 @@ async fn shutdown_signal() {
 /// A plain HTTP/1.1 GET of /livez on the configured port (TLS: a TCP
 /// connect only), so scratch images need no curl.
 fn healthcheck(config: &Config) -> Result<(), String> {
+    let listen = config.listen().map_err(|e| e.to_string())?;
+    if let registry::config::listen::Listen::Unix(path) = &listen {
+        let shown = path.display().to_string();
+        let fail = |e: std::io::Error| format!("registry healthcheck: {shown}: {e}");
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(fail)?;
+        return probe(stream, &shown);
+    }
     let mut addr = config.listen_addr().map_err(|e| e.to_string())?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let fail = |e: std::io::Error| format!("registry healthcheck: {addr}: {e}");
-    let mut stream =
+    let stream =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(fail)?;
     if config.http.tls.is_some() {
         return Ok(());
     }
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(fail)?;
+    probe(stream, &addr.to_string())
+}
+
+/// `GET /livez` on a connected stream; 200 is healthy.
+fn probe<S: Read + Write + ProbeTimeout>(mut stream: S, shown: &str) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("registry healthcheck: {shown}: {e}");
+    stream.read_timeout(Duration::from_secs(3)).map_err(fail)?;
     stream
         .write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .map_err(fail)?;
@@ -478,8 +514,24 @@ fn healthcheck(config: &Config) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "registry healthcheck: {addr}: unexpected reply {:?}",
+            "registry healthcheck: {shown}: unexpected reply {:?}",
             reply.lines().next().unwrap_or("")
         ))
+    }
+}
+
+trait ProbeTimeout {
+    fn read_timeout(&self, d: Duration) -> std::io::Result<()>;
+}
+
+impl ProbeTimeout for std::net::TcpStream {
+    fn read_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
+    }
+}
+
+impl ProbeTimeout for std::os::unix::net::UnixStream {
+    fn read_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
     }
 }

@@ -23,7 +23,8 @@ pub struct Background {
 #[derive(Debug, thiserror::Error)]
 #[error("metrics.addr {addr}: cannot listen: {source}")]
 pub struct MetricsBindError {
-    pub addr: SocketAddr,
+    /// The address, or `metrics.addr` as written when it did not resolve.
+    pub addr: String,
     pub source: std::io::Error,
 }
 
@@ -43,11 +44,27 @@ pub fn start(
 ) -> Result<Background, MetricsBindError> {
     let mut tasks = Vec::new();
     let mut metrics_addr = None;
-    if let Some(addr) = config.metrics_addr().ok().flatten() {
-        let bind_err = |source| MetricsBindError { addr, source };
-        let listener = metrics::bind(addr).map_err(bind_err)?;
+    // Every address `metrics.addr` (`http.debug.addr`) names.
+    let addrs = config
+        .metrics_addrs()
+        .map_err(|e| MetricsBindError {
+            addr: config.metrics.addr.clone().unwrap_or_default(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+        })?
+        .unwrap_or_default();
+    let listeners =
+        crate::config::listen::bind_all(&addrs).map_err(|(addr, source)| MetricsBindError {
+            addr: addr.to_string(),
+            source,
+        })?;
+    for listener in listeners {
+        let bind_err = |source| MetricsBindError {
+            addr: config.metrics.addr.clone().unwrap_or_default(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
-        metrics_addr = Some(local);
+        metrics_addr.get_or_insert(local);
         let served = metrics::serve(
             listener,
             config.metrics.path.clone(),

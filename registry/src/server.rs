@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::credentials::Created;
 use crate::config::Config;
+use crate::listeners::Bound;
 use crate::{api, conn_limits, storage, App};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +23,7 @@ pub enum StartError {
     Auth(#[from] crate::auth::SetupError),
     #[error("http.addr {addr}: cannot listen: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: String,
         source: std::io::Error,
     },
     #[error(transparent)]
@@ -37,7 +38,11 @@ pub enum StartError {
 
 /// A server running on its own tasks.
 pub struct Running {
+    /// The first address listened on (`listeners::UNIX_PEER` on a unix
+    /// socket).
     pub addr: SocketAddr,
+    /// The socket path, when `http.net` is `unix`.
+    pub unix: Option<std::path::PathBuf>,
     pub tls: bool,
     /// Set when the htpasswd file was just created with a random admin
     /// password, so the caller can show it once.
@@ -82,7 +87,7 @@ impl Running {
 }
 
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let addr = config.listen_addr()?;
+    config.listen()?;
     let storage =
         storage::backend::open(&config.storage)?.with_metadata_cache(&config.storage.cache);
     let read_only = config.storage.maintenance.readonly.enabled;
@@ -104,14 +109,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(p) = &proxy {
         metrics.add_registry(p.metrics.registry());
     }
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let bind_err = |addr: String| move |source| StartError::Bind { addr, source };
+    let bound = crate::listeners::bind(config).map_err(|(a, e)| bind_err(a)(e))?;
+    let (addr, unix) = match &bound {
+        Bound::Tcp(listeners) => (
+            listeners[0]
+                .local_addr()
+                .map_err(bind_err(config.http.addr.clone()))?,
+            None,
+        ),
+        Bound::Unix(_, path) => (crate::listeners::UNIX_PEER, Some(path.clone())),
+    };
     // Every entrance that changes what is stored (the `/v2` API, the UI)
     // emits through this one notifier.
     let notifier = crate::notify::Notifier::new(config, &storage, &metrics, addr.port());
@@ -196,8 +204,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         background.tasks.extend(n.spawn(shutdown.subscribe()));
     }
     let router = crate::notify::middleware::add(api::router(app), notifier);
-    let service =
-        api::headers::add(router, headers).into_make_service_with_connect_info::<SocketAddr>();
+    let router = api::headers::add(router, headers);
+    let service = router
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let unix_stop = shutdown.subscribe();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -212,45 +223,86 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     });
     // Slow or idle clients cannot pin connections: timeouts, and a cap on
-    // open connections (`conn_limits`).
+    // open connections (`conn_limits`), shared by every TCP listener.
     let connections = conn_limits::Connections::new(
         conn_limits::max_connections(&config.http),
         config.http.idle_timeout,
     );
     tracing::debug!(max_connections = connections.cap(), "connection limit");
     let acceptor = conn_limits::LimitAcceptor::new(connections);
-    let task = match &config.http.tls {
-        None => {
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(|source| StartError::Bind { addr, source })?
-                .acceptor(acceptor)
-                .first_request_timeout(config.http.header_read_timeout)
-                .handle(handle);
-            conn_limits::configure(server.http_builder(), &config.http, MAX_READ_BUFFER);
-            tokio::spawn(async move { server.serve(service).await })
-        }
-        Some(tls) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let rustls = RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
-                .await
-                .map_err(StartError::Tls)?;
-            // Lingering under TLS: the raw bytes a client still sends are
-            // what must be read before the socket closes.
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(StartError::Tls)?
-                .acceptor(
-                    RustlsAcceptor::new(rustls)
-                        .handshake_timeout(config.http.header_read_timeout)
-                        .acceptor(acceptor),
-                )
-                .first_request_timeout(config.http.header_read_timeout)
-                .handle(handle);
-            conn_limits::configure(server.http_builder(), &config.http, MAX_READ_BUFFER);
-            tokio::spawn(async move { server.serve(service).await })
+    let header_timeout = config.http.header_read_timeout;
+    let task = match bound {
+        Bound::Unix(listener, path) => tokio::spawn(crate::listeners::serve_unix(
+            listener,
+            path,
+            router,
+            MAX_READ_BUFFER,
+            drain_timeout,
+            unix_stop,
+        )),
+        Bound::Tcp(listeners) => {
+            // One server per address, all under one handle (one shutdown).
+            let mut servers = Vec::new();
+            let rustls = match &config.http.tls {
+                None => None,
+                Some(tls) => {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    Some(
+                        RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+                            .await
+                            .map_err(StartError::Tls)?,
+                    )
+                }
+            };
+            for listener in listeners {
+                let server = axum_server::from_tcp(listener)
+                    .map_err(bind_err(addr.to_string()))?
+                    .handle(handle.clone());
+                let service = service.clone();
+                let acceptor = acceptor.clone();
+                servers.push(match &rustls {
+                    None => {
+                        let mut server = server
+                            .acceptor(acceptor)
+                            .first_request_timeout(header_timeout);
+                        conn_limits::configure(
+                            server.http_builder(),
+                            &config.http,
+                            MAX_READ_BUFFER,
+                        );
+                        tokio::spawn(async move { server.serve(service).await })
+                    }
+                    Some(rustls) => {
+                        // Lingering under TLS: the raw bytes a client still
+                        // sends are what must be read before the socket
+                        // closes (`conn_limits`' acceptor lingers).
+                        let mut server = server
+                            .acceptor(
+                                RustlsAcceptor::new(rustls.clone())
+                                    .handshake_timeout(header_timeout)
+                                    .acceptor(acceptor),
+                            )
+                            .first_request_timeout(header_timeout);
+                        conn_limits::configure(
+                            server.http_builder(),
+                            &config.http,
+                            MAX_READ_BUFFER,
+                        );
+                        tokio::spawn(async move { server.serve(service).await })
+                    }
+                });
+            }
+            tokio::spawn(async move {
+                for served in futures::future::join_all(servers).await {
+                    served.unwrap_or(Ok(()))?;
+                }
+                Ok(())
+            })
         }
     };
     Ok(Running {
         addr,
+        unix,
         tls: config.http.tls.is_some(),
         created_user,
         metrics_addr: background.metrics_addr,

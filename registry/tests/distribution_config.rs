@@ -183,6 +183,17 @@ async fn base_view(http: &reqwest::Client, p: &Proc, creds: Option<(&str, &str)>
     ]
 }
 
+/// Ours and registry:2's `base_view`s agree, but for one header: ours sends
+/// `X-Content-Type-Options: nosniff` whether or not `http.headers` names it
+/// (registry:2 only when its config does, as its shipped config.yml does).
+fn assert_same_view(mut ours: Vec<String>, mut theirs: Vec<String>) {
+    assert_eq!(ours[2], "nosniff", "{ours:?}");
+    assert!(theirs[2].is_empty() || theirs[2] == "nosniff", "{theirs:?}");
+    ours.remove(2);
+    theirs.remove(2);
+    assert_eq!(ours, theirs);
+}
+
 fn small_image(dir: &Path, seed: u64) -> (PathBuf, String) {
     let src = dir.join(format!("layout-{seed}"));
     let mut layout = Layout::create(&src);
@@ -464,9 +475,9 @@ http:
     let b = both(&file, &[], dir.path(), None).await;
     let http = client(None);
     // No auth section: both serve anonymously, as registry:2 does.
-    assert_eq!(
+    assert_same_view(
         base_view(&http, &b.ours, None).await,
-        base_view(&http, &b.theirs, None).await
+        base_view(&http, &b.theirs, None).await,
     );
     for (writer, reader) in [(&b.theirs, &b.ours), (&b.ours, &b.theirs)] {
         let blob = format!("pushed to {}", writer.base).into_bytes();
@@ -553,9 +564,9 @@ auth:
     let b = both(&file, &[], dir.path(), Some(&cert)).await;
     let http = client(Some(&cert));
     for creds in [None, Some((USER, PASSWORD))] {
-        assert_eq!(
+        assert_same_view(
             base_view(&http, &b.ours, creds).await,
-            base_view(&http, &b.theirs, creds).await
+            base_view(&http, &b.theirs, creds).await,
         );
     }
     // Plain HTTP to a TLS listener is refused by both (no answer as HTTP).
@@ -705,4 +716,214 @@ http:
         assert_eq!(r.status(), 200, "{}: /debug/health", p.debug);
         assert_eq!(r.text().await.unwrap().trim(), "{}");
     }
+}
+
+/// Distribution's own example configurations (`cmd/registry/*.yml` at
+/// v2.8.3 and v3.1.1, in tests/fixtures/distribution/) as a user would run
+/// them: only the storage root changed (and the htpasswd path, which the
+/// registry would otherwise create under /etc), plus the ports 5000/5001
+/// made free ones so the test runs beside others. Host forms are kept:
+/// `:port`, and `localhost:5001` for the debug listener.
+fn fixture_copy(src: &Path, dir: &Path, port: u16, debug: u16) -> PathBuf {
+    let name = format!(
+        "{}-{}",
+        src.parent().unwrap().file_name().unwrap().to_string_lossy(),
+        src.file_name().unwrap().to_string_lossy()
+    );
+    let root = dir.join(format!("root-{name}"));
+    let text: String = std::fs::read_to_string(src)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let line = if line.trim_start().starts_with("rootdirectory:") {
+                format!("{indent}rootdirectory: {}", root.display())
+            } else if line.trim() == "path: /etc/registry" {
+                format!(
+                    "{indent}path: {}",
+                    dir.join(format!("htpasswd-{name}")).display()
+                )
+            } else {
+                line.to_owned()
+            };
+            line.replace(":5000", &format!(":{port}"))
+                .replace(":5001", &format!(":{debug}"))
+                + "\n"
+        })
+        .collect();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn distribution_example_configs_check_and_serve() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/distribution");
+    let dir = tempfile::tempdir().unwrap();
+    let http = client(None);
+    let mut seen = Vec::new();
+    for version in ["v2.8.3", "v3.1.1"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures.join(version))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+            .collect();
+        files.sort();
+        for src in files {
+            let text = std::fs::read_to_string(&src).unwrap();
+            assert!(
+                text.starts_with("# Copyright The CNCF Distribution Authors, Apache License 2.0"),
+                "{}: license header",
+                src.display()
+            );
+            let (port, debug) = (free_port(), free_port());
+            let file = fixture_copy(&src, dir.path(), port, debug);
+            let shown = format!("{version}/{}", src.file_name().unwrap().to_string_lossy());
+            let out = Command::new(OURS)
+                .arg("check-config")
+                .arg(&file)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("configuration ok"),
+                "{shown}: check-config failed:\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let log = dir.path().join(format!("log-{port}"));
+            let out = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new(OURS)
+                .arg("serve")
+                .arg(&file)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap();
+            let base = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "{shown}: exited with {status}:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                if let Ok(r) = http.get(format!("{base}/v2/")).send().await {
+                    break r.status().as_u16();
+                }
+                assert!(Instant::now() < deadline, "{shown}: no answer in 30 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            // 401 where the file sets htpasswd auth, else 200.
+            let expected = if text.contains("htpasswd:") { 401 } else { 200 };
+            let debug_status = if text.contains("debug:") {
+                // `localhost:5001` and `:5001` both answer on loopback.
+                let r = http
+                    .get(format!("http://localhost:{debug}/metrics"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                Some(r.unwrap_or(0))
+            } else {
+                None
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(status, expected, "{shown}: GET /v2/");
+            if let Some(s) = debug_status {
+                assert_eq!(s, 200, "{shown}: GET /metrics on http.debug.addr");
+            }
+            seen.push(shown);
+        }
+    }
+    assert_eq!(seen.len(), 6, "{seen:?}");
+}
+
+/// `http.net: unix` with `http.addr` a socket path, as registry:2 takes it:
+/// the API answers on the socket, and a stale socket file left by an
+/// earlier run is replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_listener_serves_the_api() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("registry.sock");
+    // A stale socket (bound, nobody listening).
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let file = dir.path().join("unix.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {}
+http:
+  net: unix
+  addr: {}
+",
+            dir.path().join("storage").display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(OURS)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("listening on unix:{}", sock.display())),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = dir.path().join("log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(OURS)
+        .arg("serve")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "exited with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut reply = String::new();
+            let _ = s.read_to_string(&mut reply);
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "no answer on {}", sock.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The healthcheck subcommand probes the socket too.
+    let health = Command::new(OURS)
+        .arg("healthcheck")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("docker-distribution-api-version: registry/2.0"),
+        "{reply}"
+    );
+    assert!(
+        health.status.success(),
+        "healthcheck: {}",
+        String::from_utf8_lossy(&health.stderr)
+    );
 }

@@ -587,6 +587,8 @@ const WARNINGS: &[(&str, &str)] = &[
     ("storage.s3.accelerate", "the endpoint is used as configured (set regionendpoint)"),
     ("storage.s3.sessiontoken", "not read from the file: set AWS_SESSION_TOKEN"),
     ("storage.s3.checksumdisabled", "the S3 client's default checksums are used"),
+    ("http.tls.clientauth", "client certificates are not requested (http.tls.clientcas is refused)"),
+    ("proxy.exec", "credential helpers are not run: the upstream is logged in to with proxy.username and proxy.password, or anonymously"),
     ("http.tls.ciphersuites", "rustls's default cipher suites (all TLS 1.2 AEAD and TLS 1.3) are used"),
     ("http.http2", "HTTP/2 is offered over TLS by ALPN"),
     ("http.h2c", "HTTP/2 without TLS is accepted with prior knowledge"),
@@ -614,6 +616,10 @@ const REFUSED: &[(&str, &str)] = &[
     (
         "http.tls.letsencrypt",
         "Let's Encrypt certificates are not obtained; give certificate and key",
+    ),
+    (
+        "proxy.remotenamespace",
+        "upstream names are not prefixed with a namespace; ignoring it would cache other images under these names",
     ),
     (
         "storage.s3.keyid",
@@ -910,6 +916,18 @@ fn map_s3(r: &mut Reader<'_>, c: &mut Config, driver: &str) -> Result<(), Config
             "server-side encryption is not requested by this registry: enable default encryption on the bucket and remove this key",
         ));
     }
+    if r.bool(&k("usefipsendpoint"))? == Some(true) {
+        if c.storage.s3.regionendpoint.is_none() {
+            return Err(r.err(
+                &k("usefipsendpoint"),
+                "FIPS endpoints are not chosen by this registry: set regionendpoint to the region's FIPS endpoint (e.g. https://s3-fips.us-east-1.amazonaws.com)",
+            ));
+        }
+        r.warn(
+            &k("usefipsendpoint"),
+            "regionendpoint is used as given (make it the FIPS endpoint)",
+        );
+    }
     if r.bool(&k("v4auth"))? == Some(false) {
         r.warn(
             &k("v4auth"),
@@ -926,11 +944,12 @@ fn map_http(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
         c.http.addr = addr;
     }
     match r.str("http.net")?.as_deref() {
-        None | Some("" | "tcp") => {}
+        None | Some("") => {}
+        Some(net @ ("tcp" | "tcp4" | "tcp6" | "unix")) => c.http.net = net.to_owned(),
         Some(other) => {
             return Err(r.err(
                 "http.net",
-                format!("{other:?}: only tcp listeners are supported"),
+                format!("{other:?}: the listener's network is tcp or unix"),
             ))
         }
     }
@@ -1020,6 +1039,13 @@ fn map_http(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
 fn map_auth(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
     let kinds = r.keys("auth");
     match kinds.as_slice() {
+        [kind] if kind == "none" => {
+            // registry:3's explicit `auth: none`: what no section means.
+            r.node("auth.none");
+            c.auth.mode = AuthMode::None;
+            r.warnings
+                .push("auth.none: every request is allowed without a login".into());
+        }
         [] => {
             // registry:2 without `auth` serves everyone; so does this.
             c.auth.mode = AuthMode::None;
@@ -1231,6 +1257,14 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
             m.readonly.enabled.to_string(),
         ),
         ("http.addr", c.http.addr.clone()),
+        (
+            "http.net",
+            if c.http.net.is_empty() {
+                "tcp".into()
+            } else {
+                c.http.net.clone()
+            },
+        ),
         ("http.secret", opt(&c.http.secret)),
         ("http.host", opt(&c.http.host)),
         (
@@ -1370,6 +1404,76 @@ health:
     interval: 10s
     threshold: 3
 ";
+
+    fn with(extra: &str) -> Result<Loaded, ConfigError> {
+        load_str(
+            &format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /r\n{extra}"),
+            &[],
+        )
+    }
+
+    fn s3(extra: &str) -> Result<Loaded, ConfigError> {
+        load_str(
+            &format!(
+                "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n{extra}"
+            ),
+            &[],
+        )
+    }
+
+    /// registry:3's configuration reference, key by key (docs/migrating.md).
+    #[test]
+    fn registry3_reference_keys_are_carried_out_warned_or_refused() {
+        let e = s3("    usefipsendpoint: true\n").unwrap_err().to_string();
+        assert!(e.contains("storage.s3.usefipsendpoint"), "{e}");
+        let l = s3("    usefipsendpoint: true\n    regionendpoint: https://s3-fips.us-east-1.amazonaws.com\n")
+            .unwrap();
+        assert!(
+            l.config
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("storage.s3.usefipsendpoint: regionendpoint")),
+            "{:?}",
+            l.config.warnings
+        );
+        let l = s3("    usefipsendpoint: false\n").unwrap();
+        assert!(
+            !l.config
+                .warnings
+                .iter()
+                .any(|w| w.contains("usefipsendpoint")),
+            "{:?}",
+            l.config.warnings
+        );
+        let e = with("proxy:\n  remoteurl: https://r.example\n  remotenamespace: superhero\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxy.remotenamespace"), "{e}");
+        let l = with("proxy:\n  remoteurl: https://r.example\n  exec:\n    command: helper\n    lifetime: 1h\n").unwrap();
+        assert!(
+            l.config
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("proxy.exec: credential helpers")),
+            "{:?}",
+            l.config.warnings
+        );
+        let l = with("auth:\n  none:\n").unwrap();
+        assert_eq!(l.config.auth.mode, AuthMode::None);
+        let l = with("http:\n  tls:\n    certificate: /c\n    key: /k\n    clientauth: require-and-verify-client-cert\n").unwrap();
+        assert!(
+            l.config
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("http.tls.clientauth: client certificates")),
+            "{:?}",
+            l.config.warnings
+        );
+        // Nothing of the reference is "not a key this registry knows".
+        for w in &l.config.warnings {
+            assert!(!w.contains("not a key"), "{w}");
+        }
+    }
 
     #[test]
     fn trusted_proxies_map_from_the_file_and_the_variable() {
