@@ -1456,3 +1456,58 @@ async fn audit_log_records_logins_denials_pushes_and_deletes() {
     let deleted = find("delete", "alice");
     assert_eq!(deleted["reference"], digest.as_str());
 }
+
+/// Security review, item 16: an external issuer's token subject was looked
+/// up as a local name in `acl.admins` and the catalog's lists, so an
+/// identity-provider user named like a local admin (`root`) listed every
+/// repository. An external issuer's subjects are known to `[acl]` only
+/// issuer-qualified, `<subject>@<issuer>`.
+#[tokio::test]
+async fn an_external_issuers_user_named_like_a_local_admin_is_no_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ec_key, ec_cert) = issuer_cert(
+        dir.path(),
+        "ec",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+    );
+    let bundle = ec_cert.clone();
+    let s = TestServer::start_with(move |c| {
+        token_mode(c);
+        // Both kinds of token: local users from the built-in endpoint, and
+        // an external issuer's.
+        c.auth.token.endpoint = Some(true);
+        c.auth.token.rootcertbundle = Some(bundle);
+        let mut acl: registry::config::AclConfig = toml::from_str(ACL).unwrap();
+        acl.admins.push("ops@registry-token-issuer".into());
+        c.acl = Some(acl);
+    })
+    .await;
+    // The local admin pushes a private repository.
+    let t = token(&s, Some("root"), &["repository:private/app:push,pull"]).await;
+    bearer(&s, &t)
+        .push_image("private/app", "v1", &[b"p"])
+        .await;
+    let ec = EncodingKey::from_ec_der(&private_der(&ec_key));
+    let kid = spki_of_cert(&ec_cert).libtrust_kid();
+    let external = |sub: &str| {
+        let mut c = claims("private/app", &[]);
+        c["sub"] = json!(sub);
+        c["access"] = json!([{"type": "registry", "name": "catalog", "actions": ["*"]}]);
+        sign(Algorithm::ES256, Some(&kid), &c, &ec)
+    };
+    let catalog = |t: String| {
+        let c = bearer(&s, &t);
+        async move {
+            let r = c.get("/v2/_catalog").send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            body["repositories"].clone()
+        }
+    };
+    // The local root is an admin; the external "root" is not.
+    let local = token(&s, Some("root"), &["registry:catalog:*"]).await;
+    assert_eq!(catalog(local).await, json!(["private/app"]));
+    assert_eq!(catalog(external("root")).await, json!([]), "external root");
+    // An issuer-qualified admin entry names the external user.
+    assert_eq!(catalog(external("ops")).await, json!(["private/app"]));
+}

@@ -363,8 +363,15 @@ pub(crate) fn binding_protection(
 }
 
 pub(crate) fn requester_is_admin(state: &AppState, parts: &Parts) -> bool {
-    let user = parts.extensions.get::<User>().map(|u| u.0.as_str());
-    user.is_some_and(|u| u != crate::auth::ANONYMOUS) && state.auth.acl.get().is_admin(user)
+    let acl = state.auth.acl.get();
+    match parts.extensions.get::<crate::auth::Grant>() {
+        Some(grant) => grant.is_admin(&acl),
+        // The UI names its user (a local htpasswd session) without a grant.
+        None => {
+            let user = parts.extensions.get::<User>().map(|u| u.0.as_str());
+            user.is_some_and(|u| u != crate::auth::ANONYMOUS) && acl.is_admin(user)
+        }
+    }
 }
 
 /// Refuses deleting `d` from `name` (a manifest by digest, or a blob) when

@@ -150,9 +150,20 @@ impl Grant {
         let user = match self {
             Grant::All => return true,
             Grant::Acl { user, .. } => user.as_deref(),
-            Grant::Token(v) => Some(v.subject.as_str()).filter(|s| !s.is_empty()),
+            Grant::Token(v) => v.principal.as_deref(),
         };
         acl.actions(user, repository).contains(Actions::PULL)
+    }
+
+    /// Whether the ACL makes this request's user an admin: an htpasswd
+    /// user by name, a token by its `principal` (an external issuer's
+    /// subjects only issuer-qualified).
+    pub fn is_admin(&self, acl: &Acl) -> bool {
+        match self {
+            Grant::All => false,
+            Grant::Acl { user, .. } => user.is_some() && acl.is_admin(user.as_deref()),
+            Grant::Token(v) => v.principal.is_some() && acl.is_admin(v.principal.as_deref()),
+        }
     }
 
     /// Whether every repository is readable: the condition for mounting a

@@ -53,6 +53,11 @@ struct TrustedKey {
     cert: Option<Vec<u8>>,
     decoding: DecodingKey,
     algorithms: Vec<Algorithm>,
+    /// This registry's own key (`signing_key`, or a previous one in
+    /// `trusted_keys`): its tokens' subjects are local users. Keys of
+    /// external issuers (`rootcertbundle`, `x5c`, `jwks`) name subjects of
+    /// their own, which must never pass for a local user of the same name.
+    own: bool,
 }
 
 fn algorithms_for(key: &PublicKey) -> Vec<Algorithm> {
@@ -82,7 +87,13 @@ impl TrustedKey {
             cert,
             algorithms: algorithms_for(&key),
             decoding,
+            own: false,
         }
+    }
+
+    fn own(mut self) -> TrustedKey {
+        self.own = true;
+        self
     }
 
     /// A JWKS entry: also known by its own `kid`, and limited to its `alg`.
@@ -549,12 +560,18 @@ impl From<jsonwebtoken::errors::Error> for TokenError {
 #[derive(Debug)]
 pub struct Verified {
     pub subject: String,
+    /// The name `[acl]` knows this token's subject by (admins, the
+    /// catalog's lists): the subject of a token this registry signed; for
+    /// an external issuer's token, `<subject>@<issuer>`, so that no
+    /// external user passes for a local one of the same name. None for a
+    /// token without a subject.
+    pub principal: Option<String>,
     pub expires: i64,
     grants: HashMap<(String, String), Actions>,
 }
 
 impl Verified {
-    fn new(claims: &AccessClaims) -> Verified {
+    fn new(claims: &AccessClaims, own_key: bool) -> Verified {
         let mut grants: HashMap<(String, String), Actions> = HashMap::new();
         for a in &claims.access {
             let actions = a
@@ -565,8 +582,14 @@ impl Verified {
             let entry = grants.entry((a.kind.clone(), a.name.clone())).or_default();
             *entry = entry.union(actions);
         }
+        let principal = match (claims.sub.is_empty(), own_key) {
+            (true, _) => None,
+            (false, true) => Some(claims.sub.clone()),
+            (false, false) => Some(format!("{}@{}", claims.sub, claims.iss)),
+        };
         Verified {
             subject: claims.sub.clone(),
+            principal,
             expires: claims.exp,
             grants,
         }
@@ -636,7 +659,7 @@ impl TokenAuth {
         if config.endpoint_enabled() {
             let (key, fresh) = SigningKey::load_or_generate(&config.signing_key)?;
             generated = fresh;
-            trusted.push(TrustedKey::new(key.public.clone(), None));
+            trusted.push(TrustedKey::new(key.public.clone(), None).own());
             signing = Some(key);
         }
         if let Some(bundle) = &config.rootcertbundle {
@@ -644,7 +667,15 @@ impl TokenAuth {
         }
         let roots = trusted.iter().filter_map(|k| k.cert.clone()).collect();
         for path in &config.trusted_keys {
-            trusted.extend(keys_in(path, "auth.token.trusted_keys")?);
+            // With the built-in endpoint on, previous keys of this
+            // registry's own issuer (key rotation); without it, keys of an
+            // external issuer.
+            let own = config.endpoint_enabled();
+            trusted.extend(
+                keys_in(path, "auth.token.trusted_keys")?
+                    .into_iter()
+                    .map(|k| if own { k.own() } else { k }),
+            );
         }
         let mut allowed = Vec::new();
         for name in &config.signingalgorithms {
@@ -913,7 +944,7 @@ impl TokenAuth {
         if claims.nbf.is_some_and(|nbf| nbf.saturating_sub(leeway) > t) {
             return Err(TokenError::NotYetValid);
         }
-        Ok(Verified::new(&claims))
+        Ok(Verified::new(&claims, key.own))
     }
 
     /// How long an access token lives.
