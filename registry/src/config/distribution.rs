@@ -240,19 +240,32 @@ impl Node {
 
 /// Our own keys whose names hold an underscore, which a variable's name
 /// cannot tell from a level: `REGISTRY_GC_GRACE_PERIOD` is `gc.grace_period`.
-const UNDERSCORE_KEYS: &[&str] = &["grace_period", "delete_untagged", "trusted_proxies"];
+const UNDERSCORE_KEYS: &[&str] = &[
+    "grace_period",
+    "delete_untagged",
+    "trusted_proxies",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_concurrent_streams",
+    "keepalive_interval",
+    "keepalive_timeout",
+];
 
 fn env_path(name: &str) -> Vec<String> {
     let parts: Vec<&str> = name.split('_').skip(1).collect();
     let mut path = Vec::new();
     let mut i = 0;
-    while i < parts.len() {
-        if i + 1 < parts.len() {
-            let joined = format!("{}_{}", parts[i], parts[i + 1]).to_ascii_lowercase();
-            if UNDERSCORE_KEYS.contains(&joined.as_str()) {
-                path.push(joined);
-                i += 2;
-                continue;
+    'next: while i < parts.len() {
+        // The longest underscore key that starts here (three words, then two).
+        for words in [3, 2] {
+            if i + words <= parts.len() {
+                let joined = parts[i..i + words].join("_").to_ascii_lowercase();
+                if UNDERSCORE_KEYS.contains(&joined.as_str()) {
+                    path.push(joined);
+                    i += words;
+                    continue 'next;
+                }
             }
         }
         path.push(parts[i].to_owned());
@@ -1023,6 +1036,26 @@ fn map_http(r: &mut Reader<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if let Some(d) = r.duration("http.draintimeout")? {
         c.http.drain_timeout = d;
     }
+    // Ours: what a connection may hold (`conn_limits`), under the TOML
+    // file's names (`REGISTRY_HTTP_HEADER_READ_TIMEOUT` and so on).
+    if let Some(d) = r.duration("http.header_read_timeout")? {
+        c.http.header_read_timeout = d;
+    }
+    if let Some(d) = r.duration("http.idle_timeout")? {
+        c.http.idle_timeout = d;
+    }
+    if let Some(n) = r.u64("http.max_connections")? {
+        c.http.max_connections = n as usize;
+    }
+    if let Some(n) = r.u64("http.http2.max_concurrent_streams")? {
+        c.http.http2.max_concurrent_streams = n.min(u32::MAX as u64) as u32;
+    }
+    if let Some(d) = r.duration("http.http2.keepalive_interval")? {
+        c.http.http2.keepalive_interval = d;
+    }
+    if let Some(d) = r.duration("http.http2.keepalive_timeout")? {
+        c.http.http2.keepalive_timeout = d;
+    }
     // Ours (Distribution believes `X-Forwarded-For` from anyone): a list,
     // or CIDRs separated by commas (`REGISTRY_HTTP_TRUSTED_PROXIES`).
     c.http.trusted_proxies = r
@@ -1296,6 +1329,24 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ("http.debug.prometheus.path", c.metrics.path.clone()),
         ("http.draintimeout", d(c.http.drain_timeout)),
         ("http.trusted_proxies", c.http.trusted_proxies.join(", ")),
+        ("http.header_read_timeout", d(c.http.header_read_timeout)),
+        ("http.idle_timeout", d(c.http.idle_timeout)),
+        (
+            "http.max_connections",
+            crate::conn_limits::max_connections(&c.http).to_string(),
+        ),
+        (
+            "http.http2.max_concurrent_streams",
+            c.http.http2.max_concurrent_streams.to_string(),
+        ),
+        (
+            "http.http2.keepalive_interval",
+            d(c.http.http2.keepalive_interval),
+        ),
+        (
+            "http.http2.keepalive_timeout",
+            d(c.http.http2.keepalive_timeout),
+        ),
         ("auth", mode.to_owned()),
     ]);
     match c.auth.mode {
@@ -1473,6 +1524,46 @@ health:
         for w in &l.config.warnings {
             assert!(!w.contains("not a key"), "{w}");
         }
+    }
+
+    #[test]
+    fn connection_limits_map_from_the_file_and_the_variables() {
+        let base = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /r\n";
+        let file = format!(
+            "{base}http:\n  header_read_timeout: 5s\n  http2:\n    max_concurrent_streams: 7\n"
+        );
+        let l = load_str(&file, &[]).unwrap();
+        assert_eq!(l.config.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(l.config.http.http2.max_concurrent_streams, 7);
+        let l = load_str(
+            base,
+            &[
+                ("REGISTRY_HTTP_HEADER_READ_TIMEOUT", "9s"),
+                ("REGISTRY_HTTP_IDLE_TIMEOUT", "11s"),
+                ("REGISTRY_HTTP_MAX_CONNECTIONS", "123"),
+                ("REGISTRY_HTTP_HTTP2_KEEPALIVE_TIMEOUT", "3s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(l.config.http.header_read_timeout, Duration::from_secs(9));
+        assert_eq!(l.config.http.idle_timeout, Duration::from_secs(11));
+        assert_eq!(l.config.http.max_connections, 123);
+        assert_eq!(
+            l.config.http.http2.keepalive_timeout,
+            Duration::from_secs(3)
+        );
+        for w in &l.config.warnings {
+            assert!(!w.contains("http."), "{w}");
+        }
+        let row = |key: &str| {
+            l.rows()
+                .into_iter()
+                .find(|r| r.key == key)
+                .unwrap_or_else(|| panic!("{key} not shown"))
+                .value
+        };
+        assert_eq!(row("http.max_connections"), "123");
+        assert_eq!(row("http.idle_timeout"), "11s");
     }
 
     #[test]
