@@ -1354,3 +1354,82 @@ async fn empty_blob_in_a_single_post() {
     assert_eq!(r.status(), 201);
     assert_eq!(get_blob(&c, REPO, EMPTY_DIGEST).await, (200, Bytes::new()));
 }
+
+// ----- distribution-spec main (after v1.1.1) -----
+
+/// "Pushing manifests with multiple tags": a push by digest with `?tag=`
+/// tags the manifest with every tag and answers 201 with one `OCI-Tag`
+/// per tag; a push by tag answers as before (no `OCI-Tag`).
+#[tokio::test]
+async fn manifest_put_by_digest_with_tag_params_sets_every_tag() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let b = push_blobs(&c, REPO).await;
+    let manifest = suite_manifest(&b);
+    let digest = sha256_digest(&manifest);
+    let r = c
+        .put(&format!(
+            "/v2/{REPO}/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest&tag=1.2"
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(location(&r), format!("/v2/{REPO}/manifests/{digest}"));
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    let oci_tags: Vec<&str> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(oci_tags, ["1.2.3", "1.2", "latest"]);
+    assert_eq!(s.client().tag_list(REPO).await, ["1.2", "1.2.3", "latest"]);
+    for tag in ["1.2.3", "1.2", "latest"] {
+        let r = c.get_manifest(REPO, tag).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{tag}");
+        assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    }
+    // A push by tag, or by digest without ?tag=: no OCI-Tag, as before.
+    for reference in ["other", digest.as_str()] {
+        let r = c
+            .put(&format!("/v2/{REPO}/manifests/{reference}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert!(r.headers().get("oci-tag").is_none(), "{reference}");
+    }
+}
+
+/// A malformed `?tag=` refuses the whole push with 400 MANIFEST_INVALID:
+/// none of its tags is set.
+#[tokio::test]
+async fn manifest_put_with_a_malformed_tag_param_tags_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let b = push_blobs(&c, REPO).await;
+    let manifest = suite_manifest(&b);
+    let digest = sha256_digest(&manifest);
+    let long = "x".repeat(129);
+    for bad in ["-dash", ".dot", "a%2Fb", "", long.as_str()] {
+        let r = c
+            .put(&format!("/v2/{REPO}/manifests/{digest}?tag=good&tag={bad}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "MANIFEST_INVALID",
+            "tag {bad:?}"
+        );
+    }
+    let r = c.get_manifest(REPO, "good").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
