@@ -57,8 +57,48 @@ fn parse_id(raw: &str) -> Result<UploadId, ApiError> {
         .map_err(|_| ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry"))
 }
 
+/// `?digest-algorithm=` of a POST (distribution-spec main, end-4c): the
+/// algorithm the client will close the session with. sha256 and sha512 are
+/// hashed here; any other is refused with 400 `DIGEST_INVALID` before a
+/// session exists, as is a `digest=` of another algorithm.
+fn requested_algorithm(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Option<crate::oci::digest::Algorithm>, ApiError> {
+    use crate::oci::digest::Algorithm;
+    let Some(raw) = q.get("digest-algorithm") else {
+        return Ok(None);
+    };
+    let algorithm =
+        match raw.as_str() {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            other => return Err(ApiError::new(
+                Code::DigestInvalid,
+                format!("digest-algorithm {other:?} is not supported; use sha256 or sha512"),
+            )
+            .detail(
+                serde_json::json!({ "digest-algorithm": other, "supported": ["sha256", "sha512"] }),
+            )),
+        };
+    if let Some(d) = q.get("digest").and_then(|d| d.parse::<Digest>().ok()) {
+        if d.algorithm() != algorithm {
+            return Err(ApiError::new(
+                Code::DigestInvalid,
+                format!(
+                    "digest {d} is not a {} digest, the digest-algorithm asked",
+                    algorithm.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(Some(algorithm))
+}
+
 pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body) -> ApiResult {
     let q = query(parts);
+    if let Err(e) = requested_algorithm(&q) {
+        return Err(refuse_unread(e, body).await);
+    }
     if let Some(mount) = q.get("mount") {
         let Ok(digest) = mount.parse::<Digest>() else {
             return Err(refuse_unread(
