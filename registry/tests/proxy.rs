@@ -1433,3 +1433,43 @@ async fn ns_scoped_reads_echo_oci_namespace() {
         assert!(r.headers().get("oci-namespace").is_none(), "{path}");
     }
 }
+
+/// distribution-spec main, "Warnings": a pull through the cache that served
+/// a tag stale because the upstream was down carries
+/// `Warning: 299 - "..."`; the same pull with the upstream up does not.
+#[tokio::test]
+async fn a_stale_pull_through_a_down_upstream_carries_a_warning() {
+    let hub = TestServer::start().await;
+    hub.client()
+        .push_image("team/app", "v1", &[b"stale layer"])
+        .await;
+    let s = proxy_with(
+        vec![ProxyUpstream {
+            prefix: "up".into(),
+            url: hub.base.clone(),
+            username: Some(support::USER.into()),
+            password: Some(support::PASSWORD.into()),
+            tag_ttl: Some(Duration::ZERO),
+            ..Default::default()
+        }],
+        |_| {},
+    )
+    .await;
+    let c = s.client();
+    let path = "/v2/up/team/app/manifests/v1";
+    let r = fetch_manifest(&c, reqwest::Method::GET, path).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("warning").is_none());
+    hub.stop().await;
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = fetch_manifest(&c, method.clone(), path).await;
+        assert_eq!(r.status(), 200, "{method}: stale-if-error");
+        let warning = r.headers()["warning"].to_str().unwrap();
+        assert!(
+            warning.starts_with("299 - \"served from the pull-through cache")
+                && warning.ends_with('"')
+                && warning.len() <= 4096,
+            "{warning}"
+        );
+    }
+}

@@ -80,6 +80,13 @@ fn upstream_error(t: &Target, e: ProxyError, not_found: ApiError) -> ApiError {
 }
 
 fn with_cache(mut response: Response, status: CacheStatus) -> Response {
+    if matches!(status, CacheStatus::Stale) {
+        // The spec's "Warnings": what the client should show its user.
+        super::add_warning(
+            response.headers_mut(),
+            "served from the pull-through cache without checking the upstream, which cannot be reached: the tag may be out of date",
+        );
+    }
     response.extensions_mut().insert(status);
     response
 }
