@@ -111,13 +111,21 @@ async fn add_api_version(mut response: Response) -> Response {
     response
 }
 
-async fn base(method: Method) -> Response {
+async fn base(State(state): State<AppState>, method: Method) -> Response {
     let mut response = match method {
         Method::GET | Method::HEAD => {
             ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
         }
         _ => method_not_allowed("GET, HEAD"),
     };
+    // The spec's "Warnings": configuration this registry carries out
+    // otherwise than asked, told where clients check the API (`/v2/`).
+    for w in &state.config_warnings {
+        add_warning(
+            response.headers_mut(),
+            &format!("this registry's configuration: {w}"),
+        );
+    }
     response.extensions_mut().insert(RouteKind("base"));
     response
 }
