@@ -1457,8 +1457,17 @@ async fn upload_with_digest_algorithm_sha512_is_hashed_with_sha512() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    let session = location(&r);
+    // The session keeps the algorithm: a close with a sha256 digest is
+    // refused (and the session stays open).
     let r = c
-        .patch(&location(&r))
+        .put(&with_digest(&session, &sha256_digest(&data[..0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
+    let r = c
+        .patch(&session)
         .header("content-type", "application/octet-stream")
         .body(data[..4000].to_vec())
         .send()

@@ -201,7 +201,7 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::UploadStart(name), Method::POST) => {
             uploads::start(&state, &name, &parts, body).await
         }
-        (Route::Upload(name, id), Method::GET) => uploads::status(&state, &name, &id).await,
+        (Route::Upload(name, id), Method::GET) => uploads::status(&state, &name, &id, &parts).await,
         (Route::Upload(name, id), Method::PATCH) => {
             uploads::patch(&state, &name, &id, &parts, body).await
         }
