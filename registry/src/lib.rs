@@ -48,6 +48,9 @@ pub struct App {
     pub quota: Arc<quota::Ledger>,
     /// Webhooks, when `notifications.endpoints` has an enabled one.
     pub notifier: Option<Arc<notify::Notifier>>,
+    /// What the configuration asks that this registry does otherwise
+    /// (`Config::warnings`): also told to clients of `/v2/` as `Warning`s.
+    pub config_warnings: Vec<String>,
 }
 
 pub type AppState = Arc<App>;

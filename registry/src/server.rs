@@ -141,6 +141,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         pulls: pulls.clone(),
         quota: quota.clone(),
         notifier: notifier.clone(),
+        config_warnings: config.warnings.clone(),
     });
     if let Some(path) = &config.source {
         crate::reload::spawn(&app, path.clone());

@@ -1511,3 +1511,46 @@ async fn an_external_issuers_user_named_like_a_local_admin_is_no_admin() {
     // An issuer-qualified admin entry names the external user.
     assert_eq!(catalog(external("ops")).await, json!(["private/app"]));
 }
+
+/// distribution-spec main, "Warnings": a request with a bearer token that
+/// expires within 30 s is answered (as usual) with a `Warning: 299 - "..."`
+/// saying so, within the spec's 4,096 bytes; a fresher token gets none.
+#[tokio::test]
+async fn a_token_about_to_expire_gets_a_warning() {
+    let s = start().await;
+    let (key, kid, _) = our_key(&s);
+    let fresh = claims("team-a/app", &["pull", "push"]);
+    let fresh = sign(Algorithm::ES256, Some(&kid), &fresh, &key);
+    bearer(&s, &fresh)
+        .push_image("team-a/app", "v1", &[b"warned"])
+        .await;
+    let mut soon = claims("team-a/app", &["pull"]);
+    soon["exp"] = json!(now() + 20);
+    let soon = sign(Algorithm::ES256, Some(&kid), &soon, &key);
+    for (token, warned) in [(&soon, true), (&fresh, false)] {
+        let r = bearer(&s, token)
+            .get("/v2/team-a/app/manifests/v1")
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let warnings: Vec<&str> = r
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        if warned {
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].starts_with("299 - \"the bearer token of this request expires in ")
+                    && warnings[0].ends_with("request a new one\"")
+                    && warnings[0].len() <= 4096,
+                "{warnings:?}"
+            );
+        } else {
+            assert!(warnings.is_empty(), "{warnings:?}");
+        }
+    }
+}

@@ -786,3 +786,60 @@ async fn referrers_come_in_pages_bounded_in_count_and_bytes() {
         .unwrap();
     assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
 }
+
+/// Referrers of a sha512 manifest (distribution-spec main: digests other
+/// than sha256 end to end): a referrer whose subject is a sha512 digest is
+/// listed under it, and a sha512 referrer is listed under its own digest.
+#[tokio::test]
+async fn referrers_of_a_sha512_subject_are_listed() {
+    use sha2::Digest as _;
+    let sha512 = |b: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)));
+    let s = TestServer::start().await;
+    let c = s.client();
+    c.push_blob(REPO, b"{}").await;
+    let subject = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": TYPE_A,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_JSON_DIGEST, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_JSON_DIGEST, "size": 2}],
+    }))
+    .unwrap();
+    let subject_digest = sha512(&subject);
+    let referrer = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": TYPE_B,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_JSON_DIGEST, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_JSON_DIGEST, "size": 2}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject.len()},
+    }))
+    .unwrap();
+    let referrer_digest = sha512(&referrer);
+    for (body, digest) in [(&subject, &subject_digest), (&referrer, &referrer_digest)] {
+        let r = c
+            .put(&format!(
+                "/v2/{REPO}/manifests/{digest}?tag=t{}",
+                &digest[7..15]
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let (_, manifests) = get_referrers(&c, REPO, &subject_digest, "").await;
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert_eq!(manifests[0]["digest"], referrer_digest.as_str());
+    assert_eq!(manifests[0]["size"], referrer.len());
+    assert_eq!(manifests[0]["artifactType"], TYPE_B);
+    let (_, filtered) = get_referrers(
+        &c,
+        REPO,
+        &subject_digest,
+        &format!("?artifactType={TYPE_B}"),
+    )
+    .await;
+    assert_eq!(filtered.len(), 1);
+}

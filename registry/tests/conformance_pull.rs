@@ -704,3 +704,40 @@ async fn blob_digest_is_not_a_manifest() {
         assert_eq!(r.status(), 404, "{d}");
     }
 }
+
+/// distribution-spec main, "Warnings": what the configuration asks that
+/// this registry does otherwise (a registry:2 key it reads but does not
+/// carry out) is told to clients of `/v2/` as `Warning: 299 - "..."`, all
+/// within 4,096 bytes; a configuration without such keys adds none.
+#[tokio::test]
+async fn base_endpoint_warns_of_configuration_it_does_otherwise() {
+    let yaml = "version: 0.1\nstorage: {filesystem: {}}\nhttp: {adress: x}\n";
+    let loaded = registry::config::distribution::load(
+        std::path::Path::new("config.yml"),
+        yaml,
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
+    let warnings = loaded.config.warnings.clone();
+    assert!(!warnings.is_empty());
+    let s = TestServer::start_with(move |c| c.warnings = warnings.clone()).await;
+    let r = s.client().get("/v2/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let got: Vec<String> = r
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        got.iter()
+            .any(|w| w.starts_with("299 - \"this registry's configuration: ")
+                && w.contains("http.adress")
+                && w.ends_with('"')),
+        "{got:?}"
+    );
+    assert!(got.iter().map(String::len).sum::<usize>() <= 4096);
+    let plain = TestServer::start().await;
+    let r = plain.client().get("/v2/").send().await.unwrap();
+    assert!(r.headers().get("warning").is_none());
+}

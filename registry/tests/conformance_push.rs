@@ -1354,3 +1354,250 @@ async fn empty_blob_in_a_single_post() {
     assert_eq!(r.status(), 201);
     assert_eq!(get_blob(&c, REPO, EMPTY_DIGEST).await, (200, Bytes::new()));
 }
+
+// ----- distribution-spec main (after v1.1.1) -----
+
+/// "Pushing manifests with multiple tags": a push by digest with `?tag=`
+/// tags the manifest with every tag and answers 201 with one `OCI-Tag`
+/// per tag; a push by tag answers as before (no `OCI-Tag`).
+#[tokio::test]
+async fn manifest_put_by_digest_with_tag_params_sets_every_tag() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let b = push_blobs(&c, REPO).await;
+    let manifest = suite_manifest(&b);
+    let digest = sha256_digest(&manifest);
+    let r = c
+        .put(&format!(
+            "/v2/{REPO}/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest&tag=1.2"
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(location(&r), format!("/v2/{REPO}/manifests/{digest}"));
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    let oci_tags: Vec<&str> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(oci_tags, ["1.2.3", "1.2", "latest"]);
+    assert_eq!(s.client().tag_list(REPO).await, ["1.2", "1.2.3", "latest"]);
+    for tag in ["1.2.3", "1.2", "latest"] {
+        let r = c.get_manifest(REPO, tag).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{tag}");
+        assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    }
+    // A push by tag, or by digest without ?tag=: no OCI-Tag, as before.
+    for reference in ["other", digest.as_str()] {
+        let r = c
+            .put(&format!("/v2/{REPO}/manifests/{reference}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert!(r.headers().get("oci-tag").is_none(), "{reference}");
+    }
+}
+
+/// A malformed `?tag=` refuses the whole push with 400 MANIFEST_INVALID:
+/// none of its tags is set.
+#[tokio::test]
+async fn manifest_put_with_a_malformed_tag_param_tags_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let b = push_blobs(&c, REPO).await;
+    let manifest = suite_manifest(&b);
+    let digest = sha256_digest(&manifest);
+    let long = "x".repeat(129);
+    for bad in ["-dash", ".dot", "a%2Fb", "", long.as_str()] {
+        let r = c
+            .put(&format!("/v2/{REPO}/manifests/{digest}?tag=good&tag={bad}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(r, 400).await,
+            "MANIFEST_INVALID",
+            "tag {bad:?}"
+        );
+    }
+    let r = c.get_manifest(REPO, "good").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+fn sha512_digest(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+/// "Pushing blobs" with `digest-algorithm` (end-4c): a session asked for
+/// sha512 takes a sha512 digest, chunked or in one POST; an algorithm the
+/// registry does not hash, or a `digest=` of another algorithm, is 400
+/// DIGEST_INVALID before any session exists.
+#[tokio::test]
+async fn upload_with_digest_algorithm_sha512_is_hashed_with_sha512() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let data = blob(5000, 3);
+    let digest = sha512_digest(&data);
+    let r = c
+        .post(&format!(
+            "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let session = location(&r);
+    // The session keeps the algorithm: a close with a sha256 digest is
+    // refused (and the session stays open).
+    let r = c
+        .put(&with_digest(&session, &sha256_digest(&data[..0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
+    let r = c
+        .patch(&session)
+        .header("content-type", "application/octet-stream")
+        .body(data[..4000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(&with_digest(&location(&r), &digest))
+        .header("content-type", "application/octet-stream")
+        .body(data[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(get_blob(&c, REPO, &digest).await, (200, Bytes::from(data)));
+
+    let small = b"single post sha512".to_vec();
+    let d = sha512_digest(&small);
+    let r = c
+        .post(&format!(
+            "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    let r = c
+        .head(&format!("/v2/{REPO}/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+
+    for q in [
+        "digest-algorithm=md5".to_owned(),
+        "digest-algorithm=".to_owned(),
+        format!("digest-algorithm=sha256&digest={d}"),
+    ] {
+        let r = c
+            .post(&format!("/v2/{REPO}/blobs/uploads/?{q}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID", "{q}");
+    }
+    if !support::storage_is_s3() {
+        // registry:2's layout: blobs/sha512/<2 hex>/<hex>/data.
+        let hex = digest.strip_prefix("sha512:").unwrap();
+        assert!(
+            storage_files(&s.storage_root())
+                .iter()
+                .any(|f| f.ends_with(&format!("blobs/sha512/{}/{hex}/data", &hex[..2]))),
+            "no blobs/sha512 path"
+        );
+    }
+}
+
+/// A sha512 image end to end: pushed by digest with `?tag=`, it is tagged,
+/// and served by tag and by digest (GET and HEAD) with
+/// `Docker-Content-Digest: sha512:...`: a tag resolves to the digest it was
+/// pushed under, not a sha256 recomputed from the bytes.
+#[tokio::test]
+async fn sha512_manifest_pushed_by_digest_with_tags_is_served_under_sha512() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = blob(700, 5);
+    let (config_digest, layer_digest) = (sha512_digest(config), sha512_digest(&layer));
+    for (data, d) in [(&config[..], &config_digest), (&layer[..], &layer_digest)] {
+        let r = c
+            .post(&format!(
+                "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let digest = sha512_digest(&manifest);
+    let r = c
+        .put(&format!("/v2/{REPO}/manifests/{digest}?tag=v1&tag=latest"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(location(&r), format!("/v2/{REPO}/manifests/{digest}"));
+    assert_eq!(r.headers().get_all("oci-tag").iter().count(), 2);
+    for reference in ["v1", "latest", digest.as_str()] {
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let r = c
+                .request(method.clone(), &format!("/v2/{REPO}/manifests/{reference}"))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{method} {reference}");
+            assert_eq!(
+                r.headers()["docker-content-digest"],
+                digest.as_str(),
+                "{method} {reference}"
+            );
+            if method == reqwest::Method::GET {
+                assert_eq!(r.bytes().await.unwrap(), manifest);
+            }
+        }
+    }
+    assert_eq!(c.tag_list(REPO).await, ["latest", "v1"]);
+    // Its blobs pull by their sha512 digests.
+    assert_eq!(
+        get_blob(&c, REPO, &layer_digest).await,
+        (200, Bytes::from(layer))
+    );
+}

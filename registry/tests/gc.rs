@@ -1125,3 +1125,92 @@ async fn gc_under_concurrent_push_and_pull_keeps_every_acknowledged_image() {
         push_retries
     );
 }
+
+fn sha512_digest(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+/// A sha512 image pushed by digest with `?tag=` (distribution-spec main);
+/// (manifest digest, layer digest).
+async fn push_sha512_image(
+    c: &Client,
+    repo: &str,
+    tag: Option<&str>,
+    layer: &[u8],
+) -> (String, String) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","layer":{}}}"#,
+        layer.len()
+    );
+    let mut digests = Vec::new();
+    for data in [config.as_bytes(), layer] {
+        let d = sha512_digest(data);
+        let r = c
+            .post(&format!(
+                "/v2/{repo}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        digests.push(d);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digests[0], "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digests[1], "size": layer.len()}],
+    }))
+    .unwrap();
+    let digest = sha512_digest(&manifest);
+    let q = tag.map(|t| format!("?tag={t}")).unwrap_or_default();
+    let r = c
+        .put(&format!("/v2/{repo}/manifests/{digest}{q}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    (digest, digests.swap_remove(1))
+}
+
+/// gc marks and sweeps sha512 content as it does sha256: a tagged sha512
+/// image stays whole, an untagged one goes with its layer.
+#[tokio::test]
+async fn gc_keeps_a_tagged_sha512_image_and_sweeps_an_untagged_one() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let (kept, kept_layer) = push_sha512_image(&c, "gc/sha512", Some("v1"), b"kept layer").await;
+    let (gone, gone_layer) = push_sha512_image(&c, "gc/sha512", None, b"gone layer").await;
+    support::gc_untagged(&s).await;
+    assert_eq!(status_of(&c, "/v2/gc/sha512/manifests/v1").await, 200);
+    assert_eq!(
+        status_of(&c, &format!("/v2/gc/sha512/manifests/{kept}")).await,
+        200
+    );
+    assert_eq!(
+        status_of(&c, &format!("/v2/gc/sha512/blobs/{kept_layer}")).await,
+        200
+    );
+    assert_eq!(
+        status_of(&c, &format!("/v2/gc/sha512/manifests/{gone}")).await,
+        404
+    );
+    assert_eq!(
+        status_of(&c, &format!("/v2/gc/sha512/blobs/{gone_layer}")).await,
+        404
+    );
+    let hex = gone_layer.strip_prefix("sha512:").unwrap();
+    assert!(
+        !storage_files(&s.storage_root())
+            .iter()
+            .any(|f| f.contains(hex)),
+        "the untagged image's layer is still stored"
+    );
+}

@@ -810,3 +810,46 @@ async fn a_forged_host_header_moves_no_webhook_link_nor_the_token_realm() {
         "{challenge}"
     );
 }
+
+/// distribution-spec main, "Pushing manifests with multiple tags": a push
+/// by digest with three `?tag=` sends one manifest push event per tag, as
+/// three pushes by tag would; a push by digest alone sends one, untagged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_tag_push_sends_one_push_event_per_tag() {
+    let rx = Receiver::start().await;
+    let s = ours_with(endpoint(&rx.url)).await;
+    let c = s.client();
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let (digest, manifest) = c.push_image("multi/app", "first", &[b"a layer"]).await;
+    wait_delivered(&s).await;
+    let before = dedupe(rx.events()).len();
+    let r = c
+        .put(&format!(
+            "/v2/multi/app/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest"
+        ))
+        .header("content-type", media)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    c.push_manifest("multi/app", &digest, media, &manifest)
+        .await;
+    wait_delivered(&s).await;
+    let events = dedupe(rx.events());
+    let pushed: Vec<(String, String)> = events[before..]
+        .iter()
+        .filter(|e| e["action"] == "push" && e["target"]["mediaType"] == media)
+        .map(|e| {
+            assert_eq!(e["target"]["digest"], digest.as_str());
+            assert_eq!(e["target"]["repository"], "multi/app");
+            (
+                e["target"]["tag"].as_str().unwrap_or("").to_owned(),
+                e["target"]["url"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let tags: Vec<&str> = pushed.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tags, ["1.2.3", "1.2", "latest", ""], "{events:#?}");
+    assert!(pushed.iter().all(|(_, u)| u.ends_with(&digest)));
+}

@@ -284,3 +284,65 @@ async fn deleting_what_a_protected_image_includes_is_refused() {
     }
     s.stop().await;
 }
+
+/// distribution-spec main, "Pushing manifests with multiple tags": a push
+/// by digest with `?tag=` is all or nothing. One tag the immutable rule
+/// keeps at another digest refuses it with 409 DENIED, and none of the
+/// other tags (mutable, or immutable and new) moves or appears.
+#[tokio::test]
+async fn multi_tag_push_refused_by_one_immutable_tag_sets_none() {
+    let s = server().await;
+    let c = s.client();
+    let (first, _) = c.push_image("team/app", "v1", &[b"one"]).await;
+    c.push_image("team/app", "latest", &[b"one"]).await;
+    let config = br#"{"architecture":"amd64","os":"linux","n":2}"#;
+    c.push_blob("team/app", config).await;
+    let other = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": support::sha256_digest(config), "size": config.len()},
+        "layers": [],
+    }))
+    .unwrap();
+    let other_digest = support::sha256_digest(&other);
+    let r = c
+        .put(&format!(
+            "/v2/team/app/manifests/{other_digest}?tag=latest&tag=v2&tag=v1"
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.headers().get("oci-tag").is_none());
+    let body = error_body(r).await;
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    assert_eq!(body["errors"][0]["detail"]["tag"], "v1");
+    for (tag, want) in [("v1", Some(&first)), ("latest", Some(&first)), ("v2", None)] {
+        let r = c
+            .head(&format!("/v2/team/app/manifests/{tag}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        match want {
+            Some(d) => assert_eq!(r.headers()["docker-content-digest"], d.as_str(), "{tag}"),
+            None => assert_eq!(r.status(), 404, "{tag}"),
+        }
+    }
+    // Without the protected tag, the same push tags both, each claimed.
+    let r = c
+        .put(&format!(
+            "/v2/team/app/manifests/{other_digest}?tag=latest&tag=v2"
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers().get_all("oci-tag").iter().count(), 2);
+    assert_eq!(c.tag_list("team/app").await, ["latest", "v1", "v2"]);
+}

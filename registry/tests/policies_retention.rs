@@ -529,3 +529,66 @@ async fn untagged_manifests_go_after_their_rules_window() {
     assert!(blob_exists(&s, &sha256_digest(b"fresh untagged layer")));
     s.stop().await;
 }
+
+/// distribution-spec main: each tag a push by digest with `?tag=` sets is
+/// a push of its own to retention (its own push time), here of a sha512
+/// image: the tag set back 30 days goes, its siblings stay, and the sha512
+/// manifest stays tagged.
+#[tokio::test]
+async fn retention_treats_each_tag_of_a_multi_tag_push_as_a_push() {
+    use sha2::Digest as _;
+    if support::storage_is_s3() {
+        eprintln!("disk only: push times are set back through the files' mtimes");
+        return;
+    }
+    let sha512 = |b: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)));
+    let s = TestServer::start_with(|c| c.policies = policies(false)).await;
+    let c = s.client();
+    let name = "ci/multi";
+    c.push_image(name, "old1", &[b"old build"]).await;
+    let config = br#"{"architecture":"arm64","os":"linux","multi":1}"#;
+    let d = sha512(config);
+    let r = c
+        .post(&format!(
+            "/v2/{name}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(config.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": d, "size": config.len()},
+        "layers": [],
+    }))
+    .unwrap();
+    let digest = sha512(&manifest);
+    let r = c
+        .put(&format!(
+            "/v2/{name}/manifests/{digest}?tag=b1&tag=b2&tag=latest"
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let month_ago = SystemTime::now() - 30 * DAY;
+    set_pushed(&s, name, "old1", month_ago);
+    set_pushed(&s, name, "b1", month_ago);
+    let storage = registry::storage::backend::open(&s.config.storage).unwrap();
+    let p = registry::policy::Policies::from_config(&policies(false));
+    retention::run(&storage, &p.retention, &p.immutable, true)
+        .await
+        .unwrap();
+    let s = s.restart().await;
+    let c = s.client();
+    assert_eq!(c.tag_list(name).await, ["b2", "latest"]);
+    let r = c.get_manifest(name, "b2").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+}

@@ -1374,3 +1374,102 @@ async fn failures_show_clients_a_request_id_not_internal_addresses() {
         "{body}"
     );
 }
+
+/// distribution-spec (main, "Registry proxying"): a read that `?ns=`
+/// scoped echoes the namespace in `OCI-Namespace`; a read without `ns`, or
+/// whose `ns` names no upstream, has no such header.
+#[tokio::test]
+async fn ns_scoped_reads_echo_oci_namespace() {
+    let hub = TestServer::start().await;
+    let (digest, _) = hub
+        .client()
+        .push_image("team/app", "v1", &[b"ns layer"])
+        .await;
+    let layer = sha256_digest(b"ns layer");
+    let s = proxy_with(
+        vec![ProxyUpstream {
+            prefix: "up".into(),
+            url: hub.base.clone(),
+            username: Some(support::USER.into()),
+            password: Some(support::PASSWORD.into()),
+            ..Default::default()
+        }],
+        |_| {},
+    )
+    .await;
+    let c = s.client();
+    let host = hub.addr.to_string();
+    for ns in ["up", host.as_str()] {
+        for path in [
+            format!("/v2/team/app/manifests/v1?ns={ns}"),
+            format!("/v2/team/app/manifests/{digest}?ns={ns}"),
+            format!("/v2/team/app/blobs/{layer}?ns={ns}"),
+            format!("/v2/team/app/tags/list?ns={ns}"),
+        ] {
+            for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+                let r = fetch_manifest(&c, method.clone(), &path).await;
+                assert_eq!(r.status(), 200, "{method} {path}");
+                assert_eq!(
+                    r.headers()
+                        .get("oci-namespace")
+                        .map(|v| v.to_str().unwrap()),
+                    Some(ns),
+                    "{method} {path}"
+                );
+            }
+        }
+        // An error of an ns-scoped read names it too.
+        let r = get(&c, &format!("/v2/team/app/manifests/nope?ns={ns}")).await;
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["oci-namespace"], ns);
+    }
+    for path in [
+        "/v2/up/team/app/manifests/v1".to_owned(),
+        // An ns naming no upstream scopes nothing.
+        "/v2/up/team/app/manifests/v1?ns=elsewhere.example".to_owned(),
+    ] {
+        let r = fetch_manifest(&c, reqwest::Method::GET, &path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers().get("oci-namespace").is_none(), "{path}");
+    }
+}
+
+/// distribution-spec main, "Warnings": a pull through the cache that served
+/// a tag stale because the upstream was down carries
+/// `Warning: 299 - "..."`; the same pull with the upstream up does not.
+#[tokio::test]
+async fn a_stale_pull_through_a_down_upstream_carries_a_warning() {
+    let hub = TestServer::start().await;
+    hub.client()
+        .push_image("team/app", "v1", &[b"stale layer"])
+        .await;
+    let s = proxy_with(
+        vec![ProxyUpstream {
+            prefix: "up".into(),
+            url: hub.base.clone(),
+            username: Some(support::USER.into()),
+            password: Some(support::PASSWORD.into()),
+            tag_ttl: Some(Duration::ZERO),
+            ..Default::default()
+        }],
+        |_| {},
+    )
+    .await;
+    let c = s.client();
+    let path = "/v2/up/team/app/manifests/v1";
+    let r = fetch_manifest(&c, reqwest::Method::GET, path).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("warning").is_none());
+    hub.stop().await;
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = fetch_manifest(&c, method.clone(), path).await;
+        assert_eq!(r.status(), 200, "{method}: stale-if-error");
+        let warning = r.headers()["warning"].to_str().unwrap();
+        assert!(
+            warning.starts_with("299 - \"served from the pull-through cache")
+                && warning.ends_with('"')
+                && warning.len() <= 4096,
+            "{warning}"
+        );
+    }
+}

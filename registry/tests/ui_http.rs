@@ -173,3 +173,64 @@ async fn token_mode_logs_in_the_endpoint_users() {
         "{page}"
     );
 }
+
+/// distribution-spec main: a sha512 image pushed by digest with `?tag=`
+/// shows in the UI like a sha256 one: every tag in the repository page with
+/// its sha512 digest, the image page by tag and by digest.
+#[tokio::test]
+async fn a_sha512_image_pushed_with_several_tags_shows_in_the_ui() {
+    use sha2::Digest as _;
+    let sha512 = |b: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)));
+    let s = TestServer::start_with(|c| c.auth.mode = registry::config::AuthMode::None).await;
+    let c = s.anonymous();
+    let config = br#"{"architecture":"arm64","os":"linux"}"#;
+    let d = sha512(config);
+    let r = c
+        .post(&format!(
+            "/v2/ui/sha/blobs/uploads/?digest-algorithm=sha512&digest={d}"
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(config.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": support::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": d, "size": config.len()},
+        "layers": [],
+    }))
+    .unwrap();
+    let digest = sha512(&manifest);
+    let r = c
+        .put(&format!("/v2/ui/sha/manifests/{digest}?tag=v1&tag=latest"))
+        .header("content-type", support::OCI_MANIFEST)
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let page = |path: String| {
+        let url = s.url(&path);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, repo) = page("/ui/r/ui/sha".into()).await;
+    assert_eq!(status, 200);
+    assert!(repo.contains(">v1<") && repo.contains(">latest<"), "{repo}");
+    let short = &digest[..19];
+    assert!(repo.contains(short), "no {short} in {repo}");
+    for path in [
+        "/ui/r/ui/sha:v1".to_owned(),
+        format!("/ui/r/ui/sha@{digest}"),
+    ] {
+        let (status, image) = page(path.clone()).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(image.contains(&digest), "{path}: {image}");
+        assert!(image.contains("arm64"), "{path}: {image}");
+    }
+}

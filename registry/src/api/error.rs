@@ -176,6 +176,14 @@ impl IntoResponse for ApiError {
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }
+        // Every 429 says when to come back (distribution-spec main).
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            && !response.headers().contains_key(header::RETRY_AFTER)
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -190,5 +198,27 @@ impl From<StorageError> for ApiError {
             }
             other => ApiError::internal(Code::Unknown, "internal storage error", other),
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn every_429_has_retry_after() {
+        let r = ApiError::new(Code::TooManyRequests, "slow down").into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::new(Code::Denied, "busy")
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::new(Code::TooManyRequests, "x")
+            .header(header::RETRY_AFTER, "7")
+            .into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        let r = ApiError::new(Code::Denied, "no").into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 }

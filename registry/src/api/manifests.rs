@@ -17,6 +17,28 @@ use crate::policy::immutable::Protection;
 use crate::AppState;
 
 const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+
+/// The `tag` query parameters of a push by digest, in order, each once.
+/// A malformed one refuses the push (nothing is tagged).
+fn query_tags(parts: &Parts) -> ApiResult<Vec<Tag>> {
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let mut tags: Vec<Tag> = Vec::new();
+    for (k, v) in pairs {
+        if k != "tag" {
+            continue;
+        }
+        let t: Tag = v.parse().map_err(|e: crate::oci::name::TagError| {
+            ApiError::new(Code::ManifestInvalid, e.to_string()).detail(json!({ "tag": v }))
+        })?;
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    Ok(tags)
+}
 
 /// For PUT: a malformed reference is the client's error.
 fn parse_reference(raw: &str) -> Result<Reference, ApiError> {
@@ -159,31 +181,44 @@ pub async fn put(
         Reference::Tag(_) => Digest::sha256_of(&body),
     };
     check_references(state, name, &parsed).await?;
-    let tag = match &reference {
-        Reference::Tag(t) => Some(t),
-        Reference::Digest(_) => None,
+    // The tags this push sets: the reference's, or (a push by digest) every
+    // `?tag=` (distribution-spec main, "Pushing manifests with multiple
+    // tags"). All or none: a refused tag refuses the request.
+    let tags: Vec<Tag> = match &reference {
+        Reference::Tag(t) => vec![t.clone()],
+        Reference::Digest(_) => query_tags(parts)?,
     };
     // An immutable tag is checked before anything is stored, and claimed
     // (created only if absent) after, so racing pushes cannot both win.
-    let claim = match tag {
-        Some(t) => binding_protection(state, name, t, parts),
-        None => None,
-    };
-    if let (Some(t), Some(p)) = (tag, &claim) {
-        if let Some(current) = state.storage.resolve_tag(name, t).await? {
-            if current != digest {
-                return Err(immutable_refusal(
-                    name,
-                    t,
-                    &current,
-                    p,
-                    "pushed with another digest",
-                ));
+    let mut claims = Vec::new();
+    let mut plain = Vec::new();
+    for t in &tags {
+        match binding_protection(state, name, t, parts) {
+            Some(p) => {
+                if let Some(current) = state.storage.resolve_tag(name, t).await? {
+                    if current != digest {
+                        return Err(immutable_refusal(
+                            name,
+                            t,
+                            &current,
+                            &p,
+                            "pushed with another digest",
+                        ));
+                    }
+                }
+                claims.push((t, p));
             }
+            None => plain.push(t),
         }
     }
     let size = body.len() as u64;
     super::quota::before_link(state, name, &digest, size, None).await?;
+    // One unprotected tag (a push by tag, as registry:2 knows it) is
+    // written with the manifest; several after every claim held.
+    let with_manifest = match (&claims[..], &plain[..]) {
+        ([], [t]) => Some(*t),
+        _ => None,
+    };
     // Acknowledged only once the manifest is visible and everything it
     // references is still there and not being garbage-collected
     // (storage::gc_guard explains the race this closes).
@@ -194,7 +229,7 @@ pub async fn put(
             &digest,
             body,
             parsed.subject.as_ref(),
-            if claim.is_some() { None } else { tag },
+            with_manifest,
             &parsed.blobs,
             &parsed.children,
         )
@@ -214,8 +249,12 @@ pub async fn put(
         return Err(ApiError::new(Code::ManifestBlobUnknown, message)
             .detail(json!({ "digest": d.to_string() })));
     }
-    if let (Some(t), Some(p)) = (tag, &claim) {
+    for (i, (t, p)) in claims.iter().enumerate() {
         if let Err(current) = state.storage.claim_tag(name, t, &digest).await? {
+            // The tags claimed before this one were absent: take them back.
+            for (earlier, _) in &claims[..i] {
+                state.storage.untag_if(name, earlier, &digest).await?;
+            }
             return Err(immutable_refusal(
                 name,
                 t,
@@ -225,11 +264,16 @@ pub async fn put(
             ));
         }
     }
+    if with_manifest.is_none() {
+        for t in &plain {
+            state.storage.tag_manifest(name, t, &digest).await?;
+        }
+    }
     // A whole-repository delete that began after the checks above takes
     // this push with it: refuse rather than acknowledge a tag it is
     // removing the manifest of (crate::repository_delete).
     if !state.storage.manifest_still_stands(name, &digest).await? {
-        if let Some(t) = tag {
+        for t in &tags {
             state.storage.untag_if(name, t, &digest).await?;
         }
         return Err(ApiError::new(
@@ -249,6 +293,16 @@ pub async fn put(
         ],
     )
         .into_response();
+    // One `OCI-Tag` per tag a push by digest set with `?tag=` (a push by
+    // tag answers as registry:2 does).
+    if matches!(reference, Reference::Digest(_)) {
+        for t in &tags {
+            response.headers_mut().append(
+                OCI_TAG,
+                t.as_str().parse().expect("a tag is a valid header value"),
+            );
+        }
+    }
     if let Some(subject) = &parsed.subject {
         response.headers_mut().insert(
             "oci-subject",

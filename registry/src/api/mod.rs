@@ -111,13 +111,21 @@ async fn add_api_version(mut response: Response) -> Response {
     response
 }
 
-async fn base(method: Method) -> Response {
+async fn base(State(state): State<AppState>, method: Method) -> Response {
     let mut response = match method {
         Method::GET | Method::HEAD => {
             ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
         }
         _ => method_not_allowed("GET, HEAD"),
     };
+    // The spec's "Warnings": configuration this registry carries out
+    // otherwise than asked, told where clients check the API (`/v2/`).
+    for w in &state.config_warnings {
+        add_warning(
+            response.headers_mut(),
+            &format!("this registry's configuration: {w}"),
+        );
+    }
     response.extensions_mut().insert(RouteKind("base"));
     response
 }
@@ -193,7 +201,7 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         (Route::UploadStart(name), Method::POST) => {
             uploads::start(&state, &name, &parts, body).await
         }
-        (Route::Upload(name, id), Method::GET) => uploads::status(&state, &name, &id).await,
+        (Route::Upload(name, id), Method::GET) => uploads::status(&state, &name, &id, &parts).await,
         (Route::Upload(name, id), Method::PATCH) => {
             uploads::patch(&state, &name, &id, &parts, body).await
         }
@@ -243,4 +251,58 @@ pub fn query(parts: &axum::http::request::Parts) -> HashMap<String, String> {
     Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default()
+}
+
+/// The most bytes all `Warning` headers of one response may hold
+/// (distribution-spec main, "Warnings").
+pub const MAX_WARNING_BYTES: usize = 4096;
+
+/// Adds `Warning: 299 - "<text>"` (the spec's only warn-code and agent):
+/// quotes and backslashes in `text` become `'` and control characters
+/// spaces; a text too long is cut; a warning that would take the response's
+/// warnings past `MAX_WARNING_BYTES` is left out.
+pub fn add_warning(headers: &mut axum::http::HeaderMap, text: &str) {
+    let used: usize = headers
+        .get_all(header::WARNING)
+        .iter()
+        .map(|v| v.len())
+        .sum();
+    let room = MAX_WARNING_BYTES.saturating_sub(used);
+    let frame = "299 - \"\"".len();
+    if room <= frame {
+        tracing::debug!(warning = text, "warning left out: no room under 4096 bytes");
+        return;
+    }
+    let mut clean = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = match c {
+            '"' | '\\' => '\'',
+            c if c.is_control() || !c.is_ascii() => ' ',
+            c => c,
+        };
+        if clean.len() + frame + 1 > room {
+            break;
+        }
+        clean.push(c);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{clean}\"")) {
+        headers.append(header::WARNING, v);
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_299_quoted_and_bounded() {
+        let mut h = axum::http::HeaderMap::new();
+        add_warning(&mut h, "say \"hi\"\\\nnow é");
+        assert_eq!(h[header::WARNING], "299 - \"say 'hi'' now  \"");
+        add_warning(&mut h, &"x".repeat(10_000));
+        let total: usize = h.get_all(header::WARNING).iter().map(|v| v.len()).sum();
+        assert_eq!(total, MAX_WARNING_BYTES);
+        add_warning(&mut h, "no room");
+        assert_eq!(h.get_all(header::WARNING).iter().count(), 2);
+    }
 }

@@ -80,6 +80,13 @@ fn upstream_error(t: &Target, e: ProxyError, not_found: ApiError) -> ApiError {
 }
 
 fn with_cache(mut response: Response, status: CacheStatus) -> Response {
+    if matches!(status, CacheStatus::Stale) {
+        // The spec's "Warnings": what the client should show its user.
+        super::add_warning(
+            response.headers_mut(),
+            "served from the pull-through cache without checking the upstream, which cannot be reached: the tag may be out of date",
+        );
+    }
     response.extensions_mut().insert(status);
     response
 }
@@ -152,7 +159,12 @@ pub async fn read(
             return Some(Ok(refused));
         }
     }
-    Some(match route {
+    // The spec's "Registry proxying": a response to a request that `ns`
+    // scoped names that namespace in `OCI-Namespace`, error or not.
+    let namespace = ns(parts)
+        .filter(|n| proxy.scoped_by_ns(name, n))
+        .and_then(|n| axum::http::HeaderValue::from_str(&n).ok());
+    let answer = match route {
         Route::Manifest(_, raw) => manifest(state, proxy, &target, raw, parts).await,
         Route::Blob(_, raw) => blob(state, proxy, &target, raw, parts).await,
         Route::Tags(name) => tag_list(state, proxy, &target, name, parts).await,
@@ -163,7 +175,16 @@ pub async fn read(
         | Route::Repository(_)
         | Route::ExtRepositories
         | Route::ExtTags(_) => return None,
-    })
+    };
+    let Some(namespace) = namespace else {
+        return Some(answer);
+    };
+    let mut response = match answer {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    response.headers_mut().insert("oci-namespace", namespace);
+    Some(Ok(response))
 }
 
 async fn manifest(

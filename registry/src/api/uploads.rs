@@ -21,11 +21,27 @@ pub fn range_value(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
 
-fn session_response(status: StatusCode, name: &RepoName, id: &UploadId, size: u64) -> Response {
+/// A session's answer; a session started with `?digest-algorithm=` keeps
+/// it in its Location, so the closing PUT (Location plus `digest=`) is
+/// held to it.
+fn session_response(
+    status: StatusCode,
+    name: &RepoName,
+    id: &UploadId,
+    size: u64,
+    algorithm: Option<crate::oci::digest::Algorithm>,
+) -> Response {
+    let location = match algorithm {
+        Some(a) => format!(
+            "/v2/{name}/blobs/uploads/{id}?digest-algorithm={}",
+            a.as_str()
+        ),
+        None => format!("/v2/{name}/blobs/uploads/{id}"),
+    };
     (
         status,
         [
-            (header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}")),
+            (header::LOCATION, location),
             (header::RANGE, range_value(size)),
             (
                 header::HeaderName::from_static("docker-upload-uuid"),
@@ -57,8 +73,49 @@ fn parse_id(raw: &str) -> Result<UploadId, ApiError> {
         .map_err(|_| ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry"))
 }
 
+/// `?digest-algorithm=` of a POST (distribution-spec main, end-4c): the
+/// algorithm the client will close the session with. sha256 and sha512 are
+/// hashed here; any other is refused with 400 `DIGEST_INVALID` before a
+/// session exists, as is a `digest=` of another algorithm.
+fn requested_algorithm(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Option<crate::oci::digest::Algorithm>, ApiError> {
+    use crate::oci::digest::Algorithm;
+    let Some(raw) = q.get("digest-algorithm") else {
+        return Ok(None);
+    };
+    let algorithm =
+        match raw.as_str() {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            other => return Err(ApiError::new(
+                Code::DigestInvalid,
+                format!("digest-algorithm {other:?} is not supported; use sha256 or sha512"),
+            )
+            .detail(
+                serde_json::json!({ "digest-algorithm": other, "supported": ["sha256", "sha512"] }),
+            )),
+        };
+    if let Some(d) = q.get("digest").and_then(|d| d.parse::<Digest>().ok()) {
+        if d.algorithm() != algorithm {
+            return Err(ApiError::new(
+                Code::DigestInvalid,
+                format!(
+                    "digest {d} is not a {} digest, the digest-algorithm asked",
+                    algorithm.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(Some(algorithm))
+}
+
 pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body) -> ApiResult {
     let q = query(parts);
+    let algorithm = match requested_algorithm(&q) {
+        Ok(a) => a,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
     if let Some(mount) = q.get("mount") {
         let Ok(digest) = mount.parse::<Digest>() else {
             return Err(refuse_unread(
@@ -119,7 +176,13 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
     super::quota::before_write(state, name, None, 0).await?;
     super::quota::before_session(state, name).await?;
     let id = state.storage.start_upload(name).await?;
-    Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
+    Ok(session_response(
+        StatusCode::ACCEPTED,
+        name,
+        &id,
+        0,
+        algorithm,
+    ))
 }
 
 /// Appends a request body to an upload, held to the room the quotas leave
@@ -271,6 +334,10 @@ pub async fn patch(
         Ok(id) => id,
         Err(e) => return Err(refuse_unread(e, body).await),
     };
+    let algorithm = match requested_algorithm(&query(parts)) {
+        Ok(a) => a,
+        Err(e) => return Err(refuse_unread(e, body).await),
+    };
     let (start, length) = match chunk_bounds(parts) {
         Ok(b) => b,
         Err(e) => return Err(refuse_unread(e, body).await),
@@ -281,10 +348,15 @@ pub async fn patch(
             name,
             &id,
             status.size,
+            algorithm,
         )),
         Err(mut error) => {
             if error.status == StatusCode::RANGE_NOT_SATISFIABLE {
-                error = error.header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"));
+                let location = session_response(StatusCode::ACCEPTED, name, &id, 0, algorithm)
+                    .headers()[header::LOCATION]
+                    .clone();
+                error.headers.retain(|(n, _)| n != header::LOCATION);
+                error.headers.push((header::LOCATION, location));
             }
             // The body may be unread (unknown session, out-of-order chunk).
             Err(error.close_connection())
@@ -304,6 +376,10 @@ pub async fn put(
         Err(e) => return Err(refuse_unread(e, body).await),
     };
     let q = query(parts);
+    // A session started with ?digest-algorithm= closes with that algorithm.
+    if let Err(e) = requested_algorithm(&q) {
+        return Err(refuse_unread(e, body).await);
+    }
     let digest = match q.get("digest").map(|d| parse_digest(d)) {
         Some(Ok(d)) => d,
         Some(Err(e)) => return Err(refuse_unread(e, body).await),
@@ -334,14 +410,16 @@ pub async fn put(
     Ok(created_response(name, &digest))
 }
 
-pub async fn status(state: &AppState, name: &RepoName, raw_id: &str) -> ApiResult {
+pub async fn status(state: &AppState, name: &RepoName, raw_id: &str, parts: &Parts) -> ApiResult {
     let id = parse_id(raw_id)?;
+    let algorithm = requested_algorithm(&query(parts))?;
     let status = state.storage.upload_status(name, &id).await?;
     Ok(session_response(
         StatusCode::NO_CONTENT,
         name,
         &id,
         status.size,
+        algorithm,
     ))
 }
 

@@ -207,6 +207,15 @@ fn scope_list(needed: &Needed) -> String {
         .join(" ")
 }
 
+/// A bearer token with at most this many seconds left gets a `Warning`.
+pub const EXPIRY_WARNING_SECS: i64 = 30;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 pub async fn require_auth(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -256,9 +265,23 @@ pub async fn require_auth(
         }
     };
     let user = User(user);
+    let expires = match &grant {
+        Grant::Token(v) => Some(v.expires),
+        _ => None,
+    };
     request.extensions_mut().insert(user.clone());
     request.extensions_mut().insert(grant);
     let mut response = next.run(request).await;
+    // A bearer token about to expire: a Warning the client can show
+    // (distribution-spec main, "Warnings") before its next request is 401.
+    if let Some(left) = expires.map(|e| e - unix_now()) {
+        if (0..=EXPIRY_WARNING_SECS).contains(&left) {
+            crate::api::add_warning(
+                response.headers_mut(),
+                &format!("the bearer token of this request expires in {left} s; request a new one"),
+            );
+        }
+    }
     audit_change(auth, &method, &needed, &user.0, client, &response);
     response.extensions_mut().insert(user);
     response

@@ -173,8 +173,30 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
             n.scheme, n.host, target.repository, target.digest
         );
     }
+    // A push by digest with `?tag=`: one push event per tag it set, as
+    // if each had been pushed by tag (the handler names them in OCI-Tag).
+    let pushed_tags: Vec<String> = match (&method, &route) {
+        (&Method::PUT, Route::Manifest(..)) if action == "push" => rh
+            .get_all(crate::api::manifests::OCI_TAG)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let targets = if pushed_tags.is_empty() {
+        vec![target]
+    } else {
+        pushed_tags
+            .into_iter()
+            .map(|tag| Target {
+                tag,
+                ..target.clone()
+            })
+            .collect()
+    };
     let request = request_info(&n.host, &headers, peer, &method);
-    n.emit_action(action, vec![target], &request, &actor_of(&response))
+    n.emit_action(action, targets, &request, &actor_of(&response))
         .await;
     response
 }

@@ -288,6 +288,19 @@ impl Proxy {
     /// Which upstream (if any) serves `name`. `ns` is containerd's `?ns=`
     /// (the registry host the image names), with which the client sends
     /// the upstream's own name.
+    /// Whether `ns` (containerd's `?ns=`) chose the upstream of `name`:
+    /// then the response names it in `OCI-Namespace` (distribution-spec,
+    /// "Registry proxying").
+    pub fn scoped_by_ns(&self, name: &RepoName, ns: &str) -> bool {
+        !ns.is_empty()
+            && self
+                .upstreams
+                .iter()
+                .find(|u| !u.prefix.is_empty() && (u.prefix == ns || u.host == ns))
+                .and_then(|u| u.target(name.as_str()))
+                .is_some()
+    }
+
     pub fn route(&self, name: &RepoName, ns: Option<&str>) -> Routed {
         let name = name.as_str();
         if let Some(ns) = ns.filter(|n| !n.is_empty()) {

@@ -231,6 +231,15 @@ impl Storage {
         Ok(Ok(()))
     }
 
+    /// Points `tag` at `d` (already stored in `name`): its index link,
+    /// then its current link, the order `put_manifest_checked` writes them.
+    pub async fn tag_manifest(&self, name: &RepoName, tag: &Tag, d: &Digest) -> Result<()> {
+        self.write_link(&layout::tag_index_link(name, tag, d), d)
+            .await?;
+        self.write_link(&layout::tag_current_link(name, tag), d)
+            .await
+    }
+
     async fn put_conflict(
         &self,
         name: &RepoName,
