@@ -1473,3 +1473,89 @@ async fn a_stale_pull_through_a_down_upstream_carries_a_warning() {
         );
     }
 }
+
+/// Docker Engine's `registry-mirrors` client asks the built-in endpoint for
+/// a token of the name it pulls (`library/redis`) and never for the name
+/// the cache keeps it under (`docker.io/library/redis`), nor does it come
+/// back for a wider token. Such a token is ours, issued under the `[acl]`:
+/// the ACL decides the rerouted name, so the mirror works for whoever the
+/// ACL lets pull the prefix and for no one else (the cluster test's mirror
+/// phase, anonymous pulls in token mode, found this).
+#[tokio::test]
+async fn a_mirror_pull_with_a_token_for_the_short_name_is_decided_by_the_acl() {
+    let hub = TestServer::start().await;
+    hub.client()
+        .push_image("library/redis", "7", &[b"redis layer"])
+        .await;
+    let acl = r#"
+        anonymous = ["pull"]
+        default = ["pull"]
+        [[rules]]
+        repository = "hub/private/**"
+        pull = ["alice"]
+    "#;
+    hub.client()
+        .push_image("private/app", "v1", &[b"private upstream layer"])
+        .await;
+    let url = hub.base.clone();
+    let s = proxy_with(
+        vec![ProxyUpstream {
+            prefix: "hub".into(),
+            url,
+            username: Some(support::USER.into()),
+            password: Some(support::PASSWORD.into()),
+            library: true,
+            docker_mirror: true,
+            ..Default::default()
+        }],
+        |c| {
+            support::users_and_acl(c, &[ALICE, BOB], acl);
+            c.auth.mode = AuthMode::Token;
+            c.auth.token.signing_key = c.auth.htpasswd.path.with_file_name("token-key.pem");
+        },
+    )
+    .await;
+    let token = |user: Option<(&'static str, &'static str)>, repo: &str| {
+        let url = s.url(&format!(
+            "/auth/token?service=registry&scope=repository:{repo}:pull"
+        ));
+        async move {
+            let mut r = reqwest::Client::new().get(url);
+            if let Some((u, p)) = user {
+                r = r.basic_auth(u, Some(p));
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let pull = |token: String, path: &str| {
+        let url = s.url(path);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Anonymous, as the Docker daemon pulls through its mirror.
+    let t = token(None, "library/redis").await;
+    let r = pull(t, "/v2/library/redis/manifests/7").await;
+    assert_eq!(r.status(), 200, "anonymous mirror pull of library/redis");
+    // The rerouted name still needs the ACL's pull: bob's token for the
+    // short name does not reach hub/private/app; alice's does.
+    let t = token(Some(BOB), "private/app").await;
+    let r = pull(t, "/v2/private/app/manifests/v1?ns=hub").await;
+    assert_eq!(r.status(), 401, "bob through ?ns=");
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_scope"));
+    let t = token(Some(ALICE), "private/app").await;
+    let r = pull(t, "/v2/private/app/manifests/v1?ns=hub").await;
+    assert_eq!(r.status(), 200, "alice through ?ns=");
+}

@@ -566,6 +566,9 @@ pub struct Verified {
     /// external user passes for a local one of the same name. None for a
     /// token without a subject.
     pub principal: Option<String>,
+    /// Signed by this registry's own key: issued by the built-in endpoint
+    /// as the requested scopes ∩ the `[acl]` for `principal`.
+    pub local: bool,
     pub expires: i64,
     grants: HashMap<(String, String), Actions>,
 }
@@ -590,6 +593,7 @@ impl Verified {
         Verified {
             subject: claims.sub.clone(),
             principal,
+            local: own_key,
             expires: claims.exp,
             grants,
         }
