@@ -617,7 +617,7 @@ async fn a_docker_push_over_quota_is_denied_with_the_rule() {
     assert!(!out.ok, "a push over quota succeeded");
     assert!(
         out.stderr.contains(
-            "denied: quota exceeded: namespace small holds 0 bytes of 100000 allowed by policies.quota[0]; this upload adds "
+            "denied: quota exceeded: namespace small holds 0 bytes of 100000 allowed by policies.quota[0] (0 of them by unfinished uploads); this upload adds "
         ) && !out.stderr.contains("adds 1 bytes"),
         "docker's message for a push over quota: {}",
         out.stderr
