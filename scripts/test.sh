@@ -39,12 +39,13 @@ trap 'trap - EXIT; cluster_done || true' EXIT
 cargo test --workspace --locked -- --include-ignored
 # The protocol suites again with every test registry on S3 (moto) instead of
 # disk: one suite, both backends.
-REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --no-fail-fast \
-  --test smoke --test conformance_pull --test conformance_push \
-  --test conformance_discovery --test conformance_management \
-  --test bad_input --test auth_basic --test skopeo \
-  --test policies_immutable --test policies_delete --test policies_reload \
-  --test listing --test metadata_cache --test policies_retention --test policies_quota
+# Each name filters the one test binary by module (`smoke::` and so on).
+REGISTRY_TEST_STORAGE=s3 cargo test -p registry --locked --test it -- \
+  smoke:: conformance_pull:: conformance_push:: \
+  conformance_discovery:: conformance_management:: \
+  bad_input:: auth_basic:: skopeo:: \
+  policies_immutable:: policies_delete:: policies_reload:: \
+  listing:: metadata_cache:: policies_retention:: policies_quota::
 # The fuzz targets (fuzz/, docs/fuzzing.md): build, replay the committed
 # corpus, fuzz each briefly. FUZZ_SKIP=1 skips it.
 ./scripts/fuzz-smoke.sh

@@ -4,7 +4,7 @@
 //! repositories the user may pull, and brute force throttled per address
 //! while the right password from another client still works.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr};
 

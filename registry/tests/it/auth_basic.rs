@@ -3,7 +3,7 @@
 //! the file is re-read when it changes, and repeated failures from one
 //! address are throttled with 429.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

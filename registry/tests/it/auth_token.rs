@@ -4,7 +4,7 @@
 //! issuers (rootcertbundle, x5c, RS256, EdDSA), key persistence and
 //! rotation, brute-force throttling and the audit log.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

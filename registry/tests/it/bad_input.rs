@@ -3,7 +3,7 @@
 //! Where a test opens an upload session itself, the files of that session
 //! (under `<name>/_uploads/<id>/`) are the only difference allowed.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{

@@ -3,7 +3,7 @@
 //! pagination, the catalog, and the referrers API with `artifactType`
 //! filtering and `OCI-Filters-Applied`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! `04_management_test.go`): deleting tags, manifests and blobs, and what a
 //! registry with deletes disabled must answer.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::{

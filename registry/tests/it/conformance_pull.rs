@@ -2,7 +2,7 @@
 //! `01_pull_test.go`), plus the pull-side behaviours real clients need:
 //! byte ranges, content negotiation, repository scoping.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{

@@ -3,7 +3,7 @@
 //! cross-repository mounts, manifest uploads (images, indexes, artifacts,
 //! dangling subjects), and upload sessions surviving a restart.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use serde_json::json;

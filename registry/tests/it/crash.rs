@@ -5,9 +5,8 @@
 //! byte-identical, and `registry scrub` finds nothing wrong (no partial blob,
 //! no link to nothing).
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::registry_bin;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -5,11 +5,9 @@
 //! directory, files it makes) with REGISTRY_* variables given to both, and
 //! compares what real clients see.
 
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/skopeo.rs"]
-mod skopeo;
-mod support;
+use crate::support;
+use crate::support::oci_layout;
+use crate::support::skopeo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

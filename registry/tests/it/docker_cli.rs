@@ -6,7 +6,7 @@
 //! `~/.docker/config.json` is never touched; every image and container the
 //! test creates is removed by a Drop guard, also when it fails.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -2,9 +2,8 @@
 //! manifests, upload sessions, dry runs, the lock, the push guard, online
 //! GC, and GC running repeatedly under concurrent pushes and pulls.
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::registry_bin;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! S3-compatible server): the same code as on disk, through object_store
 //! only, including the lock's create-if-absent write.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

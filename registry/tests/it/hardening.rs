@@ -1,6 +1,6 @@
 //! Small defences a user can see from outside: response headers, file modes.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt as _;
 

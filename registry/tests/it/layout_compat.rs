@@ -3,15 +3,11 @@
 //! stop it, start the other on the same directory and pull everything back
 //! byte for byte.
 
-#[path = "support/distribution.rs"]
-mod distribution;
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-#[path = "support/skopeo.rs"]
-mod skopeo;
-mod support;
+use crate::support;
+use crate::support::distribution;
+use crate::support::oci_layout;
+use crate::support::registry_bin;
+use crate::support::skopeo;
 
 use std::collections::BTreeSet;
 

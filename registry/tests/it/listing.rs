@@ -3,7 +3,7 @@
 //! what they may pull; sizes, platforms and push times are those of what was
 //! pushed; pages follow the `Link` header in name and push-time order.
 
-mod support;
+use crate::support;
 
 use registry::config::Config;
 use serde_json::Value;

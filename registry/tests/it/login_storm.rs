@@ -6,8 +6,7 @@
 //! On the release binary because that is what is deployed, and because the
 //! storms need real argon2 speed: STATIC_BIN_DIR (scripts/test.sh sets it).
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
+use crate::support::registry_bin;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 //! * memory stays within `max_bytes`, and the metrics count hits, misses and
 //!   evictions.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! `/metrics` on its own listener: after a known amount of traffic the
 //! counters show exactly that traffic.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

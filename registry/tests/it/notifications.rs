@@ -5,11 +5,9 @@
 //! oldest, counted); HMAC signatures, CloudEvents, filters, metrics. Every
 //! receiver is a real HTTP server started by the test.
 
-#[path = "support/distribution.rs"]
-mod distribution;
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::distribution;
+use crate::support::registry_bin;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

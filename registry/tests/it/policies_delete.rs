@@ -4,7 +4,7 @@
 //! exactly the repository's own; concurrent pushes into the repository are
 //! refused or kept whole, never acknowledged and then left broken.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! same digest passes; exceptions and admin overrides; racing first pushes
 //! of one tag leave exactly one winner.
 
-mod support;
+use crate::support;
 
 use support::{error_body, TestServer, OCI_MANIFEST};
 

@@ -6,11 +6,9 @@
 //! restart, counts content stored before the rule, and `registry usage`
 //! agrees with it (or reports and corrects the drift).
 
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::oci_layout;
+use crate::support::registry_bin;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

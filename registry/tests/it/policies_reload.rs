@@ -3,7 +3,7 @@
 //! start-up checks keeps the rules in force (and counts as a failed reload
 //! in the metrics).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -6,9 +6,8 @@
 //! Push times are the tag links' modification times (as the listing reads
 //! them), set back here to make "pushed 12 days ago" without waiting.
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::registry_bin;
 
 use std::time::{Duration, SystemTime};
 

@@ -3,13 +3,10 @@
 //! Docker Hub flow). A TCP relay in front of the upstream paces its bytes,
 //! so that a fetch is still running while clients read.
 
-#[path = "support/distribution.rs"]
-mod distribution;
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/skopeo.rs"]
-mod skopeo;
-mod support;
+use crate::support;
+use crate::support::distribution;
+use crate::support::oci_layout;
+use crate::support::skopeo;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! message that says the registry is in read-only mode; nothing changes in
 //! storage.
 
-mod support;
+use crate::support;
 
 use support::{
     assert_storage_unchanged, basic_auth_value, error_body, raw_request, sha256_digest,

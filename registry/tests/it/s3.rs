@@ -3,13 +3,10 @@
 //! one blob, a failing backend, skopeo, and a bucket written by
 //! registry:2 (Debian's docker-registry) served as is.
 
-#[path = "support/distribution.rs"]
-mod distribution;
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/skopeo.rs"]
-mod skopeo;
-mod support;
+use crate::support;
+use crate::support::distribution;
+use crate::support::oci_layout;
+use crate::support::skopeo;
 
 use support::s3;
 

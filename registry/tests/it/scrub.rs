@@ -1,9 +1,8 @@
 //! `registry scrub`: a clean store passes (exit 0); a blob corrupted on
 //! purpose and a tag pointing at nothing are reported (exit 1).
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::registry_bin;
 
 use support::TestServer;
 

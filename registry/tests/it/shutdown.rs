@@ -3,9 +3,8 @@
 //! finish, and exits; an upload that does not finish within
 //! `http.drain_timeout` is cut off without being half-recorded.
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::registry_bin;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -2,11 +2,9 @@
 //! that the tests write as OCI layouts into the registry and back out, with
 //! `--preserve-digests` so every digest must survive the round trip.
 
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/skopeo.rs"]
-mod skopeo;
-mod support;
+use crate::support;
+use crate::support::oci_layout;
+use crate::support::skopeo;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Clients that open connections and never finish a request cannot keep
 //! them open, nor keep other clients out (`conn_limits`).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,11 @@ const CAP: usize = 1000;
 /// every connection would run out of descriptors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_half_sent_headers_do_not_keep_a_client_out() {
+    if !support::alone::in_own_process(
+        "slow_clients::two_thousand_half_sent_headers_do_not_keep_a_client_out",
+    ) {
+        return;
+    }
     set_open_file_limit(3500);
     let s = TestServer::start_with(|c| {
         c.http.header_read_timeout = Duration::from_secs(60);

@@ -1,7 +1,7 @@
 //! TLS with rustls when a certificate and key are configured, checked with
 //! curl against a CA the test makes with openssl.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

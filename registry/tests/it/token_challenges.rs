@@ -6,9 +6,8 @@
 //! action gets 401 `insufficient_scope` naming the scope to ask for, and the
 //! client comes back with a wider token.
 
-#[path = "support/distribution.rs"]
-mod distribution;
-mod support;
+use crate::support;
+use crate::support::distribution;
 
 use distribution::DockerRegistry;
 use registry::config::{AuthMode, Config};

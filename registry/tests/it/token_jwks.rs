@@ -4,7 +4,7 @@
 //! those of the issuers users run: Keycloak (RS256, a random `kid` published
 //! in its JWKS) and cesanta/docker_auth (ES256, libtrust `kid`, `x5c`).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

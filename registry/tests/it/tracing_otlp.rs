@@ -4,9 +4,8 @@
 //! protocol's own protobuf definitions (opentelemetry-proto), as a collector
 //! does; no collector binary can be installed here.
 
-#[path = "support/registry_bin.rs"]
-mod registry_bin;
-mod support;
+use crate::support;
+use crate::support::registry_bin;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! build); prints a table, and fails only past a generous bound so a slow
 //! machine in CI does not fail it.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -11,12 +11,10 @@
 //! `UI_SCREENSHOTS=<dir>` also saves a PNG of each page there
 //! (`scripts/ui-screenshots.sh` writes `docs/ui/` so).
 
-mod support;
+use crate::support;
 
-#[path = "support/oci_layout.rs"]
-mod oci_layout;
-#[path = "support/skopeo.rs"]
-mod skopeo;
+use crate::support::oci_layout;
+use crate::support::skopeo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

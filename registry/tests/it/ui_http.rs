@@ -2,7 +2,7 @@
 //! when `[ui] enabled = false`, security headers on every page, and failed
 //! form logins counted by the same throttle as Basic auth.
 
-mod support;
+use crate::support;
 
 use support::TestServer;
 

@@ -1,7 +1,6 @@
 //! Debian's `docker-registry` (CNCF Distribution 2.8, what `registry:2`
 //! runs) as a child process on 127.0.0.1, no auth, for layout compatibility
 //! checks. Killed when dropped, even when the test panics.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +12,6 @@ pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 
 pub struct DockerRegistry {
     child: Option<Child>,
-    pub port: u16,
     pub base: String,
     pub host: String,
     pub log: PathBuf,
@@ -151,7 +149,6 @@ impl DockerRegistry {
             .unwrap_or_else(|e| panic!("spawn {DOCKER_REGISTRY}: {e}"));
         let mut r = DockerRegistry {
             child: Some(child),
-            port,
             base: format!("http://127.0.0.1:{port}"),
             host: format!("127.0.0.1:{port}"),
             log,

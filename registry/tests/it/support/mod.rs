@@ -1,8 +1,12 @@
 //! Starts the real registry in process on an ephemeral port, with its own
 //! temporary storage and htpasswd file.
-#![allow(dead_code)]
 
+pub mod alone;
+pub mod distribution;
+pub mod oci_layout;
+pub mod registry_bin;
 pub mod s3;
+pub mod skopeo;
 pub mod token_issuer;
 
 use std::net::SocketAddr;

@@ -4,7 +4,6 @@
 //!
 //! Layers are real tar archives (ustar) and real gzip files (deflate "stored"
 //! blocks: valid for every gzip reader, no compression library needed).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -166,10 +165,6 @@ impl Layer {
             diff_id: sha256_digest(&tar),
             bytes: gzip(&tar),
         }
-    }
-
-    pub fn digest(&self) -> String {
-        sha256_digest(&self.bytes)
     }
 }
 

@@ -1,6 +1,5 @@
 //! Runs the `registry` binary against a test server's configuration (same
 //! storage, same htpasswd file), for the subcommands and for signals.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

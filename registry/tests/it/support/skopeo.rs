@@ -1,6 +1,5 @@
 //! Runs Debian's `skopeo` as a subprocess, isolated from the user's
 //! credentials: its own empty auth file, no policy lookup, its own temp dir.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::ExitStatus;

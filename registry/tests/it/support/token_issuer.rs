@@ -3,10 +3,8 @@
 //! with the certificate's libtrust `kid`, and a small HTTP token endpoint
 //! (Docker token spec `GET` with Basic credentials) that grants each user
 //! only the actions a fixed policy gives it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,7 +78,6 @@ struct Issuer {
 
 /// A running issuer; its server stops with the test's runtime.
 pub struct TokenIssuer {
-    pub addr: SocketAddr,
     /// `http://127.0.0.1:<port>/token`, the realm registries point at.
     pub realm: String,
     /// The certificate registries verify its tokens with.
@@ -112,7 +109,6 @@ impl TokenIssuer {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         TokenIssuer {
-            addr,
             realm: format!("http://{addr}/token"),
             cert,
             issuer: issuer.to_owned(),
