@@ -13,6 +13,7 @@ pub mod oci;
 pub mod ops;
 pub mod otel;
 pub mod policy;
+pub mod protocol;
 pub mod proxy;
 pub mod pull_log;
 pub mod quota;
@@ -21,6 +22,7 @@ pub mod reload;
 pub mod repository_delete;
 pub mod scrub;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod ui;
 

@@ -504,7 +504,7 @@ fn route_label(path: &str) -> &'static str {
         "/livez" => "livez",
         "/readyz" => "readyz",
         _ => match path.strip_prefix("/v2/") {
-            Some(rest) => crate::api::route::parse(rest).map_or("invalid", |r| r.kind()),
+            Some(rest) => crate::protocol::route::parse(rest).map_or("invalid", |r| r.kind()),
             None => "other",
         },
     }

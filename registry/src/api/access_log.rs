@@ -9,9 +9,9 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::client_addr::ClientAddr;
-use super::RouteKind;
 use crate::auth::User;
+use crate::protocol::client_addr::ClientAddr;
+use crate::protocol::RouteKind;
 use crate::AppState;
 
 pub async fn log(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -20,7 +20,7 @@ pub async fn log(State(state): State<AppState>, request: Request, next: Next) ->
     let peer = ClientAddr::of(&state, request.extensions(), request.headers())
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    let (request, received) = super::body::counted(request);
+    let (request, received) = crate::protocol::body::counted(request);
     let response = next.run(request).await;
     let bytes_in = received.load(Ordering::Relaxed);
     let route = response
@@ -36,7 +36,7 @@ pub async fn log(State(state): State<AppState>, request: Request, next: Next) ->
         .extensions()
         .get::<crate::proxy::CacheStatus>()
         .map_or("", |c| c.as_str());
-    let bytes_out = super::body::content_length(response.headers()).unwrap_or(0);
+    let bytes_out = crate::protocol::body::content_length(response.headers()).unwrap_or(0);
     tracing::info!(
         target: "access",
         method = %method,

@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, ApiResult, Code};
 use crate::oci::{Digest, RepoName};
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::AppState;
 
 pub fn parse_digest(raw: &str) -> Result<Digest, ApiError> {

@@ -13,10 +13,10 @@ use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::{ApiError, ApiResult, Code};
 use super::query;
 use crate::auth::Grant;
 use crate::oci::RepoName;
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::storage::listing::{self, Sort};
 use crate::App;
 

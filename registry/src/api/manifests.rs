@@ -6,14 +6,14 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::body::content_length;
-use super::error::{ApiError, ApiResult, Code};
 use super::refuse_unread;
 use crate::auth::User;
 use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES};
 use crate::oci::name::ReferenceError;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::policy::immutable::Protection;
+use crate::protocol::body::content_length;
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::AppState;
 
 const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");

@@ -4,9 +4,7 @@
 
 pub mod access_log;
 pub mod blobs;
-pub mod body;
-pub mod client_addr;
-pub mod error;
+pub mod client;
 pub mod ext;
 pub mod headers;
 pub mod manifests;
@@ -15,7 +13,6 @@ pub mod quota;
 pub mod readonly;
 pub mod referrers;
 pub mod repositories;
-pub mod route;
 pub mod tags;
 pub mod token_endpoint;
 pub mod trace;
@@ -31,9 +28,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
+use crate::protocol::error::{ApiError, Code};
+use crate::protocol::route::{self, Route, RouteError};
+use crate::protocol::{add_warning, body, RouteKind};
 use crate::AppState;
-use error::{ApiError, Code};
-use route::{Route, RouteError};
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
@@ -147,10 +145,6 @@ fn method_not_allowed(allow: &'static str) -> Response {
         .into_response()
 }
 
-/// The label a response carries for the access log.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteKind(pub &'static str);
-
 async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let rest = path.strip_prefix("/v2/").unwrap_or_default();
@@ -251,58 +245,4 @@ pub fn query(parts: &axum::http::request::Parts) -> HashMap<String, String> {
     Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default()
-}
-
-/// The most bytes all `Warning` headers of one response may hold
-/// (distribution-spec main, "Warnings").
-pub const MAX_WARNING_BYTES: usize = 4096;
-
-/// Adds `Warning: 299 - "<text>"` (the spec's only warn-code and agent):
-/// quotes and backslashes in `text` become `'` and control characters
-/// spaces; a text too long is cut; a warning that would take the response's
-/// warnings past `MAX_WARNING_BYTES` is left out.
-pub fn add_warning(headers: &mut axum::http::HeaderMap, text: &str) {
-    let used: usize = headers
-        .get_all(header::WARNING)
-        .iter()
-        .map(|v| v.len())
-        .sum();
-    let room = MAX_WARNING_BYTES.saturating_sub(used);
-    let frame = "299 - \"\"".len();
-    if room <= frame {
-        tracing::debug!(warning = text, "warning left out: no room under 4096 bytes");
-        return;
-    }
-    let mut clean = String::with_capacity(text.len());
-    for c in text.chars() {
-        let c = match c {
-            '"' | '\\' => '\'',
-            c if c.is_control() || !c.is_ascii() => ' ',
-            c => c,
-        };
-        if clean.len() + frame + 1 > room {
-            break;
-        }
-        clean.push(c);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{clean}\"")) {
-        headers.append(header::WARNING, v);
-    }
-}
-
-#[cfg(test)]
-mod warning_tests {
-    use super::*;
-
-    #[test]
-    fn warnings_are_299_quoted_and_bounded() {
-        let mut h = axum::http::HeaderMap::new();
-        add_warning(&mut h, "say \"hi\"\\\nnow é");
-        assert_eq!(h[header::WARNING], "299 - \"say 'hi'' now  \"");
-        add_warning(&mut h, &"x".repeat(10_000));
-        let total: usize = h.get_all(header::WARNING).iter().map(|v| v.len()).sum();
-        assert_eq!(total, MAX_WARNING_BYTES);
-        add_warning(&mut h, "no room");
-        assert_eq!(h.get_all(header::WARNING).iter().count(), 2);
-    }
 }

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::blobs::{self, parse_range, ByteRange};
-use super::error::{ApiError, ApiResult, Code};
-use super::route::Route;
 use super::{manifests, query, referrers, tags};
 use crate::oci::{Reference, RepoName};
+use crate::protocol::error::{ApiError, ApiResult, Code};
+use crate::protocol::route::Route;
 use crate::proxy::{CacheStatus, Proxy, ProxyError, Routed, Target};
 use crate::AppState;
 
@@ -82,7 +82,7 @@ fn upstream_error(t: &Target, e: ProxyError, not_found: ApiError) -> ApiError {
 fn with_cache(mut response: Response, status: CacheStatus) -> Response {
     if matches!(status, CacheStatus::Stale) {
         // The spec's "Warnings": what the client should show its user.
-        super::add_warning(
+        crate::protocol::add_warning(
             response.headers_mut(),
             "served from the pull-through cache without checking the upstream, which cannot be reached: the tag may be out of date",
         );

@@ -13,9 +13,9 @@ use futures::{Stream, StreamExt};
 
 use axum::http::header;
 
-use super::error::{ApiError, Code};
 use crate::oci::{Digest, RepoName};
 use crate::policy::quota::Limit;
+use crate::protocol::error::{ApiError, Code};
 use crate::quota::QuotaError;
 use crate::storage::uploads::UploadId;
 use crate::AppState;

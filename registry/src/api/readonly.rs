@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::{ApiError, Code};
 use super::refuse_unread;
+use crate::protocol::error::{ApiError, Code};
 use crate::AppState;
 
 pub const MESSAGE: &str =

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::blobs::parse_digest;
-use super::error::{ApiError, ApiResult, Code};
 use super::query;
 use crate::oci::manifest::{self, OCI_INDEX};
 use crate::oci::{Digest, RepoName};
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::AppState;
 
 /// Descriptors in one page at most.

@@ -8,9 +8,9 @@ use axum::http::{header, request::Parts, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::error::{ApiError, ApiResult, Code};
 use super::manifests::{binding_protection, immutable_refusal};
 use crate::oci::{RepoName, Tag};
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::repository_delete::{delete_repository, DeleteError};
 use crate::AppState;
 

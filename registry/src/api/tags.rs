@@ -5,9 +5,9 @@ use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::{ApiError, ApiResult, Code};
 use super::query;
 use crate::oci::RepoName;
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::AppState;
 
 /// One page of a sorted list, and (n, last) for the next page if any.

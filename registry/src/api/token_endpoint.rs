@@ -19,9 +19,6 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::client_addr::ClientAddr;
-use super::error::{ApiError, Code};
-use super::RouteKind;
 use crate::auth::access::{Actions, RequestedScope};
 use crate::auth::acl::Acl;
 use crate::auth::audit::Event;
@@ -29,6 +26,9 @@ use crate::auth::credentials::{self, Credentials, Failure};
 use crate::auth::token::{ClaimAccess, TokenAuth};
 use crate::auth::{Mode, User};
 use crate::oci::RepoName;
+use crate::protocol::client_addr::ClientAddr;
+use crate::protocol::error::{ApiError, Code};
+use crate::protocol::RouteKind;
 use crate::AppState;
 
 const MAX_FORM: usize = 64 * 1024;

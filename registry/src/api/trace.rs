@@ -10,8 +10,8 @@ use axum::response::Response;
 use tracing::field::Empty;
 use tracing::Instrument as _;
 
-use super::route;
 use crate::auth::User;
+use crate::protocol::route;
 
 /// The route template and repository of `path`, the way the metrics label it.
 fn route_of(path: &str) -> (&'static str, Option<String>) {

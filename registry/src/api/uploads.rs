@@ -7,10 +7,10 @@ use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::blobs::parse_digest;
-use super::body::content_length;
-use super::error::{ApiError, ApiResult, Code};
 use super::{query, refuse_unread};
 use crate::oci::{Digest, RepoName};
+use crate::protocol::body::content_length;
+use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::storage::uploads::UploadId;
 use crate::storage::UploadError;
 use crate::AppState;
@@ -166,7 +166,7 @@ pub async fn start(state: &AppState, name: &RepoName, parts: &Parts, body: Body)
         super::quota::after_session(state, name, &id).await;
         return Ok(created_response(name, &digest));
     }
-    if !super::body::drain(body, 0).await {
+    if !crate::protocol::body::drain(body, 0).await {
         return Err(ApiError::new(
             Code::BlobUploadInvalid,
             "POST starting an upload session takes no body; use ?digest= for a monolithic upload",

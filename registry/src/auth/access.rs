@@ -7,8 +7,8 @@ use std::fmt;
 
 use axum::http::Method;
 
-use crate::api::route::{self, Route};
 use crate::oci::RepoName;
+use crate::protocol::route::{self, Route};
 
 /// A set of actions on one resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

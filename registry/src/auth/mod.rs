@@ -27,11 +27,11 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::client_addr::{ClientAddr, TrustedProxies};
-use crate::api::error::{ApiError, Code};
-use crate::api::route::Route;
 use crate::config::{AuthMode, Config};
 use crate::oci::RepoName;
+use crate::protocol::client_addr::{ClientAddr, TrustedProxies};
+use crate::protocol::error::{ApiError, Code};
+use crate::protocol::route::Route;
 use crate::AppState;
 use access::{Access, Actions, Needed, Resource};
 use acl::Acl;
@@ -256,7 +256,7 @@ pub async fn require_auth(
                     ..Default::default()
                 });
             }
-            let has_body = crate::api::body::has_body(request.headers());
+            let has_body = crate::protocol::body::has_body(request.headers());
             let mut response = refuse(auth, refusal, &needed, request.headers(), has_body);
             if !user.is_empty() {
                 response.extensions_mut().insert(User(user));
@@ -276,7 +276,7 @@ pub async fn require_auth(
     // (distribution-spec main, "Warnings") before its next request is 401.
     if let Some(left) = expires.map(|e| e - unix_now()) {
         if (0..=EXPIRY_WARNING_SECS).contains(&left) {
-            crate::api::add_warning(
+            crate::protocol::add_warning(
                 response.headers_mut(),
                 &format!("the bearer token of this request expires in {left} s; request a new one"),
             );

@@ -19,9 +19,9 @@ use axum::Router;
 use super::event::{RequestInfo, Target};
 use super::Notifier;
 use crate::api::manifests::Untagged;
-use crate::api::route::{self, Route};
 use crate::auth::User;
 use crate::oci::Digest;
+use crate::protocol::route::{self, Route};
 
 /// Wraps `router` so events are made (no-op without endpoints).
 pub fn add(router: Router, notifier: Option<Arc<Notifier>>) -> Router {
@@ -73,7 +73,7 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     // A manifest's size is the bytes of the PUT body.
-    let (request, received) = crate::api::body::counted(request);
+    let (request, received) = crate::protocol::body::counted(request);
     let response = next.run(request).await;
     let status = response.status();
     let rh = response.headers();

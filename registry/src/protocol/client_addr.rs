@@ -14,12 +14,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
-
-use crate::AppState;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
@@ -132,33 +128,6 @@ fn parse_node(s: &str) -> Option<IpAddr> {
 /// The client of the request (an extractor for handlers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
-
-impl ClientAddr {
-    /// From a request's parts; `None` when the server was not started with
-    /// connection info (never, in `server::start`).
-    pub fn of(
-        state: &AppState,
-        extensions: &axum::http::Extensions,
-        headers: &HeaderMap,
-    ) -> Option<IpAddr> {
-        let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-        Some(state.auth.proxies.client(peer, headers))
-    }
-}
-
-impl FromRequestParts<AppState> for ClientAddr {
-    type Rejection = <ConnectInfo<SocketAddr> as FromRequestParts<AppState>>::Rejection;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await?;
-        Ok(ClientAddr(
-            state.auth.proxies.client(peer.ip(), &parts.headers),
-        ))
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,6 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::storage::StorageError;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     BlobUnknown,
@@ -185,19 +183,6 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
-    }
-}
-
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        match e {
-            // A backend's error names its endpoint, bucket and its own
-            // XML: for the log only.
-            StorageError::Backend(e) => {
-                ApiError::internal(Code::Unavailable, "storage is unavailable", e)
-            }
-            other => ApiError::internal(Code::Unknown, "internal storage error", other),
-        }
     }
 }
 

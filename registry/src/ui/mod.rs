@@ -22,13 +22,13 @@ use axum::Router;
 use maud::Markup;
 use serde_json::Value;
 
-use crate::api::client_addr::ClientAddr;
 use crate::api::ext;
 use crate::auth::access::{Access, Actions, Resource};
 use crate::auth::audit::Event;
 use crate::auth::credentials::{Credentials, Failure};
 use crate::auth::{Grant, Mode};
 use crate::oci::{Digest, RepoName, Tag};
+use crate::protocol::client_addr::ClientAddr;
 use crate::storage::listing::Sort;
 use crate::{App, AppState};
 use pages::Chrome;
@@ -106,7 +106,7 @@ async fn security_headers(mut response: Response) -> Response {
     }
     response
         .extensions_mut()
-        .insert(crate::api::RouteKind("ui"));
+        .insert(crate::protocol::RouteKind("ui"));
     response
 }
 
@@ -245,7 +245,7 @@ fn not_found(v: &Viewer) -> Response {
     )
 }
 
-fn error_page(v: &Viewer, e: crate::api::error::ApiError) -> Response {
+fn error_page(v: &Viewer, e: crate::protocol::error::ApiError) -> Response {
     if e.status.is_server_error() {
         tracing::error!(code = e.code.as_str(), message = %e.message, "ui request failed");
     }
@@ -397,7 +397,7 @@ async fn repository_page(
     headers: &HeaderMap,
     name: &RepoName,
     q: &HashMap<String, String>,
-) -> Result<Response, crate::api::error::ApiError> {
+) -> Result<Response, crate::protocol::error::ApiError> {
     let sort = q
         .get("sort")
         .and_then(|s| Sort::parse(s))
@@ -438,7 +438,7 @@ async fn image_page(
     name: &RepoName,
     tag: Option<&Tag>,
     digest: &Digest,
-) -> Result<Response, crate::api::error::ApiError> {
+) -> Result<Response, crate::protocol::error::ApiError> {
     let Some(raw) = state.storage.cached().read_manifest(name, digest).await? else {
         return Ok(not_found(v));
     };
@@ -484,7 +484,7 @@ async fn image_config(
     state: &App,
     name: &RepoName,
     manifest: &Value,
-) -> Result<Option<Value>, crate::api::error::ApiError> {
+) -> Result<Option<Value>, crate::protocol::error::ApiError> {
     let Some(config) = manifest.get("config") else {
         return Ok(None);
     };
@@ -761,7 +761,7 @@ async fn delete(
     // The checks every delete passes, whatever its entrance: a proxied
     // repository is the upstream's, not ours to delete from.
     if let Some(proxy) = &state.proxy {
-        let route = crate::api::route::Route::Manifest(name.clone(), reference.clone());
+        let route = crate::protocol::route::Route::Manifest(name.clone(), reference.clone());
         if let Some(e) =
             crate::api::proxied::refuse_write(proxy, &route, &axum::http::Method::DELETE, &parts)
         {
