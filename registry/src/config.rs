@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub mod connection_cap;
 /// registry:2 / registry:3 YAML files (`version: 0.1`), mapped onto [`Config`].
 pub mod distribution;
 pub mod listen;
+pub mod live;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod conn_limits;
 pub mod gc;
+pub mod glob;
 pub mod linger;
 pub mod listeners;
 pub mod metrics;
@@ -43,7 +44,7 @@ pub struct App {
     /// The pull-through cache, when `[proxy]` configures one.
     pub proxy: Option<Arc<proxy::Proxy>>,
     /// Immutable tags and quotas in force (`[policies]`, reloaded).
-    pub policies: reload::Live<policy::Policies>,
+    pub policies: config::live::Live<policy::Policies>,
     /// When tags were last pulled (the cache's expiry, retention).
     pub pulls: Arc<pull_log::PullLog>,
     /// What the quota scopes hold (`[[policies.quota]]`).

@@ -5,35 +5,12 @@
 //! in force and logs why, as the htpasswd reloader does.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::acl::Acl;
 use crate::config::Config;
 use crate::policy::Policies;
-
-/// A value readers take a snapshot of (`get`) and a reloader replaces.
-pub struct Live<T>(RwLock<Arc<T>>);
-
-impl<T> Live<T> {
-    pub fn new(value: T) -> Live<T> {
-        Live(RwLock::new(Arc::new(value)))
-    }
-
-    pub fn get(&self) -> Arc<T> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set(&self, value: T) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
-    }
-}
-
-impl<T: Default> Default for Live<T> {
-    fn default() -> Self {
-        Live::new(T::default())
-    }
-}
 
 /// How often the config file is looked at (a small file, read whole).
 const POLL: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use std::fmt;
 use futures::StreamExt;
 use sha2::Digest as _;
 
-use crate::gc::references;
+use crate::oci::references::references;
 use crate::oci::{Algorithm, Digest, RepoName};
 use crate::storage::walk::{RepoKey, RepoObject};
 use crate::storage::{Storage, StorageError};

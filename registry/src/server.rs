@@ -137,7 +137,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .enabled
             .then(|| crate::ui::Ui::new(config.http.secret.as_deref(), config.http.tls.is_some())),
         proxy: proxy.clone(),
-        policies: crate::reload::Live::new(crate::policy::Policies::from_config(&config.policies)),
+        policies: crate::config::live::Live::new(crate::policy::Policies::from_config(
+            &config.policies,
+        )),
         pulls: pulls.clone(),
         quota: quota.clone(),
         notifier: notifier.clone(),
@@ -204,7 +206,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(n) = &notifier {
         background.tasks.extend(n.spawn(shutdown.subscribe()));
     }
-    let router = crate::notify::middleware::add(api::router(app), notifier);
+    // The web UI's routes, when `[ui] enabled`, under the API's layers.
+    let pages = if app.ui.is_some() {
+        crate::ui::routes()
+    } else {
+        axum::Router::new()
+    };
+    let router = crate::notify::middleware::add(api::router(app, pages), notifier);
     let router = api::headers::add(router, headers);
     let service = router
         .clone()
@@ -226,7 +234,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // Slow or idle clients cannot pin connections: timeouts, and a cap on
     // open connections (`conn_limits`), shared by every TCP listener.
     let connections = conn_limits::Connections::new(
-        conn_limits::max_connections(&config.http),
+        crate::config::connection_cap::max_connections(&config.http),
         config.http.idle_timeout,
     );
     tracing::debug!(max_connections = connections.cap(), "connection limit");

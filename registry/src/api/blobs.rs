@@ -125,7 +125,13 @@ pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts)
         ));
     }
     // A layer of an image an immutable tag protects stays.
-    super::manifests::refuse_if_protected(state, name, &digest, parts).await?;
+    crate::service::manifests::refuse_if_protected(
+        state,
+        name,
+        &digest,
+        super::manifests::requester_is_admin(state, parts),
+    )
+    .await?;
     if !state.storage.unlink_blob(name, &digest).await? {
         return Err(ApiError::new(Code::BlobUnknown, "blob unknown to registry"));
     }

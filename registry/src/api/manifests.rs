@@ -11,14 +11,13 @@ use crate::auth::User;
 use crate::oci::manifest::{self, Manifest, MAX_MANIFEST_BYTES};
 use crate::oci::name::ReferenceError;
 use crate::oci::{Digest, Reference, RepoName, Tag};
-use crate::policy::immutable::Protection;
 use crate::protocol::body::content_length;
 use crate::protocol::error::{ApiError, ApiResult, Code};
+use crate::protocol::{Untagged, OCI_TAG};
+use crate::service::manifests::{self, binding_protection, immutable_refusal, manifest_unknown};
 use crate::AppState;
 
 const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
-pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
-
 /// The `tag` query parameters of a push by digest, in order, each once.
 /// A malformed one refuses the push (nothing is tagged).
 fn query_tags(parts: &Parts) -> ApiResult<Vec<Tag>> {
@@ -58,11 +57,6 @@ fn lookup_reference(raw: &str) -> Result<Reference, ApiError> {
                 .detail(json!({ "reference": raw }))
         }
     })
-}
-
-fn manifest_unknown(reference: &Reference) -> ApiError {
-    ApiError::new(Code::ManifestUnknown, "manifest unknown to registry")
-        .detail(json!({ "reference": reference.to_string() }))
 }
 
 async fn resolve(state: &AppState, name: &RepoName, reference: &Reference) -> ApiResult<Digest> {
@@ -193,7 +187,7 @@ pub async fn put(
     let mut claims = Vec::new();
     let mut plain = Vec::new();
     for t in &tags {
-        match binding_protection(state, name, t, parts) {
+        match binding_protection(state, name, t, requester_is_admin(state, parts)) {
             Some(p) => {
                 if let Some(current) = state.storage.resolve_tag(name, t).await? {
                     if current != digest {
@@ -362,58 +356,11 @@ async fn check_references(state: &AppState, name: &RepoName, m: &Manifest) -> Ap
 
 pub async fn delete(state: &AppState, name: &RepoName, raw: &str, parts: &Parts) -> ApiResult {
     let reference = lookup_reference(raw)?;
-    if !state.delete_enabled {
-        return Err(ApiError::new(
-            Code::Unsupported,
-            "deletes are disabled on this registry",
-        ));
-    }
-    let untagged = match &reference {
-        Reference::Tag(t) => {
-            if let Some(p) = binding_protection(state, name, t, parts) {
-                if let Some(current) = state.storage.resolve_tag(name, t).await? {
-                    return Err(immutable_refusal(name, t, &current, &p, "deleted"));
-                }
-            }
-            state.storage.delete_tag(name, t).await?.then(Vec::new)
-        }
-        Reference::Digest(d) => {
-            refuse_if_protected(state, name, d, parts).await?;
-            let subject = match state.storage.read_manifest(name, d).await? {
-                Some(body) => manifest::parse(&body, None).ok().and_then(|m| m.subject),
-                None => None,
-            };
-            state
-                .storage
-                .delete_manifest(name, d, subject.as_ref())
-                .await?
-        }
-    };
-    let Some(untagged) = untagged else {
-        return Err(manifest_unknown(&reference));
-    };
+    let admin = requester_is_admin(state, parts);
+    let untagged = manifests::delete(state, name, &reference, admin).await?;
     let mut response = (StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response();
     response.extensions_mut().insert(Untagged(untagged));
     Ok(response)
-}
-
-/// The tags a manifest delete by digest removed with it (registry:2 sends
-/// a delete event for each), in the response's extensions: what the delete
-/// itself saw, so nothing reads the tags before the request is authorized.
-#[derive(Debug, Clone, Default)]
-pub struct Untagged(pub Vec<Tag>);
-
-/// The immutable rule that protects `tag` in `name` from this request's
-/// user (an admin is exempt where the rule allows it).
-pub(crate) fn binding_protection(
-    state: &AppState,
-    name: &RepoName,
-    tag: &Tag,
-    parts: &Parts,
-) -> Option<Protection> {
-    let policies = state.policies.get();
-    let p = policies.immutable.protection(name.as_str(), tag.as_str())?;
-    p.binds(requester_is_admin(state, parts)).then_some(p)
 }
 
 pub(crate) fn requester_is_admin(state: &AppState, parts: &Parts) -> bool {
@@ -426,85 +373,4 @@ pub(crate) fn requester_is_admin(state: &AppState, parts: &Parts) -> bool {
             user.is_some_and(|u| u != crate::auth::ANONYMOUS) && acl.is_admin(user)
         }
     }
-}
-
-/// Refuses deleting `d` from `name` (a manifest by digest, or a blob) when
-/// a tag an immutable rule protects reaches it: the manifest the tag names,
-/// a child of that index, or a blob either references. Deleting any of them
-/// would break the protected image.
-pub(crate) async fn refuse_if_protected(
-    state: &AppState,
-    name: &RepoName,
-    d: &Digest,
-    parts: &Parts,
-) -> ApiResult<()> {
-    if state.policies.get().immutable.is_empty() {
-        return Ok(());
-    }
-    for tag in state.storage.tags(name).await?.unwrap_or_default() {
-        let Ok(tag) = tag.parse::<Tag>() else {
-            continue;
-        };
-        let Some(p) = binding_protection(state, name, &tag, parts) else {
-            continue;
-        };
-        let Some(top) = state.storage.resolve_tag(name, &tag).await? else {
-            continue;
-        };
-        if reaches(state, name, &top, d).await? {
-            let what = if &top == d {
-                "untagged by deleting its manifest".to_owned()
-            } else {
-                format!("broken by deleting {d}, which its image includes")
-            };
-            return Err(immutable_refusal(name, &tag, &top, &p, &what));
-        }
-    }
-    Ok(())
-}
-
-/// Whether `d` is `top`, or a manifest or blob `top` references (through
-/// index children, to any depth).
-async fn reaches(state: &AppState, name: &RepoName, top: &Digest, d: &Digest) -> ApiResult<bool> {
-    let mut pending = vec![top.clone()];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(m) = pending.pop() {
-        if &m == d {
-            return Ok(true);
-        }
-        if !seen.insert(m.clone()) {
-            continue;
-        }
-        let Some(body) = state.storage.read_manifest(name, &m).await? else {
-            continue;
-        };
-        let Ok(parsed) = manifest::parse(&body, None) else {
-            continue;
-        };
-        if parsed.blobs.contains(d) {
-            return Ok(true);
-        }
-        pending.extend(parsed.children);
-    }
-    Ok(false)
-}
-
-/// 409 `DENIED`, naming the rule: what registries with immutable tags
-/// (Harbor, ECR) answer, and what docker and skopeo print as `denied: ...`.
-pub(crate) fn immutable_refusal(
-    name: &RepoName,
-    tag: &Tag,
-    current: &Digest,
-    p: &Protection,
-    what: &str,
-) -> ApiError {
-    ApiError::new(
-        Code::Denied,
-        format!(
-            "tag {tag} of {name} is immutable under {} and cannot be {what}; it points at {current}",
-            p.rule
-        ),
-    )
-    .status(StatusCode::CONFLICT)
-    .detail(json!({ "repository": name.as_str(), "tag": tag.as_str(), "digest": current.to_string(), "rule": p.rule }))
 }

@@ -35,7 +35,10 @@ use crate::AppState;
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface: `/v2`, the token endpoint, the probes, and
+/// `pages` (the web UI's routes, or none) beside them under the same outer
+/// layers; the server assembles the two so neither imports the other.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let v2 = Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
@@ -48,14 +51,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_auth,
         ));
-    let ui = if state.ui.is_some() {
-        crate::ui::routes()
-    } else {
-        Router::new()
-    };
     Router::new()
         .merge(v2)
-        .merge(ui)
+        .merge(pages)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -163,7 +161,7 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let method = request.method().clone();
     let (parts, body) = request.into_parts();
     if let Some(proxy) = &state.proxy {
-        if let Some(error) = proxied::refuse_write(proxy, &route, &method, &parts) {
+        if let Some(error) = proxied::refuse_write(&state, &route, &method, &parts) {
             let mut response = refuse_unread(error, body).await.into_response();
             response.extensions_mut().insert(kind);
             return response;

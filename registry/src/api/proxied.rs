@@ -115,7 +115,7 @@ async fn target_of(
 
 /// A write into a proxied repository: refused, naming the prefix.
 pub fn refuse_write(
-    proxy: &Proxy,
+    state: &AppState,
     route: &Route,
     method: &Method,
     parts: &Parts,
@@ -125,18 +125,7 @@ pub fn refuse_write(
         (Route::Manifest(n, _) | Route::Blob(n, _), &Method::PUT | &Method::DELETE) => n,
         _ => return None,
     };
-    let Routed::Proxied(t) = proxy.route(name, ns(parts).as_deref()) else {
-        return None;
-    };
-    let message = if t.upstream.prefix.is_empty() {
-        "this registry is a pull-through cache: pushes and deletes are refused".to_owned()
-    } else {
-        format!(
-            "repository {name} is under the proxied prefix {:?} (a pull-through cache): pushes and deletes are refused there",
-            t.upstream.prefix
-        )
-    };
-    Some(ApiError::new(Code::Unsupported, message).detail(public_detail(&t, json!({}))))
+    crate::service::proxied::refuse_write_ns(state, name, ns(parts).as_deref())
 }
 
 /// A read of a proxied repository, or None when the route is hosted.

@@ -14,8 +14,8 @@ use futures::{Stream, StreamExt};
 use axum::http::header;
 
 use crate::oci::{Digest, RepoName};
-use crate::policy::quota::Limit;
 use crate::protocol::error::{ApiError, Code};
+use crate::quota::rules::Limit;
 use crate::quota::QuotaError;
 use crate::storage::uploads::UploadId;
 use crate::AppState;
@@ -33,7 +33,7 @@ impl From<QuotaError> for ApiError {
 
 /// The quota rules in force, or None when there are none (then nothing
 /// here runs).
-fn rules(state: &AppState) -> Option<crate::policy::quota::Quotas> {
+fn rules(state: &AppState) -> Option<crate::quota::rules::Quotas> {
     let quotas = state.policies.get().quota.clone();
     (!quotas.is_empty()).then_some(quotas)
 }
@@ -169,7 +169,7 @@ pub async fn after_delete(state: &AppState, name: &RepoName) {
 /// each append (`settle`).
 pub struct Cap {
     ledger: Arc<crate::quota::Ledger>,
-    quotas: crate::policy::quota::Quotas,
+    quotas: crate::quota::rules::Quotas,
     name: RepoName,
     upload: UploadId,
     limit: Limit,

@@ -8,10 +8,11 @@ use axum::http::{header, request::Parts, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::manifests::{binding_protection, immutable_refusal};
+use super::manifests::requester_is_admin;
 use crate::oci::{RepoName, Tag};
 use crate::protocol::error::{ApiError, ApiResult, Code};
 use crate::repository_delete::{delete_repository, DeleteError};
+use crate::service::manifests::{binding_protection, immutable_refusal};
 use crate::AppState;
 
 pub async fn delete(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResult {
@@ -26,7 +27,8 @@ pub async fn delete(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResu
             let Ok(tag) = tag.parse::<Tag>() else {
                 continue;
             };
-            if let Some(p) = binding_protection(state, name, &tag, parts) {
+            if let Some(p) = binding_protection(state, name, &tag, requester_is_admin(state, parts))
+            {
                 if let Some(current) = state.storage.resolve_tag(name, &tag).await? {
                     return Err(immutable_refusal(name, &tag, &current, &p, "deleted"));
                 }

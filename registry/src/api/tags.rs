@@ -74,9 +74,12 @@ pub async fn list(state: &AppState, name: &RepoName, parts: &Parts) -> ApiResult
 pub async fn catalog(state: &AppState, parts: &Parts) -> ApiResult {
     // Only what the user may pull (issue 16): names are not secret from
     // someone who may read the repository, and are from everyone else.
-    let repositories =
-        super::ext::visible_repositories(state, parts.extensions.get::<crate::auth::Grant>(), None)
-            .await?;
+    let repositories = crate::service::listing::visible_repositories(
+        state,
+        parts.extensions.get::<crate::auth::Grant>(),
+        None,
+    )
+    .await?;
     let page = paginate(&repositories, parts)?;
     let response = axum::Json(json!({ "repositories": page.items })).into_response();
     Ok(with_link(response, "/v2/_catalog", page.next))

@@ -64,7 +64,7 @@ pub enum Mode {
 pub struct Authenticator {
     pub mode: Mode,
     /// Replaced when the config file changes (`crate::reload`).
-    pub acl: crate::reload::Live<Acl>,
+    pub acl: crate::config::live::Live<Acl>,
     pub audit: Audit,
     /// Whether the listener is TLS (the scheme of a derived token realm).
     pub tls: bool,
@@ -79,7 +79,7 @@ impl Authenticator {
     pub fn open() -> Authenticator {
         Authenticator {
             mode: Mode::Open,
-            acl: crate::reload::Live::new(Acl::open_to_users()),
+            acl: crate::config::live::Live::new(Acl::open_to_users()),
             audit: Audit::disabled(),
             tls: false,
             external_url: None,
@@ -733,7 +733,7 @@ pub fn build(config: &Config) -> Result<(Authenticator, Option<credentials::Crea
     Ok((
         Authenticator {
             mode,
-            acl: crate::reload::Live::new(acl),
+            acl: crate::config::live::Live::new(acl),
             audit,
             tls: config.http.tls.is_some(),
             external_url: external_base(config),

@@ -1333,7 +1333,7 @@ pub fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ("http.idle_timeout", d(c.http.idle_timeout)),
         (
             "http.max_connections",
-            crate::conn_limits::max_connections(&c.http).to_string(),
+            crate::config::connection_cap::max_connections(&c.http).to_string(),
         ),
         (
             "http.http2.max_concurrent_streams",

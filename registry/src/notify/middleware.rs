@@ -18,10 +18,10 @@ use axum::Router;
 
 use super::event::{RequestInfo, Target};
 use super::Notifier;
-use crate::api::manifests::Untagged;
 use crate::auth::User;
 use crate::oci::Digest;
 use crate::protocol::route::{self, Route};
+use crate::protocol::Untagged;
 
 /// Wraps `router` so events are made (no-op without endpoints).
 pub fn add(router: Router, notifier: Option<Arc<Notifier>>) -> Router {
@@ -177,7 +177,7 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
     // if each had been pushed by tag (the handler names them in OCI-Tag).
     let pushed_tags: Vec<String> = match (&method, &route) {
         (&Method::PUT, Route::Manifest(..)) if action == "push" => rh
-            .get_all(crate::api::manifests::OCI_TAG)
+            .get_all(crate::protocol::OCI_TAG)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::to_owned)

@@ -236,5 +236,5 @@ fn wanted(c: &NotifyEndpoint, event: &Event) -> bool {
     c.repositories.is_empty()
         || c.repositories
             .iter()
-            .any(|g| crate::auth::acl::glob_match(g.as_bytes(), event.target.repository.as_bytes()))
+            .any(|g| crate::glob::glob_match(g.as_bytes(), event.target.repository.as_bytes()))
 }

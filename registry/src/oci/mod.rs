@@ -4,6 +4,7 @@
 pub mod digest;
 pub mod manifest;
 pub mod name;
+pub mod references;
 
 pub use digest::{Algorithm, Digest};
 pub use name::{Reference, RepoName, Tag};

@@ -3,8 +3,8 @@
 //! names are refused (409 `DENIED`, naming the rule). Pushing the same
 //! digest again is accepted, so CI re-runs stay idempotent.
 
-use crate::auth::acl::glob_match;
 use crate::config::ImmutableRule;
+use crate::glob::glob_match;
 
 #[derive(Debug, Default)]
 pub struct Immutable {

@@ -6,7 +6,6 @@
 //! (`crate::reload`).
 
 pub mod immutable;
-pub mod quota;
 pub mod retention;
 
 use crate::config;
@@ -16,7 +15,7 @@ use crate::config;
 pub struct Policies {
     pub immutable: immutable::Immutable,
     pub retention: Vec<config::RetentionRule>,
-    pub quota: quota::Quotas,
+    pub quota: crate::quota::rules::Quotas,
     /// `policies.max_upload_sessions_per_repository` in effect (0: none).
     pub max_upload_sessions: u32,
 }
@@ -27,7 +26,7 @@ impl Policies {
         Policies {
             immutable: immutable::Immutable::new(config.immutable.clone()),
             retention: config.retention.clone(),
-            quota: quota::Quotas::new(config.quota.clone(), config.total_max_bytes),
+            quota: crate::quota::rules::Quotas::new(config.quota.clone(), config.total_max_bytes),
             max_upload_sessions: config
                 .max_upload_sessions_per_repository
                 .unwrap_or(config::DEFAULT_MAX_UPLOAD_SESSIONS),

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use super::immutable::Immutable;
-use crate::auth::acl::glob_match;
 use crate::config::RetentionRule;
+use crate::glob::glob_match;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::listing::{Listing, Sort};
 use crate::storage::{Storage, StorageError};
@@ -351,7 +351,7 @@ async fn untagged_past(
         let Some(body) = storage.read_manifest(name, d).await? else {
             continue;
         };
-        if let Ok(refs) = crate::gc::references(&body) {
+        if let Ok(refs) = crate::oci::references::references(&body) {
             if let Some(subject) = refs.subject {
                 referrers.entry(subject).or_default().push(d.clone());
             }

@@ -10,7 +10,19 @@ pub mod client_addr;
 pub mod error;
 pub mod route;
 
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
+
+use crate::oci::Tag;
+
+/// `OCI-Tag`: one per tag a push by digest set with `?tag=`
+/// (distribution-spec main, "Pushing manifests with multiple tags").
+pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+
+/// The tags a manifest delete by digest removed with it (registry:2 sends
+/// a delete event for each), in the response's extensions: what the delete
+/// itself saw, so nothing reads the tags before the request is authorized.
+#[derive(Debug, Clone, Default)]
+pub struct Untagged(pub Vec<Tag>);
 
 /// The label a response carries for the access log and the metrics.
 #[derive(Debug, Clone, Copy)]

@@ -3,6 +3,10 @@
 //! registry, decided once. Its refusals are the spec's errors
 //! (`protocol::error::ApiError`), which every entrance shows its own way.
 
+pub mod listing;
+pub mod manifests;
+pub mod proxied;
+
 use crate::protocol::error::{ApiError, Code};
 use crate::storage::StorageError;
 

@@ -24,7 +24,6 @@ mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;
 pub mod pull_record;
-pub mod quota_ledger;
 mod read_coalesce;
 mod repository_keys;
 pub mod spool;
@@ -66,7 +65,7 @@ pub struct Redirect {
 
 #[derive(Clone)]
 pub struct Storage {
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     redirect: Option<Redirect>,
     /// Sizes of the parts streamed to the backend: large enough for fast
     /// I/O (and S3's 5 MiB minimum), small enough to bound memory per upload.
@@ -97,7 +96,7 @@ pub type BlobBody = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
 /// parts, what one upload needs at full speed).
 const UPLOAD_MEMORY_BUDGET: usize = 8 << 20;
 
-fn is_not_found(e: &object_store::Error) -> bool {
+pub(crate) fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
 
@@ -131,7 +130,7 @@ impl Storage {
 
     /// Creates `key` only if it does not exist (a conditional create, on
     /// disk and S3): true when this call created it.
-    async fn create_once(&self, key: &Path, payload: PutPayload) -> Result<bool> {
+    pub(crate) async fn create_once(&self, key: &Path, payload: PutPayload) -> Result<bool> {
         match self
             .store
             .put_opts(key, payload, object_store::PutMode::Create.into())
@@ -257,7 +256,7 @@ impl Storage {
             })
     }
 
-    async fn exists(&self, key: &Path) -> Result<bool> {
+    pub(crate) async fn exists(&self, key: &Path) -> Result<bool> {
         Ok(self.size_of(key).await?.is_some())
     }
 
@@ -298,7 +297,7 @@ impl Storage {
 
     /// Deletes `key`; false when it was not there. S3 answers a DELETE of a
     /// missing key with success, so existence is checked first.
-    async fn delete_if_exists(&self, key: &Path) -> Result<bool> {
+    pub(crate) async fn delete_if_exists(&self, key: &Path) -> Result<bool> {
         if !self.exists(key).await? {
             return Ok(false);
         }

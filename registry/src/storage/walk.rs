@@ -120,7 +120,7 @@ impl Storage {
     /// taken again rather than read as empty (a collector trusting it would
     /// see no repository at all). Not found every time: the prefix is not
     /// there, and the listing is empty.
-    pub(super) async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+    pub(crate) async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         let mut attempts = 0;
         loop {
             match self.store.list(Some(prefix)).try_collect().await {

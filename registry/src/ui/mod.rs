@@ -22,13 +22,13 @@ use axum::Router;
 use maud::Markup;
 use serde_json::Value;
 
-use crate::api::ext;
 use crate::auth::access::{Access, Actions, Resource};
 use crate::auth::audit::Event;
 use crate::auth::credentials::{Credentials, Failure};
 use crate::auth::{Grant, Mode};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::protocol::client_addr::ClientAddr;
+use crate::service::listing as ext;
 use crate::storage::listing::Sort;
 use crate::{App, AppState};
 use pages::Chrome;
@@ -741,7 +741,7 @@ async fn delete(
     ClientAddr(client): ClientAddr,
     request: Request,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let v = viewer(&state, &parts.headers);
     let form = read_form(body).await;
     if !csrf_checked(&v, &form) {
@@ -751,31 +751,33 @@ async fn delete(
         Ok(t) => t,
         Err(response) => return *response,
     };
-    // The API's delete reads the user from the request (an admin may
-    // override an immutable-tag rule that allows it).
     let user = v
         .session
         .as_ref()
         .map_or(crate::auth::ANONYMOUS, |s| s.user.as_str());
-    parts.extensions.insert(crate::auth::User(user.to_owned()));
+    // An admin may override an immutable-tag rule that allows it.
+    let admin = user != crate::auth::ANONYMOUS && state.auth.acl.get().is_admin(Some(user));
     // The checks every delete passes, whatever its entrance: a proxied
     // repository is the upstream's, not ours to delete from.
-    if let Some(proxy) = &state.proxy {
-        let route = crate::protocol::route::Route::Manifest(name.clone(), reference.clone());
-        if let Some(e) =
-            crate::api::proxied::refuse_write(proxy, &route, &axum::http::Method::DELETE, &parts)
-        {
-            return error_page(&v, e);
-        }
+    if let Some(e) = crate::service::proxied::refuse_write(&state, &name) {
+        return error_page(&v, e);
     }
-    match crate::api::manifests::delete(&state, &name, &reference, &parts).await {
-        Ok(response) => {
+    let parsed: crate::oci::Reference = match reference.parse() {
+        Ok(r) => r,
+        Err(_) => {
+            return error_page(
+                &v,
+                crate::protocol::error::ApiError::new(
+                    crate::protocol::error::Code::ManifestUnknown,
+                    "manifest unknown to registry",
+                ),
+            )
+        }
+    };
+    match crate::service::manifests::delete(&state, &name, &parsed, admin).await {
+        Ok(untagged) => {
             if let Some(n) = &state.notifier {
-                let untagged: Vec<String> = response
-                    .extensions()
-                    .get::<crate::api::manifests::Untagged>()
-                    .map(|u| u.0.iter().map(ToString::to_string).collect())
-                    .unwrap_or_default();
+                let untagged: Vec<String> = untagged.iter().map(ToString::to_string).collect();
                 let targets =
                     crate::notify::Notifier::delete_targets(name.as_str(), &reference, &untagged);
                 let request = crate::notify::middleware::request_info(

@@ -21,6 +21,7 @@ mod gc;
 mod gc_s3;
 mod hardening;
 mod image;
+mod layers;
 mod layout_compat;
 mod listing;
 mod login_storm;

@@ -27,10 +27,10 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 
-use super::walk::RepoKey;
-use super::{is_not_found, layout, Result, Storage};
 use crate::oci::{Digest, RepoName};
-use crate::policy::quota::ScopeKey;
+use crate::quota::rules::ScopeKey;
+use crate::storage::walk::RepoKey;
+use crate::storage::{is_not_found, layout, Result, Storage};
 
 fn scope_root(scope: &ScopeKey) -> String {
     match scope {

@@ -1,6 +1,6 @@
 //! Quota accounting: how many bytes each quota scope holds, kept current
 //! on every write rather than walked per request, shared by every replica
-//! and kept across restarts (`storage::quota_ledger` holds the keys).
+//! and kept across restarts (`quota::ledger` holds the keys).
 //!
 //! Two kinds of object make a scope's usage:
 //! - a *claim* per blob counted in the scope, created only if absent. Of
@@ -34,6 +34,9 @@
 //! any more is removed and its size subtracted, then the links are read
 //! again, so a push that linked the blob meanwhile gets its claim back.
 
+pub mod ledger;
+pub mod rules;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -45,7 +48,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::oci::{Digest, RepoName};
-use crate::policy::quota::{Limit, Quotas, ScopeKey};
+use crate::quota::rules::{Limit, Quotas, ScopeKey};
 use crate::storage::{Storage, StorageError};
 
 /// How often a live process rewrites its counters (so they do not look

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use crate::auth::acl::glob_match;
 use crate::config;
+use crate::glob::glob_match;
 
 /// What one usage figure covers. A blob counts once per scope, however
 /// many of the scope's repositories link it.
