@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use registry::api::route::{parse, Route};
+use registry::protocol::route::{parse, Route};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(rest) = std::str::from_utf8(data) else {
