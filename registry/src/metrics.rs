@@ -58,7 +58,6 @@ use tokio::sync::watch;
 
 use crate::gc::{GcError, Report};
 use crate::storage::metered::{ErrorSink, Outcome};
-use crate::AppState;
 
 const REQUEST_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0,
@@ -532,8 +531,8 @@ impl Drop for ObserveOnDrop {
 }
 
 /// The middleware: outermost, so it sees every request and every answer.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let metrics = &state.metrics;
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let metrics = &*metrics;
     let started = Instant::now();
     let method = method_label(request.method());
     let route = route_label(request.uri().path());

@@ -31,6 +31,7 @@ use axum::Router;
 use crate::protocol::error::{ApiError, Code};
 use crate::protocol::route::{self, Route, RouteError};
 use crate::protocol::{add_warning, body, RouteKind};
+use crate::protocol::client_addr::ClientAddr;
 use crate::AppState;
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
@@ -47,10 +48,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
             state.clone(),
             readonly::refuse_writes,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::require_auth,
-        ));
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .merge(v2)
         .merge(pages)
@@ -70,11 +68,22 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
             access_log::log,
         ))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::track,
         ))
         .layer(middleware::from_fn(trace::span))
         .with_state(state)
+}
+
+/// In front of every `/v2` route: the request is authenticated and
+/// authorized (`auth::check`) before any handler or storage sees it.
+async fn require_auth(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    crate::auth::check(&state.auth, client, request, next).await
 }
 
 /// RFC 9112 §3.2: a request with more than one `Host` header is answered

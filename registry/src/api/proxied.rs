@@ -144,7 +144,7 @@ pub async fn read(
     };
     let target = target_of(state, proxy, name, parts).await?;
     if target.local != *name {
-        if let Some(refused) = crate::auth::refuse_rerouted(state, parts, &target.local) {
+        if let Some(refused) = crate::auth::refuse_rerouted(&state.auth, parts, &target.local) {
             return Some(Ok(refused));
         }
     }

@@ -22,17 +22,16 @@ pub mod x5c;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::{AuthMode, Config};
 use crate::oci::RepoName;
-use crate::protocol::client_addr::{ClientAddr, TrustedProxies};
+use crate::protocol::client_addr::TrustedProxies;
 use crate::protocol::error::{ApiError, Code};
 use crate::protocol::route::Route;
-use crate::AppState;
 use access::{Access, Actions, Needed, Resource};
 use acl::Acl;
 use audit::{Audit, Event};
@@ -216,13 +215,16 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-pub async fn require_auth(
-    State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
+/// Authenticates and authorizes a `/v2` request from `client` (the
+/// middleware in `api/` calls it before any handler): on success the
+/// handler runs with the `User` and `Grant` in the request's extensions;
+/// otherwise the refusal (challenge, 403, 429) is the answer.
+pub async fn check(
+    auth: &Authenticator,
+    client: IpAddr,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let auth = &state.auth;
     let method = request.method().clone();
     let needed = access::needed(&method, request.uri().path());
     let authorization = request
@@ -295,7 +297,7 @@ pub async fn require_auth(
 /// prefix with the registry's own upstream credentials. `None` when the
 /// request's grant covers `rerouted` too.
 pub fn refuse_rerouted(
-    state: &AppState,
+    auth: &Authenticator,
     parts: &axum::http::request::Parts,
     rerouted: &RepoName,
 ) -> Option<Response> {
@@ -309,8 +311,7 @@ pub fn refuse_rerouted(
         // (Docker's mirror client asks for `library/redis` only, and does
         // not come back for a wider token): the `[acl]` it was issued
         // under decides the rerouted name, as the endpoint would have.
-        Grant::Token(v) if v.local => state
-            .auth
+        Grant::Token(v) if v.local => auth
             .acl
             .get()
             .actions(v.principal.as_deref(), rerouted.as_str())
@@ -320,7 +321,6 @@ pub fn refuse_rerouted(
     if allowed {
         return None;
     }
-    let auth = &state.auth;
     let mut needed = access::needed(&parts.method, parts.uri.path());
     needed.accesses.push(access);
     let user = parts
