@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::retention;
 use crate::storage::Storage;
 use crate::{gc, metrics};
 
@@ -188,6 +189,55 @@ fn spawn_upload_purger(
                     }
                 }
                 Err(e) => tracing::error!(target: "gc", "upload purging failed: {e}"),
+            }
+        }
+    })
+}
+
+/// The server's scheduled runs (`policies.retention_interval`): every
+/// `interval`, the rules in force then (they reload with the config file)
+/// are applied; each removal is logged (target `audit`), and the summary;
+/// `finished` hears (removed, to remove in dry-run rules), or None for a
+/// failed run (the metrics).
+pub fn spawn_scheduled(
+    storage: Storage,
+    interval: std::time::Duration,
+    policies: impl Fn() -> std::sync::Arc<crate::policy::Policies> + Send + 'static,
+    pulls: std::sync::Arc<crate::pull_log::PullLog>,
+    finished: impl Fn(Option<(u64, u64)>) + Send + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let p = policies();
+            if p.retention.is_empty() {
+                continue;
+            }
+            // This replica's latest pulls count too.
+            if let Err(e) = pulls.record().await {
+                tracing::warn!(error = %e, "retention: recording pull times failed; using the records as they are");
+            }
+            match retention::run(&storage, &p.retention, &p.immutable, true).await {
+                Ok(report) => {
+                    for t in &report.tags {
+                        if t.outcome == (retention::Outcome::Removed { dry_run: false }) {
+                            tracing::info!(target: "audit", action = "retention_remove", repository = %t.repository, tag = %t.tag, digest = %t.digest, rule = %t.rule, "retention removed a tag");
+                        }
+                    }
+                    tracing::info!(summary = %report.summary(), "retention ran");
+                    finished(Some((
+                        report.removed() as u64,
+                        report.would_remove() as u64,
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention failed; trying again at the next interval");
+                    finished(None);
+                }
             }
         }
     })

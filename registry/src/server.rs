@@ -189,19 +189,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
     if !config.policies.retention_interval.is_zero() {
         let live = app.clone();
-        background
-            .tasks
-            .push(crate::policy::retention::spawn_scheduled(
-                storage_for_ops.clone(),
-                config.policies.retention_interval,
-                move || live.policies.get(),
-                pulls.clone(),
-                {
-                    let metrics = metrics.clone();
-                    move |counts| metrics.retention_finished(counts)
-                },
-                shutdown.subscribe(),
-            ));
+        background.tasks.push(crate::ops::spawn_scheduled(
+            storage_for_ops.clone(),
+            config.policies.retention_interval,
+            move || live.policies.get(),
+            pulls.clone(),
+            {
+                let metrics = metrics.clone();
+                move |counts| metrics.retention_finished(counts)
+            },
+            shutdown.subscribe(),
+        ));
     }
     if let Some(n) = &notifier {
         background.tasks.extend(n.spawn(shutdown.subscribe()));
