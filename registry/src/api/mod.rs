@@ -28,10 +28,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
+use crate::protocol::client_addr::ClientAddr;
 use crate::protocol::error::{ApiError, Code};
 use crate::protocol::route::{self, Route, RouteError};
 use crate::protocol::{add_warning, body, RouteKind};
-use crate::protocol::client_addr::ClientAddr;
 use crate::AppState;
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");

@@ -3,9 +3,11 @@
 //! registry, decided once. Its refusals are the spec's errors
 //! (`protocol::error::ApiError`), which every entrance shows its own way.
 
+pub mod events;
 pub mod listing;
 pub mod manifests;
 pub mod proxied;
+pub mod repositories;
 
 use crate::protocol::error::{ApiError, Code};
 use crate::storage::StorageError;

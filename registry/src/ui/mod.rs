@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use crate::auth::credentials::{Credentials, Failure};
 use crate::auth::{Grant, Mode};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::protocol::client_addr::ClientAddr;
+use crate::service::events::{self, Origin};
 use crate::service::listing as ext;
 use crate::storage::listing::Sort;
 use crate::{App, AppState};
@@ -776,23 +777,15 @@ async fn delete(
     };
     match crate::service::manifests::delete(&state, &name, &parsed, admin).await {
         Ok(untagged) => {
-            if let Some(n) = &state.notifier {
-                let untagged: Vec<String> = untagged.iter().map(ToString::to_string).collect();
-                let targets =
-                    crate::notify::Notifier::delete_targets(name.as_str(), &reference, &untagged);
-                let request = crate::notify::middleware::request_info(
-                    &n.host,
-                    &parts.headers,
-                    client.to_string(),
-                    &axum::http::Method::DELETE,
-                );
-                let actor = if user == crate::auth::ANONYMOUS {
-                    ""
-                } else {
-                    user
-                };
-                n.emit_action("delete", targets, &request, actor).await;
-            }
+            let untagged: Vec<String> = untagged.iter().map(ToString::to_string).collect();
+            let origin = Origin::request(
+                &state,
+                user,
+                client.to_string(),
+                &Method::DELETE,
+                &parts.headers,
+            );
+            events::manifest_deleted(&state, &origin, name.as_str(), &reference, &untagged).await;
             state.auth.audit.record(&Event {
                 event: "delete",
                 user,
