@@ -196,14 +196,14 @@ fn spawn_upload_purger(
 
 /// The server's scheduled runs (`policies.retention_interval`): every
 /// `interval`, the rules in force then (they reload with the config file)
-/// are applied; each removal is logged (target `audit`), and the summary;
+/// are applied; each removal is logged (target `audit`) and sent as a tag
+/// delete event (`service::events`), and the summary;
 /// `finished` hears (removed, to remove in dry-run rules), or None for a
 /// failed run (the metrics).
 pub fn spawn_scheduled(
     storage: Storage,
     interval: std::time::Duration,
-    policies: impl Fn() -> std::sync::Arc<crate::policy::Policies> + Send + 'static,
-    pulls: std::sync::Arc<crate::pull_log::PullLog>,
+    app: crate::AppState,
     finished: impl Fn(Option<(u64, u64)>) + Send + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -213,19 +213,30 @@ pub fn spawn_scheduled(
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let p = policies();
+            let p = app.policies.get();
             if p.retention.is_empty() {
                 continue;
             }
             // This replica's latest pulls count too.
-            if let Err(e) = pulls.record().await {
+            if let Err(e) = app.pulls.record().await {
                 tracing::warn!(error = %e, "retention: recording pull times failed; using the records as they are");
             }
             match retention::run(&storage, &p.retention, &p.immutable, true).await {
                 Ok(report) => {
+                    // Each removed tag: audited, and the tag delete event
+                    // a client's delete of it would send.
+                    let origin = crate::service::events::Origin::job(&app, "retention");
                     for t in &report.tags {
                         if t.outcome == (retention::Outcome::Removed { dry_run: false }) {
                             tracing::info!(target: "audit", action = "retention_remove", repository = %t.repository, tag = %t.tag, digest = %t.digest, rule = %t.rule, "retention removed a tag");
+                            crate::service::events::manifest_deleted(
+                                &app,
+                                &origin,
+                                &t.repository,
+                                &t.tag,
+                                &[],
+                            )
+                            .await;
                         }
                     }
                     tracing::info!(summary = %report.summary(), "retention ran");

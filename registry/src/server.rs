@@ -192,8 +192,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         background.tasks.push(crate::ops::spawn_scheduled(
             storage_for_ops.clone(),
             config.policies.retention_interval,
-            move || live.policies.get(),
-            pulls.clone(),
+            live,
             {
                 let metrics = metrics.clone();
                 move |counts| metrics.retention_finished(counts)

@@ -851,3 +851,95 @@ async fn a_multi_tag_push_sends_one_push_event_per_tag() {
     assert_eq!(tags, ["1.2.3", "1.2", "latest", ""], "{events:#?}");
     assert!(pushed.iter().all(|(_, u)| u.ends_with(&digest)));
 }
+
+/// Domain-layer issue: every entrance that deletes sends the event a
+/// client's delete of the same thing sends. A repository delete
+/// (`DELETE /v2/_ext/repositories/<name>`) sent none; retention's removals
+/// sent none. A tag removed by retention now looks like a tag deleted with
+/// `DELETE /v2/<name>/manifests/<tag>` but for its request block (no
+/// client; the job names itself as the user agent), and a repository
+/// delete sends registry:2's repository event (the repository alone).
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_deletes_and_retention_send_the_delete_events_of_a_client_delete() {
+    let rx = Receiver::start().await;
+    let rx_url = rx.url.clone();
+    let s = TestServer::start_with(move |c| {
+        c.notifications.endpoints = vec![endpoint(&rx_url)];
+        c.metrics.addr = Some("127.0.0.1:0".into());
+        c.policies = toml::from_str(
+            "retention_interval = \"200ms\"\n[[retention]]\nrepository = \"ret/**\"\nkeep_last = 1\ndry_run = false",
+        )
+        .unwrap();
+    })
+    .await;
+    let c = s.client();
+    // A tag deleted by a client, the reference the others are held to.
+    c.push_image("api/app", "old", &[b"api old"]).await;
+    c.push_image("api/app", "new", &[b"api new"]).await;
+    let r = c.delete("/v2/api/app/manifests/old").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    // Retention keeps the newest tag of ret/app and removes the other.
+    c.push_image("ret/app", "old", &[b"ret old"]).await;
+    support::next_second().await;
+    c.push_image("ret/app", "new", &[b"ret new"]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.tag_list("ret/app").await != ["new"] {
+        assert!(
+            Instant::now() < deadline,
+            "retention did not remove ret/app:old"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A whole repository.
+    c.push_image("gone/app", "v1", &[b"gone"]).await;
+    let r = c
+        .delete("/v2/_ext/repositories/gone/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    wait_delivered(&s).await;
+
+    let deletes = |repo: &str| -> Vec<Value> {
+        dedupe(rx.events())
+            .into_iter()
+            .filter(|e| e["action"] == "delete" && e["target"]["repository"] == repo)
+            .collect()
+    };
+    let without_repository = |e: &Value| {
+        let mut shape = shape(e);
+        shape["target"]["repository"] = Value::Null;
+        shape
+    };
+    let (api, retention, gone) = (deletes("api/app"), deletes("ret/app"), deletes("gone/app"));
+    assert_eq!(api.len(), 1, "{api:#?}");
+    assert_eq!(
+        retention.len(),
+        1,
+        "one event for the one removed tag: {retention:#?}"
+    );
+    // The target, action and source match the client's tag delete.
+    let (mut ours, mut theirs) = (
+        without_repository(&retention[0]),
+        without_repository(&api[0]),
+    );
+    for shape in [&mut ours, &mut theirs] {
+        for request_field in ["request.method", "request.has_addr_host_useragent", "actor"] {
+            shape[request_field] = Value::Null;
+        }
+    }
+    assert_eq!(
+        ours, theirs,
+        "retention's event (left) and a client's tag delete (right)"
+    );
+    assert_eq!(retention[0]["target"]["tag"], "old");
+    assert_eq!(retention[0]["request"]["useragent"], "registry/retention");
+    assert_eq!(retention[0]["actor"], serde_json::json!({}));
+    // registry:2's repository delete event: the repository, nothing else.
+    assert_eq!(gone.len(), 1, "{gone:#?}");
+    let t = &gone[0]["target"];
+    assert_eq!(t["repository"], "gone/app");
+    assert!(t["digest"].is_null() && t["tag"].is_null(), "{t}");
+    assert_eq!(gone[0]["request"]["method"], "DELETE");
+    assert_eq!(gone[0]["actor"]["name"], support::USER);
+}
