@@ -1,0 +1,26 @@
+# --- raft quorum: MANAGERS=3 --------------------------------------------------------------------
+phase quorum
+# A second, registry-less cluster of 3 managers: losing the leader leaves a
+# quorum of 2, which elects a new leader and keeps serving the API.
+qdocker() { # $1 node number, rest docker args
+  local n=$1; shift
+  docker -H "unix://$QSTATE/node$n/docker.sock" "$@"
+}
+QCLUSTER=${CLUSTER}q QSTATE=$CLUSTER_STATE-q
+env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" NODES=3 MANAGERS=3 REGISTRY=0 \
+  "$root/compose/cluster.sh" up >/dev/null 2>&1 || fail "cluster.sh up with MANAGERS=3 failed"
+qcleanup=1
+managers=$(qdocker 1 node ls --format '{{.Hostname}} {{.ManagerStatus}}')
+[ "$(grep -c ' Leader$' <<<"$managers")" = 1 ] && [ "$(grep -c ' Reachable$' <<<"$managers")" = 2 ] ||
+  fail "MANAGERS=3: want 1 Leader and 2 Reachable managers: $managers"
+host_docker kill "$QCLUSTER-node1" >/dev/null
+t_q=$SECONDS
+new_leader() {
+  qdocker 2 node ls --format '{{.Hostname}} {{.ManagerStatus}}' 2>/dev/null |
+    grep -q "^$QCLUSTER-node[23] Leader$"
+}
+poll "a new leader among the 2 remaining managers" 60 new_leader
+log "MANAGERS=3: leader node 1 killed, $(qdocker 2 node ls --format '{{.Hostname}} {{.ManagerStatus}}' | grep Leader | cut -d' ' -f1) leads after $((SECONDS - t_q))s; the quorum of 2 still serves the API"
+env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" "$root/compose/cluster.sh" down >/dev/null 2>&1
+qcleanup=0
+log "all assertions passed"
