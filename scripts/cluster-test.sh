@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # The multi-node Swarm end to end, on a local cluster from compose/cluster.sh
 # (3 nodes: 1 manager, 2 workers; engines in containers; our registry over
 # TLS). scripts/test.sh runs it after the cargo tests; alone:
@@ -7,7 +8,10 @@
 #
 # KEEP=1 leaves the cluster up when the test fails (CLUSTER=... cluster.sh down).
 #
-# Phases (each timed, summary at the end):
+# Phases (each timed, summary at the end), one file each under
+# scripts/cluster/ (NN-<phase>.sh: what it checks in its header), sourced in
+# this order into this shell: they share its variables, the helpers of
+# scripts/cluster/helpers.sh, its set -euo pipefail and its traps.
 #   up        compose/cluster.sh up
 #   images    Redis (host's redis-server, FROM scratch) built on the manager,
 #             pushed to our registry; anonymous pull from a worker refused
@@ -76,6 +80,7 @@ cleanup() {
     exit $rc
   fi
   "$root/compose/cluster.sh" down >/dev/null 2>&1
+  # shellcheck disable=SC2153 # QCLUSTER, QSTATE: set by the quorum phase with qcleanup=1
   [ "${qcleanup:-0}" = 1 ] && env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" \
     "$root/compose/cluster.sh" down >/dev/null 2>&1
   rm -rf "$work"
@@ -90,16 +95,15 @@ cleanup() {
   summary
   exit $rc
 }
-trap cleanup EXIT
-trap 'echo "cluster-test: FAIL: line $LINENO: $BASH_COMMAND exited non-zero" >&2' ERR
-
+# shellcheck source=cluster/helpers.sh
 . "$root/scripts/cluster/helpers.sh"
-. "$root/scripts/cluster/10-up.sh"
-. "$root/scripts/cluster/20-images.sh"
-. "$root/scripts/cluster/30-deploy.sh"
-. "$root/scripts/cluster/40-lab.sh"
-. "$root/scripts/cluster/50-update.sh"
-. "$root/scripts/cluster/60-rollback.sh"
-. "$root/scripts/cluster/70-nodeloss.sh"
-. "$root/scripts/cluster/80-mirror.sh"
-. "$root/scripts/cluster/90-quorum.sh"
+trap cleanup EXIT
+# Names the file, which may be a phase's: $LINENO counts in the file it is in.
+trap 'echo "cluster-test: FAIL: ${BASH_SOURCE[0]##*/} line $LINENO: $BASH_COMMAND exited non-zero" >&2' ERR
+
+for cluster_phase in 10-up 20-images 30-deploy 40-lab 50-update 60-rollback 70-nodeloss 80-mirror 90-quorum; do
+  phase "${cluster_phase#*-}"
+  # shellcheck source=/dev/null
+  . "$root/scripts/cluster/$cluster_phase.sh"
+done
+log "all assertions passed"

@@ -1,5 +1,12 @@
-# --- up --------------------------------------------------------------------------
-phase up
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # root, work: set by scripts/cluster-test.sh
+# Phase up: compose/cluster.sh up (3 nodes, 1 manager, our registry over
+# TLS); its env exported for the phases after it (DOCKER_HOST = the
+# manager's engine, DOCKER_REGISTRY, the deployer's credentials, a
+# DOCKER_CONFIG of the test's own). Checks: the swarm has 3 nodes, 1 of them
+# a manager.
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 "$root/compose/cluster.sh" up
 eval "$("$root/compose/cluster.sh" env)"
 export DOCKER_HOST DOCKER_REGISTRY REGISTRY_USER REGISTRY_PASSWORD_FILE

@@ -1,5 +1,12 @@
-# --- images ------------------------------------------------------------------------
-phase images
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # root, work: set by scripts/cluster-test.sh
+# Phase images: builds on the manager's engine the test client (the host's
+# busybox in a scratch image, not pushed: cluster-client) and Redis from the
+# host's redis-server and redis-cli (scripts/host-image-context.sh), pushed
+# to our registry over TLS. Checks: an anonymous pull from worker 2 is
+# refused for lack of credentials (the TLS handshake passes).
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 # The test client (busybox nc; busybox wget segfaults in scratch images), on
 # the manager only: it is not part of the stack.
 mkdir -p "$work/client"

@@ -1,5 +1,16 @@
-# --- deploy v1 ------------------------------------------------------------------------
-phase deploy
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # root: set by scripts/cluster-test.sh
+# Phase deploy: compose/deploy.sh v1 (MULTI_NODE_DNSRR=1). Checks: the
+# seed's settings as Swarm holds them (4 replicas, max 2 per node, spread,
+# limits and reservations, start-first, failure_action rollback, parallelism
+# 2, healthcheck; dnsrr); no node holds more than 2 and at least 2 hold
+# some; every task's container is healthy on its node; the workers that run
+# a task have the image (pulled with forwarded credentials); one shared
+# Redis (a GET to each task's address counts up by one, 4 distinct replicas
+# answering). Without IPVS: says what is not tested, and checks deploy.sh
+# refuses the seed's vip/ingress defaults within 10 s.
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 deploy TAG=v1 VERSION=1.0.0 | sed 's/^/    /'
 poll "4 replicas running" 60 replicas_are 4
 # The seed's production settings, as Swarm holds them (only the endpoint
@@ -11,7 +22,7 @@ log "spec: replicas 4, max 2 per node, spread node.id, limits 0.5 CPU/512M, rese
 p=$(placement)
 log "placement after deploy: $p"
 held=0
-for n in $(seq $NODES); do
+for n in $(seq "$NODES"); do
   c=$(sed -n "s/.*node$n=\([0-9]*\).*/\1/p" <<<"$p")
   [ "$c" -le 2 ] || fail "node $n holds $c replicas, max_replicas_per_node is 2 ($p)"
   [ "$c" -gt 0 ] && held=$((held + 1))

@@ -1,5 +1,11 @@
-# --- the Active/Drain lab -----------------------------------------------------------------
-phase lab
+# shellcheck shell=bash
+# Phase lab: the seed's Active/Drain lab on node 2. Checks: drain empties
+# node 2 (4 replicas on the other two); active moves nothing back (watched
+# for 15 s); scale 6 puts 2 tasks on node 2; back to 4, drain and active
+# again, then update --force puts tasks on node 2. Defines update_done,
+# which the nodeloss phase uses too.
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 node2=$CLUSTER-node2
 n2=$(on_node_count 2)
 [ "$n2" -ge 1 ] || fail "spread should have put a task on node 2 ($(placement))"

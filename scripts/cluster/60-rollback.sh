@@ -1,5 +1,12 @@
-# --- v3 with a failing healthcheck: automatic rollback ---------------------------------------
-phase rollback
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # work, v2_spec: set by scripts/cluster-test.sh and the phases before
+# Phase rollback: deploys, under load, a v3 whose healthcheck fails (its
+# /counter-app is busybox: exit 127; the server runs as /counter-app-real).
+# Checks: deploy.sh fails reporting Swarm's rollback; UpdateStatus reaches
+# rollback_completed with 4 replicas; no request failed; the spec and every
+# replica are v2 again.
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 # The v3 image serves like v2, but its /counter-app (what the healthcheck
 # runs) is busybox, which has no such applet: the healthcheck exits 127.
 mkdir -p "$work/v3"

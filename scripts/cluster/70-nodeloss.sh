@@ -1,5 +1,13 @@
-# --- node loss --------------------------------------------------------------------------------
-phase nodeloss
+# shellcheck shell=bash
+# Phase nodeloss: kills worker 3's container (its engine and tasks at once)
+# under load. Checks: the manager marks it down; 4 replicas run on the other
+# nodes; the load client's count keeps rising; started again, the node is
+# ready and update --force rebalances tasks onto it; Redis lost no count (it
+# rose by at least the answered requests). Failed requests (sent to the dead
+# tasks' addresses until Swarm saw the node down) are reported, not
+# asserted zero.
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 victim=3
 [ "$(on_node_count $victim)" -ge 1 ] || {
   # Put tasks on it first (a fresh spread).

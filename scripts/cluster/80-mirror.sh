@@ -1,5 +1,12 @@
-# --- registry-mirrors: Docker Engine pulling through our pull-through cache ------------
-phase mirror
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # work: set by scripts/cluster-test.sh
+# Phase mirror: our registry as a Docker Engine registry-mirror. Checks:
+# workers 2 and 3, with registry-mirrors in daemon.json, pull a Docker Hub
+# name through a pull-through cache of the cluster's registry and get the
+# image the manager pushed; the cache's access log shows misses and hits.
+# Removes the mirror and the daemon.json files at the end.
+# Sourced by scripts/cluster-test.sh, which times it as a phase.
+
 # A second registry from the same image on the cluster network: a pull-through
 # cache (token mode, anonymous pulls, as a daemon's mirror needs) whose
 # Docker Hub upstream is the cluster's registry. Workers 2 and 3 get

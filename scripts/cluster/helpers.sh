@@ -1,3 +1,10 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154,SC2153 # root, NODES: set by scripts/cluster-test.sh
+# The Swarm helpers of scripts/cluster-test.sh's phases, sourced by it after
+# its own log, fail and phase; APP, OVERLAY, STACK, CLUSTER_STATE and the
+# registry's DOCKER_* variables are the driver's. Defines functions and GET
+# only: sourcing runs nothing.
+
 # Polls until "$@" succeeds; fails after $2 seconds.
 poll() { # $1 what, $2 timeout, rest command
   local what=$1 timeout=$2; shift 2
@@ -21,7 +28,7 @@ placement() {
   local nodes
   nodes=$(docker service ps --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' "$APP" |
     awk '$2 == "Running" {print $1}')
-  for n in $(seq $NODES); do
+  for n in $(seq "$NODES"); do
     c=$(grep -c "^$CLUSTER-node$n\$" <<<"$nodes" || true)
     out="$out node$n=$c"
   done
@@ -38,7 +45,7 @@ update_state() { docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.
 
 deploy() { # env assignments...; deploy.sh against the manager
   env "$@" DOCKER_REGISTRY="$DOCKER_REGISTRY" REGISTRY_USER="$REGISTRY_USER" \
-    REGISTRY_PASSWORD="$(cat "$REGISTRY_PASSWORD_FILE")" STACK=$STACK \
+    REGISTRY_PASSWORD="$(cat "$REGISTRY_PASSWORD_FILE")" STACK="$STACK" \
     MULTI_NODE_DNSRR=1 SMOKE=0 REDIS_IMAGE="$DOCKER_REGISTRY/redis:7-host" \
     STATIC_BIN_DIR="$STATIC_BIN_DIR" HEALTH_INTERVAL=2s UPDATE_DELAY=2s UPDATE_MONITOR=6s \
     DEPLOY_TIMEOUT=180 RUST_LOG=warn "$root/compose/deploy.sh"
