@@ -11,7 +11,8 @@
 # Phases (each timed, summary at the end), one file each under
 # scripts/cluster/ (NN-<phase>.sh: what it checks in its header), sourced in
 # this order into this shell: they share its variables, the helpers of
-# scripts/cluster/helpers.sh, its set -euo pipefail and its traps.
+# scripts/cluster/helpers.sh and scripts/lib/common.sh, its set -euo
+# pipefail and its traps.
 #   up        compose/cluster.sh up
 #   images    Redis (host's redis-server, FROM scratch) built on the manager,
 #             pushed to our registry; anonymous pull from a worker refused
@@ -95,6 +96,8 @@ cleanup() {
   summary
   exit $rc
 }
+# shellcheck source=lib/common.sh
+. "$root/scripts/lib/common.sh"
 # shellcheck source=cluster/helpers.sh
 . "$root/scripts/cluster/helpers.sh"
 trap cleanup EXIT

@@ -12,7 +12,7 @@
 # Sourced by scripts/cluster-test.sh, which times it as a phase.
 
 deploy TAG=v1 VERSION=1.0.0 | sed 's/^/    /'
-poll "4 replicas running" 60 replicas_are 4
+wait_until "4 replicas running" 60 replicas_are 4
 # The seed's production settings, as Swarm holds them (only the endpoint
 # and publish modes differ: no IPVS here).
 spec=$(docker service inspect -f '{{.Spec.Mode.Replicated.Replicas}} {{.Spec.TaskTemplate.Placement.MaxReplicas}} {{range .Spec.TaskTemplate.Placement.Preferences}}{{.Spread.SpreadDescriptor}}{{end}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}} {{.Spec.TaskTemplate.Resources.Reservations.NanoCPUs}} {{.Spec.TaskTemplate.Resources.Reservations.MemoryBytes}} {{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.FailureAction}} {{.Spec.UpdateConfig.Parallelism}} {{.Spec.EndpointSpec.Mode}} {{if .Spec.TaskTemplate.ContainerSpec.Healthcheck}}health{{end}}' "$APP")

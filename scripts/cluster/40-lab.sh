@@ -14,7 +14,7 @@ docker node update --availability drain "$node2" >/dev/null
 avail=$(docker node inspect -f '{{.Spec.Availability}}' "$node2")
 [ "$avail" = drain ] || fail "node 2 availability is $avail after drain"
 node2_empty_and_4() { [ "$(on_node_count 2)" = 0 ] && replicas_are 4 && [[ "$(placement)" == *"node2=0"* ]]; }
-poll "node 2's tasks rescheduled elsewhere" 90 node2_empty_and_4
+wait_until "node 2's tasks rescheduled elsewhere" 90 node2_empty_and_4
 drained=$(placement)
 log "drain: $before -> $drained (node inspect: $avail; node 2 runs no task)"
 docker node update --availability active "$node2" >/dev/null
@@ -30,19 +30,19 @@ done
 log "active: nothing moved back in 15s ($drained)"
 # Scaling puts tasks on node 2 (it has the free slots).
 docker service scale -d "$APP=6" >/dev/null
-poll "6 replicas" 90 replicas_are 6
+wait_until "6 replicas" 90 replicas_are 6
 scaled=$(placement)
 [[ "$scaled" == *"node2=2"* ]] || fail "scale to 6: node 2 should hold 2 ($scaled)"
 log "scale 6: $scaled"
 docker service scale -d "$APP=4" >/dev/null
-poll "back to 4 replicas" 90 replicas_are 4
+wait_until "back to 4 replicas" 90 replicas_are 4
 # Again empty node 2, then update --force spreads the tasks over it.
 docker node update --availability drain "$node2" >/dev/null
-poll "node 2 drained again" 90 node2_empty_and_4
+wait_until "node 2 drained again" 90 node2_empty_and_4
 docker node update --availability active "$node2" >/dev/null
 docker service update -d --force "$APP" >/dev/null
 update_done() { [ "$(update_state)" = completed ] && replicas_are 4; }
-poll "update --force completed" 180 update_done
+wait_until "update --force completed" 180 update_done
 forced=$(placement)
 [[ "$forced" != *"node2=0"* ]] || fail "update --force left node 2 empty ($forced)"
 log "update --force: $drained -> $forced"

@@ -6,7 +6,7 @@
 # Sourced by scripts/cluster-test.sh, which times it as a phase.
 
 start_load load1
-poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load1 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
+wait_until "the load client's first answers" 30 bash -c "[ \"\$(docker exec load1 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
 deploy TAG=v2 VERSION=2.0.0 | sed 's/^/    /'
 read -r ok failed < <(stop_load load1)
 log "v1 -> v2 under load: $ok requests answered, $failed failed"

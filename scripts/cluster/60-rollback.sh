@@ -15,7 +15,7 @@ cp /usr/bin/busybox "$work/v3/counter-app"
 printf 'FROM scratch\nCOPY counter-app-real /counter-app-real\nCOPY counter-app /counter-app\nUSER 65532:65532\nENTRYPOINT ["/counter-app-real"]\nCMD ["serve"]\n' >"$work/v3/Dockerfile"
 build -q -t "$DOCKER_REGISTRY/counter-app:v3" "$work/v3"
 start_load load2
-poll "the load client's first answers" 30 bash -c "[ \"\$(docker exec load2 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
+wait_until "the load client's first answers" 30 bash -c "[ \"\$(docker exec load2 busybox cat /progress 2>/dev/null | cut -d' ' -f1)\" -gt 0 ] 2>/dev/null"
 if out=$(deploy TAG=v3 BUILD=none 2>&1); then
   echo "$out"
   fail "deploy of v3 (failing healthcheck) succeeded"
@@ -23,7 +23,7 @@ fi
 sed 's/^/    /' <<<"$out"
 grep -q 'rolled back' <<<"$out" || fail "deploy.sh v3 failed, but not by a rollback"
 rolled_back() { [ "$(update_state)" = rollback_completed ] && replicas_are 4; }
-poll "UpdateStatus.State = rollback_completed" 180 rolled_back
+wait_until "UpdateStatus.State = rollback_completed" 180 rolled_back
 read -r ok failed < <(stop_load load2)
 log "v3 rolled back by Swarm: $(docker service inspect -f '{{.UpdateStatus.Message}}' "$APP"); under load: $ok answered, $failed failed"
 [ "$failed" = 0 ] || fail "$failed requests failed during the v3 update and rollback"

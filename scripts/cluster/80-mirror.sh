@@ -65,13 +65,13 @@ mirror_up() {
   # plain HTTP to it.
   host_docker exec "$MIRROR" /registry healthcheck /mirror/config.toml >/dev/null 2>&1
 }
-poll "the mirror answers" 30 mirror_up
+wait_until "the mirror answers" 30 mirror_up
 want_id=$(docker image inspect -f '{{.Id}}' "$DOCKER_REGISTRY/redis:7-host")
 for n in 2 3; do
   host_docker exec "$CLUSTER-node$n" sh -c \
     "echo '{\"registry-mirrors\": [\"https://$MIRROR:5000\"]}' >/etc/docker/daemon.json && kill -HUP \$(cat /var/run/docker.pid)"
   has_mirror() { on_node "$n" info --format '{{json .RegistryConfig.Mirrors}}' | grep -q "$MIRROR:5000"; }
-  poll "node $n reloaded registry-mirrors" 20 has_mirror
+  wait_until "node $n reloaded registry-mirrors" 20 has_mirror
   on_node "$n" pull -q redis:7-host >/dev/null || fail "node $n: docker pull redis:7-host through the mirror failed: $(host_docker logs --tail 20 "$MIRROR" 2>&1)"
   got=$(on_node "$n" image inspect -f '{{.Id}}' redis:7-host)
   [ "$got" = "$want_id" ] || fail "node $n pulled $got through the mirror, the manager pushed $want_id"

@@ -27,7 +27,7 @@ new_leader() {
   qdocker 2 node ls --format '{{.Hostname}} {{.ManagerStatus}}' 2>/dev/null |
     grep -q "^$QCLUSTER-node[23] Leader$"
 }
-poll "a new leader among the 2 remaining managers" 60 new_leader
+wait_until "a new leader among the 2 remaining managers" 60 new_leader
 log "MANAGERS=3: leader node 1 killed, $(qdocker 2 node ls --format '{{.Hostname}} {{.ManagerStatus}}' | grep Leader | cut -d' ' -f1) leads after $((SECONDS - t_q))s; the quorum of 2 still serves the API"
 env -u DOCKER_HOST CLUSTER="$QCLUSTER" CLUSTER_STATE="$QSTATE" "$root/compose/cluster.sh" down >/dev/null 2>&1
 # shellcheck disable=SC2034 # read by the driver's cleanup

@@ -1,24 +1,20 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2154,SC2153 # root, NODES: set by scripts/cluster-test.sh
 # The Swarm helpers of scripts/cluster-test.sh's phases, sourced by it after
-# its own log, fail and phase; APP, OVERLAY, STACK, CLUSTER_STATE and the
-# registry's DOCKER_* variables are the driver's. Defines functions and GET
-# only: sourcing runs nothing.
+# scripts/lib/common.sh (poll; build, used by the phases) and its own log,
+# fail and phase; APP, OVERLAY, STACK, CLUSTER_STATE and the registry's
+# DOCKER_* variables are the driver's. Defines functions and GET only:
+# sourcing runs nothing.
 
-# Polls until "$@" succeeds; fails after $2 seconds.
-poll() { # $1 what, $2 timeout, rest command
+# wait_until WHAT TIMEOUT CMD [ARG...]: poll (scripts/lib/common.sh) that
+# fails the test, "timed out after TIMEOUTs: WHAT", when CMD has not
+# succeeded within TIMEOUT seconds. CMD's output is shown.
+wait_until() {
   local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@"; do
-    [ $SECONDS -lt $deadline ] || fail "timed out after ${timeout}s: $what"
-    sleep 0.5
-  done
+  poll "$timeout" "$@" || fail "timed out after ${timeout}s: $what"
 }
 
 host_docker() { env -u DOCKER_HOST docker "$@"; } # this machine's engine
-# docker build, its stderr (the legacy builder's deprecation notice) shown
-# only when the build fails.
-build() { local err; err=$(docker build "$@" 2>&1 >/dev/null) || { echo "$err" >&2; return 1; }; }
 node_no() { echo "${1##*-node}"; } # counter name -> number
 on_node() { local n=$1; shift; docker -H "unix://$CLUSTER_STATE/node$n/docker.sock" "$@"; }
 
