@@ -47,7 +47,7 @@ unset DOCKER_HOST DOCKER_CONTEXT
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=../scripts/lib/common.sh
-. "$root/scripts/lib/common.sh" # poll, quiet, build, multiarch
+. "$root/scripts/lib/common.sh" # poll, silent, build, multiarch
 
 CLUSTER=${CLUSTER:-counter-cluster}
 MANAGERS=${MANAGERS:-1}
@@ -79,7 +79,7 @@ node_ip() {
 # "timed out after TIMEOUTs waiting for WHAT" when it never succeeded.
 wait_until() { # $1 = what, $2 = timeout seconds, rest = command
   local what=$1 timeout=$2; shift 2
-  poll "$timeout" quiet "$@" || die "timed out after ${timeout}s waiting for $what"
+  poll "$timeout" silent "$@" || die "timed out after ${timeout}s waiting for $what"
 }
 
 # --- the node image ----------------------------------------------------------

@@ -15,9 +15,9 @@
 # poll TIMEOUT CMD [ARG...]
 # Runs CMD until it exits 0: at once, then again every POLL_INTERVAL
 # seconds (0.5 when unset), until TIMEOUT whole seconds (bash's SECONDS)
-# have passed; returns 0 as soon as CMD succeeds, 1 on timeout. Silent:
-# CMD's output is the caller's (wrap CMD in `quiet` to drop it), and the
-# caller says what timed out, in its own words:
+# have passed; returns 0 as soon as CMD succeeds, 1 on timeout. Prints
+# nothing itself: CMD's output is the caller's (wrap CMD in `silent` to
+# drop it), and the caller says what timed out, in its own words:
 #   poll 60 replicas_are 4 || fail "timed out after 60s: 4 replicas running"
 # CMD runs as an `until` condition, so set -e does not end the script when
 # it fails; an `exit` inside CMD (say a check that gives up early) does.
@@ -30,10 +30,10 @@ poll() {
   done
 }
 
-# quiet CMD [ARG...]
-# Runs CMD with its stdout and stderr dropped; its exit status is quiet's.
+# silent CMD [ARG...]
+# Runs CMD with its stdout and stderr dropped; its exit status is silent's.
 # For probes polled until they succeed, whose failures are expected noise.
-quiet() { "$@" >/dev/null 2>&1; }
+silent() { "$@" >/dev/null 2>&1; }
 
 # free_port
 # Prints a TCP port on 127.0.0.1 that was free a moment ago (the kernel's
