@@ -86,7 +86,7 @@ wait_until() { # $1 = what, $2 = timeout seconds, rest = command
 node_files() {
   # Found on PATH (Debian's docker.io has them in /usr/sbin and /usr/bin,
   # docker-ce in /usr/bin): each goes to the same path in the image.
-  local bins=() name f
+  local bins=() name f xtables
   for name in dockerd containerd containerd-shim-runc-v2 runc docker-proxy \
     xtables-nft-multi ip busybox docker-init; do
     f=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$name") ||
@@ -97,8 +97,9 @@ node_files() {
   # The docker CLI: the host's (static when /usr/local/bin/docker).
   readlink -f "$(command -v docker)"
   # iptables extensions are dlopen()ed: ldd does not list them.
-  ls /usr/lib/x86_64-linux-gnu/xtables/*.so
-  for f in "${bins[@]}" /usr/lib/x86_64-linux-gnu/xtables/*.so; do
+  xtables=/usr/lib/$(multiarch)/xtables
+  ls "$xtables"/*.so
+  for f in "${bins[@]}" "$xtables"/*.so; do
     ldd "$f" 2>/dev/null | grep -o '/[^ ]*' || true
   done
   for f in /etc/protocols /etc/services /etc/ethertypes /etc/nsswitch.conf; do

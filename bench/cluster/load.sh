@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=../../scripts/lib/common.sh
-. "$root/scripts/lib/common.sh" # build, poll
+. "$root/scripts/lib/common.sh" # build, poll, multiarch
 WRK_SECONDS=${WRK_SECONDS:-15}
 CPU_LIMITS=${CPU_LIMITS:-"0.50"}
 : "${STATIC_BIN_DIR:?set STATIC_BIN_DIR (scripts/static-build.sh)}"
@@ -43,7 +43,8 @@ export DOCKER_HOST DOCKER_CONFIG=$work/docker-config
 build -q -t "$DOCKER_REGISTRY/redis:7-host" "$work/redis"
 "$root/scripts/host-image-context.sh" "$work/wrk" /usr/bin/wrk
 cp "$here/multi.lua" "$work/wrk/rootfs/multi.lua"
-printf 'FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu\nENTRYPOINT ["/usr/bin/wrk"]\n' >"$work/wrk/Dockerfile"
+ma=$(multiarch)
+printf 'FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH=/lib/%s:/usr/lib/%s\nENTRYPOINT ["/usr/bin/wrk"]\n' "$ma" "$ma" >"$work/wrk/Dockerfile"
 build -q -t cluster-wrk "$work/wrk"
 docker login -u "$REGISTRY_USER" --password-stdin "$DOCKER_REGISTRY" <"$REGISTRY_PASSWORD_FILE" >/dev/null 2>&1
 docker push -q "$DOCKER_REGISTRY/redis:7-host" >/dev/null
