@@ -9,10 +9,10 @@
 # KEEP=1 leaves the cluster up when the test fails (CLUSTER=... cluster.sh down).
 #
 # Phases (each timed, summary at the end), one file each under
-# scripts/cluster/ (NN-<phase>.sh: what it checks in its header), sourced in
-# this order into this shell: they share its variables, the helpers of
-# scripts/cluster/helpers.sh and scripts/lib/common.sh, its set -euo
-# pipefail and its traps.
+# scripts/cluster/ (NN-<phase>.sh: what it checks in its header) but down,
+# which is the EXIT trap's; sourced in this order into this shell, they
+# share its variables, the helpers of scripts/cluster/helpers.sh and
+# scripts/lib/common.sh, its set -euo pipefail and its traps.
 #   up        compose/cluster.sh up
 #   images    Redis (host's redis-server, FROM scratch) built on the manager,
 #             pushed to our registry; anonymous pull from a worker refused
