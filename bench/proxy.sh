@@ -13,7 +13,10 @@
 # (requests by kind, bytes, from its access log). Then warm manifest GETs by
 # tag with wrk (p50/p99). Set UPDATE_DOCS=1 to replace the section in
 # docs/benchmarks.md.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
+# shellcheck source=../scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh" # free_port, wait_ready
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-3}
 LAYER_MIB=${LAYER_MIB:-8}
@@ -29,9 +32,6 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
 
 distribution() { # name port extra-yaml access-log(true|false)
   local name=$1 port=$2 extra=$3 log=$4

@@ -16,7 +16,10 @@
 # per pull, bytes the server read per blob byte served). This script adds
 # peak RSS and RSS growth while pushing and pulling a HUGE_MIB blob. Runs on
 # a busy machine (CPU not idle before a scenario) are marked in the table.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
+# shellcheck source=../scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh" # free_port, wait_ready
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-64,512}
 HUGE_MIB=${HUGE_MIB:-2048}
@@ -40,8 +43,6 @@ USER_=bench PASS=benchpw
 # bcrypt cost 5: what `htpasswd -B` (Apache) and registry:2's docs produce.
 "$BIN/htpasswd" -nbB -C 5 "$USER_" "$PASS" > "$work/htpasswd"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
 kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 
 start_ours() {

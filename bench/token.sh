@@ -8,7 +8,10 @@
 #
 # Each round runs Basic then token mode; the table reports the median round
 # of each (the client shares the two cores with the server).
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
+# shellcheck source=../scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh" # free_port, wait_ready
 cd "$(dirname "$0")/.."
 WRK_SECONDS=${WRK_SECONDS:-10}
 ROUNDS=${ROUNDS:-3}
@@ -33,9 +36,6 @@ openssl genpkey -algorithm ed25519 -out "$work/ed25519.pem" 2>/dev/null
 verify_json=$(cd "$work" && "$BIN/examples/token_bench" rsa2048.pem ed25519.pem)
 echo "$verify_json" >&2
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/livez" && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
-
 root=$work/storage
 printf '[auth.token]\nsigning_key = "%s"\n' "$work/token-key.pem" > "$work/config.toml"
 start() { # mode port
@@ -43,7 +43,7 @@ start() { # mode port
     REGISTRY_AUTH=$1 REGISTRY_AUTH_HTPASSWD_PATH=$work/htpasswd REGISTRY_LOG_LEVEL=warn \
     "$BIN/registry" serve >>"$work/registry.log" 2>&1 &
   pid=$!
-  wait_ready "$2"
+  wait_ready "$2" /livez
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 wrk_rps() { # header url

@@ -39,12 +39,15 @@
 # docker CLI talks to the manager's engine (DOCKER_HOST, a unix socket on a
 # bind mount, see `env`), which builds, pushes and deploys under the one name
 # every node pulls: $CLUSTER-registry:5000/<repo>:<tag>.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 # Every plain `docker` below is this machine's engine; nodes are reached by -H.
 unset DOCKER_HOST DOCKER_CONTEXT
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=../scripts/lib/common.sh
+. "$root/scripts/lib/common.sh" # poll, silent, build, multiarch
 
 CLUSTER=${CLUSTER:-counter-cluster}
 MANAGERS=${MANAGERS:-1}
@@ -61,9 +64,6 @@ NODE_REPO=counter-cluster-node
 UP_DONE=0
 
 say() { echo "cluster: $*" >&2; }
-# docker build, its stderr (the legacy builder's deprecation notice) shown
-# only when the build fails.
-build() { local err; err=$(docker build "$@" 2>&1 >/dev/null) || { echo "$err" >&2; return 1; }; }
 die() { echo "cluster: error: $*" >&2; exit 1; }
 
 node_sock() { echo "$STATE/node$1/docker.sock"; }
@@ -75,21 +75,18 @@ node_ip() {
   docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$CLUSTER-node$1"
 }
 
-# Polls `$@` until it succeeds, at most $timeout seconds (set by the caller).
+# poll (scripts/lib/common.sh) with the command's output dropped, dying
+# "timed out after TIMEOUTs waiting for WHAT" when it never succeeded.
 wait_until() { # $1 = what, $2 = timeout seconds, rest = command
   local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what"
-    sleep 0.5
-  done
+  poll "$timeout" silent "$@" || die "timed out after ${timeout}s waiting for $what"
 }
 
 # --- the node image ----------------------------------------------------------
 node_files() {
   # Found on PATH (Debian's docker.io has them in /usr/sbin and /usr/bin,
   # docker-ce in /usr/bin): each goes to the same path in the image.
-  local bins=() name f
+  local bins=() name f xtables
   for name in dockerd containerd containerd-shim-runc-v2 runc docker-proxy \
     xtables-nft-multi ip busybox docker-init; do
     f=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$name") ||
@@ -100,8 +97,9 @@ node_files() {
   # The docker CLI: the host's (static when /usr/local/bin/docker).
   readlink -f "$(command -v docker)"
   # iptables extensions are dlopen()ed: ldd does not list them.
-  ls /usr/lib/x86_64-linux-gnu/xtables/*.so
-  for f in "${bins[@]}" /usr/lib/x86_64-linux-gnu/xtables/*.so; do
+  xtables=/usr/lib/$(multiarch)/xtables
+  ls "$xtables"/*.so
+  for f in "${bins[@]}" "$xtables"/*.so; do
     ldd "$f" 2>/dev/null | grep -o '/[^ ]*' || true
   done
   for f in /etc/protocols /etc/services /etc/ethertypes /etc/nsswitch.conf; do

@@ -7,7 +7,10 @@
 #
 #   scripts/host-image-context.sh DIR /usr/bin/wrk
 #   scripts/host-image-context.sh DIR --redis && docker build -t IMAGE DIR
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # multiarch
 dir=${1:?usage: host-image-context.sh DIR (--redis | BINARY...)}
 shift
 redis=0
@@ -25,11 +28,12 @@ for b in "$@"; do
 done
 if [ "$redis" = 1 ]; then
   mkdir -p "$dir/data"
-  cat >"$dir/Dockerfile" <<'DOCKERFILE'
+  ma=$(multiarch)
+  cat >"$dir/Dockerfile" <<DOCKERFILE
 FROM scratch
 COPY rootfs/ /
 COPY --chown=65532:65532 data/ /data/
-ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib:/usr/lib
+ENV LD_LIBRARY_PATH=/lib/$ma:/usr/lib/$ma:/lib:/usr/lib
 WORKDIR /data
 USER 65532:65532
 CMD ["redis-server", "--protected-mode", "no"]

@@ -12,9 +12,12 @@
 #
 # Settings: WRK_SECONDS (15: the measured CPU window; wrk runs 8 s longer, so
 # its req/s cover the window and a little more; 1 s warm-up before it), CPU_LIMITS ("0.50": per-replica limit, 0 = none).
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=../../scripts/lib/common.sh
+. "$root/scripts/lib/common.sh" # build, poll, multiarch
 WRK_SECONDS=${WRK_SECONDS:-15}
 CPU_LIMITS=${CPU_LIMITS:-"0.50"}
 : "${STATIC_BIN_DIR:?set STATIC_BIN_DIR (scripts/static-build.sh)}"
@@ -29,7 +32,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-build() { local err; err=$(docker build "$@" 2>&1 >/dev/null) || { echo "$err" >&2; return 1; }; }
 
 env -u DOCKER_HOST NODES=3 MANAGERS=1 "$root/compose/cluster.sh" up >/dev/null 2>"$work/up.log" ||
   { cat "$work/up.log" >&2; exit 1; }
@@ -41,7 +43,8 @@ export DOCKER_HOST DOCKER_CONFIG=$work/docker-config
 build -q -t "$DOCKER_REGISTRY/redis:7-host" "$work/redis"
 "$root/scripts/host-image-context.sh" "$work/wrk" /usr/bin/wrk
 cp "$here/multi.lua" "$work/wrk/rootfs/multi.lua"
-printf 'FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu\nENTRYPOINT ["/usr/bin/wrk"]\n' >"$work/wrk/Dockerfile"
+ma=$(multiarch)
+printf 'FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH=/lib/%s:/usr/lib/%s\nENTRYPOINT ["/usr/bin/wrk"]\n' "$ma" "$ma" >"$work/wrk/Dockerfile"
 build -q -t cluster-wrk "$work/wrk"
 docker login -u "$REGISTRY_USER" --password-stdin "$DOCKER_REGISTRY" <"$REGISTRY_PASSWORD_FILE" >/dev/null 2>&1
 docker push -q "$DOCKER_REGISTRY/redis:7-host" >/dev/null
@@ -57,14 +60,13 @@ addrs() { # the running tasks' overlay addresses
     docker inspect -f '{{range .NetworksAttachments}}{{if eq .Network.Spec.Name "counter_default"}}{{range .Addresses}}{{.}} {{end}}{{end}}{{end}}' "$t"
   done | tr ' ' '\n' | sed 's#/.*##' | grep . | tr '\n' ' '
 }
+running_is() { # $1 replicas: that many tasks running, and no others meant to run
+  [ "$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' counter_app | grep -c '^Running')" = "$1" ] &&
+    [ "$(docker service ps -q --filter desired-state=running counter_app | wc -l)" = "$1" ]
+}
 scale() { # $1 replicas
   docker service scale -d "counter_app=$1" >/dev/null
-  local deadline=$((SECONDS + 120))
-  until [ "$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' counter_app | grep -c '^Running')" = "$1" ] &&
-    [ "$(docker service ps -q --filter desired-state=running counter_app | wc -l)" = "$1" ]; do
-    [ $SECONDS -lt $deadline ] || { say "scale to $1 timed out"; exit 1; }
-    sleep 0.5
-  done
+  poll 120 running_is "$1" || { say "scale to $1 timed out"; exit 1; }
 }
 placement() {
   docker service ps --filter desired-state=running --format '{{.Node}}' counter_app |

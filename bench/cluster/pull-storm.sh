@@ -14,9 +14,12 @@
 # per cluster; the v2 round is the storm of a new version over a running
 # service, v1 the first deploy). Everything it creates is removed at the end
 # (cluster.sh down), the node image cache aside.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=../../scripts/lib/common.sh
+. "$root/scripts/lib/common.sh" # build, poll
 SIZES=${SIZES:-"3 5"}
 LAYER_MIB=${LAYER_MIB:-32}
 : "${STATIC_BIN_DIR:?set STATIC_BIN_DIR (scripts/static-build.sh)}"
@@ -63,14 +66,17 @@ for k in sorted(b):
 EOF
 }
 
+all_run() { # $1 image, $2 nodes: a task of storm runs $1 on each node
+  [ "$(docker service ps --filter desired-state=running --format '{{.Image}} {{.CurrentState}}' storm |
+    grep -c "^$1.* Running" || true)" = "$2" ]
+}
 storm() { # $1 nodes, $2 tag, $3 service exists (0/1)
   local nodes=$1 tag=$2 image=$DOCKER_REGISTRY/storm:$2
   mkdir -p "$work/img"
   cp "$STATIC_BIN_DIR/counter-app" "$work/img/"
   head -c $((LAYER_MIB * 1024 * 1024)) /dev/urandom >"$work/img/payload"
   printf 'FROM scratch\nCOPY counter-app /counter-app\nCOPY payload /payload\nENV REDIS_HOST=none\nENTRYPOINT ["/counter-app"]\nCMD ["serve"]\n' >"$work/img/Dockerfile"
-  local err
-  err=$(docker build -q -t "$image" "$work/img" 2>&1 >/dev/null) || { echo "$err" >&2; exit 1; }
+  build -q -t "$image" "$work/img" || exit 1
   docker push -q "$image" >/dev/null
   # The manager has the image already (it built it): the storm is the others.
   metrics | parse >"$work/before"
@@ -84,14 +90,8 @@ storm() { # $1 nodes, $2 tag, $3 service exists (0/1)
   else
     docker service update -d -q --with-registry-auth --image "$image" storm >/dev/null
   fi
-  local deadline=$((SECONDS + 300)) n
-  while :; do
-    n=$(docker service ps --filter desired-state=running --format '{{.Image}} {{.CurrentState}}' storm |
-      grep -c "^$image.* Running" || true)
-    [ "$n" = "$nodes" ] && break
-    [ $SECONDS -lt $deadline ] || { docker service ps --no-trunc storm >&2; say "not all nodes run $image"; exit 1; }
-    sleep 0.2
-  done
+  POLL_INTERVAL=0.2 poll 300 all_run "$image" "$nodes" ||
+    { docker service ps --no-trunc storm >&2; say "not all nodes run $image"; exit 1; }
   local t1
   t1=$(date +%s.%N)
   metrics | parse >"$work/after"

@@ -12,7 +12,10 @@
 # Usage: bench/counter/run.sh            (from anywhere; needs root for apt)
 # Knobs: DURATION=15s CONNECTIONS=64 THREADS=2 WARMUP=3s GUNICORN_WORKERS=<2*cores+1>
 #        QUIET_WAIT=120 (seconds to wait for other work on the machine to stop)
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
+# shellcheck source=../../scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh" # free_port, poll, silent
 
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -70,18 +73,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Polls until the command succeeds, for at most 20 s.
+# Polls until the command succeeds (poll, every 0.05 s, its output
+# dropped), for at most 20 s.
 wait_until() {
   local what=$1
   shift
-  for _ in $(seq 1 400); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.05
-  done
+  POLL_INTERVAL=0.05 poll 20 silent "$@" && return 0
   log "timed out waiting for $what"
   return 1
 }

@@ -17,9 +17,12 @@
 # none; "0.10" shows a replica throttled by its limit), WRK_SECONDS (15),
 # LOCUST_SECONDS (60), CLOSED_SECONDS (30), SEED_PACE (1: also the Locust runs
 # at the seed's pace, 100 and 500 users, for the first limit; 0: skip them).
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=../../scripts/lib/common.sh
+. "$root/scripts/lib/common.sh" # free_port
 
 CPU_LIMITS=${CPU_LIMITS:-"0.50 0"}
 WRK_SECONDS=${WRK_SECONDS:-15}
@@ -61,7 +64,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Registry on 127.0.0.1 with one user.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 printf '%s\n' "$password" | "$bin/htpasswd" -B -i -c "$work/htpasswd" bench >/dev/null
 REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$work/data \
