@@ -417,7 +417,7 @@ fn usage(config: Config, apply: bool) -> Result<(), String> {
 
 fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
     let purging = &config.storage.maintenance.uploadpurging;
-    let options = registry::gc::Options {
+    let options = registry::storage::maintenance::gc::Options {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged || config.gc.delete_untagged,
         grace: args.grace_period.unwrap_or(config.gc.grace_period),
@@ -427,7 +427,7 @@ fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
     let quotas = registry::policy::Policies::from_config(&config.policies).quota;
     let dry_run = args.dry_run;
     let report = on_storage(&config, "gc", |storage| async move {
-        let report = registry::gc::run(&storage, &options, None)
+        let report = registry::storage::maintenance::gc::run(&storage, &options, None)
             .await
             .map_err(|e| e.to_string())?;
         if !dry_run {
@@ -451,7 +451,7 @@ fn gc(config: Config, args: &GcArgs) -> Result<(), String> {
 /// Ok(true) when the store is clean.
 fn scrub(config: Config) -> Result<bool, String> {
     let report = on_storage(&config, "scrub", |storage| async move {
-        registry::scrub::run(&storage).await
+        registry::storage::maintenance::scrub::run(&storage).await
     })?;
     for problem in &report.problems {
         println!("{problem}");
@@ -462,7 +462,7 @@ fn scrub(config: Config) -> Result<bool, String> {
 
 fn index_referrers(config: Config) -> Result<(), String> {
     let report = on_storage(&config, "index-referrers", |storage| async move {
-        registry::referrers_index::run(&storage).await
+        registry::storage::maintenance::referrers_index::run(&storage).await
     })?;
     println!("{report}");
     Ok(())

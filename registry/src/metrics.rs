@@ -56,7 +56,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::gc::{GcError, Report};
+use crate::storage::maintenance::gc::{GcError, Report};
 use crate::storage::metered::{ErrorSink, Outcome};
 
 const REQUEST_BUCKETS: [f64; 14] = [

@@ -10,10 +10,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::metrics;
 use crate::metrics::Metrics;
 use crate::policy::retention;
+use crate::storage::maintenance::gc;
 use crate::storage::Storage;
-use crate::{gc, metrics};
 
 pub struct Background {
     /// Where metrics are served, when enabled.

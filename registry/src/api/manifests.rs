@@ -265,7 +265,7 @@ pub async fn put(
     }
     // A whole-repository delete that began after the checks above takes
     // this push with it: refuse rather than acknowledge a tag it is
-    // removing the manifest of (crate::repository_delete).
+    // removing the manifest of (crate::storage::maintenance::repository_delete).
     if !state.storage.manifest_still_stands(name, &digest).await? {
         for t in &tags {
             state.storage.untag_if(name, t, &digest).await?;

@@ -6,9 +6,9 @@
 
 use crate::oci::{RepoName, Tag};
 use crate::protocol::error::{ApiError, ApiResult, Code};
-use crate::repository_delete::{delete_repository, DeleteError, Removed};
 use crate::service::events::{self, Origin};
 use crate::service::manifests::{binding_protection, immutable_refusal};
+use crate::storage::maintenance::repository_delete::{delete_repository, DeleteError, Removed};
 use crate::App;
 
 pub async fn delete(

@@ -209,7 +209,7 @@ pub fn gc_pending_blob(d: &Digest) -> Path {
 }
 
 /// Written while repository `name` is being deleted as a whole
-/// (`crate::repository_delete`): a manifest push into it fails. The last
+/// (`crate::storage::maintenance::repository_delete`): a manifest push into it fails. The last
 /// component starts with `_`, so no nested repository's marker is a prefix.
 pub fn gc_pending_repository(name: &RepoName) -> Path {
     key(format!("{ROOT}/_gc/pending/deleting/{name}/_repository"))

@@ -20,6 +20,7 @@ mod hashing;
 pub mod layout;
 pub mod listing;
 mod local_dirs;
+pub mod maintenance;
 mod manifest_cache;
 pub mod meta_cache;
 pub mod metered;

@@ -1,5 +1,5 @@
 //! One repository's keys, for deleting the repository
-//! (`crate::repository_delete`): a listing of `repositories/<name>/`
+//! (`crate::storage::maintenance::repository_delete`): a listing of `repositories/<name>/`
 //! classified as the whole-store walk classifies, without the keys of
 //! repositories nested under the name (`team/app/sub`).
 

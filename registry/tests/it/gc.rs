@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry::gc::{self, GcError, Options};
 use registry::oci::RepoName;
 use registry::storage::gc_guard::Pending;
+use registry::storage::maintenance::gc::{self, GcError, Options};
 use registry::storage::Storage;
 use support::{sha256_digest, storage_files, Client, TestServer, ALL_MANIFEST_TYPES, OCI_MANIFEST};
 
@@ -596,12 +596,13 @@ async fn a_repository_it_cannot_name_stops_the_run_before_anything_goes() {
     assert!(matches!(err, GcError::UnknownRepository(_)), "{err}");
     assert!(err.to_string().contains("repositories/Odd/"), "{err}");
     assert!(blob_file(&root, &orphan).exists(), "nothing was removed");
-    let scrub = registry::scrub::run(&open_storage(&s)).await.unwrap();
+    let scrub = registry::storage::maintenance::scrub::run(&open_storage(&s))
+        .await
+        .unwrap();
     assert!(
-        scrub
-            .problems
-            .iter()
-            .any(|p| p.kind == registry::scrub::ProblemKind::UnknownRepository),
+        scrub.problems.iter().any(
+            |p| p.kind == registry::storage::maintenance::scrub::ProblemKind::UnknownRepository
+        ),
         "{:?}",
         scrub.problems
     );

@@ -6,7 +6,7 @@ use crate::support;
 
 use std::time::Duration;
 
-use registry::gc::{self, GcError, Options};
+use registry::storage::maintenance::gc::{self, GcError, Options};
 use support::{s3, sha256_digest, ALL_MANIFEST_TYPES};
 
 fn options() -> Options {
@@ -97,7 +97,9 @@ async fn gc_and_scrub_on_s3() {
     storage.gc_unlock(lock).await.unwrap();
 
     // Scrub: clean, then a blob overwritten behind the registry's back.
-    let report = registry::scrub::run(&storage).await.unwrap();
+    let report = registry::storage::maintenance::scrub::run(&storage)
+        .await
+        .unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     let raw = object_store::aws::AmazonS3Builder::new()
         .with_bucket_name("reg")
@@ -115,11 +117,13 @@ async fn gc_and_scrub_on_s3() {
     )
     .await
     .unwrap();
-    let report = registry::scrub::run(&storage).await.unwrap();
+    let report = registry::storage::maintenance::scrub::run(&storage)
+        .await
+        .unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(
         report.problems[0].kind,
-        registry::scrub::ProblemKind::CorruptBlob
+        registry::storage::maintenance::scrub::ProblemKind::CorruptBlob
     );
     assert!(report.problems[0].detail.starts_with(&kept_layer));
 }

@@ -18,17 +18,11 @@ const LAYERS: &[&[&str]] = &[
     &["protocol"],
     // Configuration as plain data.
     &["config"],
-    // The store: key layout, blobs, manifests, tags, uploads, drivers.
+    // The store: key layout, blobs, manifests, tags, uploads, drivers, and
+    // the whole-store jobs beside it (`storage::maintenance`).
     &["storage"],
-    // Records and jobs over the store.
-    &[
-        "pull_log",
-        "gc",
-        "scrub",
-        "referrers_index",
-        "repository_delete",
-        "quota",
-    ],
+    // Records over the store.
+    &["pull_log", "quota"],
     // Policies (which use quota's rules and the pull log).
     &["policy"],
     // Credentials and access, the upstream client, telemetry.

@@ -154,14 +154,16 @@ async fn what_gc_removed_is_not_served_after_the_ttl() {
     );
     // `registry gc` as its own process would: its own Storage.
     let storage = registry::storage::backend::open(&a.config.storage).unwrap();
-    let options = registry::gc::Options {
+    let options = registry::storage::maintenance::gc::Options {
         dry_run: false,
         delete_untagged: false,
         grace: Duration::ZERO,
         upload_max_age: None,
         untagged_after: Vec::new(),
     };
-    let report = registry::gc::run(&storage, &options, None).await.unwrap();
+    let report = registry::storage::maintenance::gc::run(&storage, &options, None)
+        .await
+        .unwrap();
     assert!(report.bytes_freed() > 0, "GC removed the layers");
     let bound = ttl + Duration::from_millis(800);
     for (c, who) in [(&ca, "first"), (&cb, "second")] {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::gc::{self, Options};
 use registry::oci::Digest;
+use registry::storage::maintenance::gc::{self, Options};
 use registry::storage::Storage;
 use support::{error_body, Client, TestServer};
 

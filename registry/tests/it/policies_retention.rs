@@ -452,14 +452,16 @@ async fn untagged_manifests_go_after_their_rules_window() {
     let gc = |policies: registry::config::Policies| {
         let storage = storage.clone();
         async move {
-            let options = registry::gc::Options {
+            let options = registry::storage::maintenance::gc::Options {
                 dry_run: false,
                 delete_untagged: false,
                 grace: Duration::ZERO,
                 upload_max_age: None,
                 untagged_after: retention::untagged_windows(&policies.retention),
             };
-            registry::gc::run(&storage, &options, None).await.unwrap()
+            registry::storage::maintenance::gc::run(&storage, &options, None)
+                .await
+                .unwrap()
         }
     };
     let expected = |dry_run: bool| -> Vec<String> {

@@ -91,13 +91,15 @@ async fn scrub_passes_a_clean_store_and_reports_corruption_and_dangling_tags() {
 
     // Library form: the same two, typed.
     let storage = registry::storage::backend::open(&s.config.storage).unwrap();
-    let report = registry::scrub::run(&storage).await.unwrap();
+    let report = registry::storage::maintenance::scrub::run(&storage)
+        .await
+        .unwrap();
     let kinds: Vec<_> = report.problems.iter().map(|p| p.kind).collect();
     assert_eq!(
         kinds,
         [
-            registry::scrub::ProblemKind::CorruptBlob,
-            registry::scrub::ProblemKind::DanglingTag
+            registry::storage::maintenance::scrub::ProblemKind::CorruptBlob,
+            registry::storage::maintenance::scrub::ProblemKind::DanglingTag
         ]
     );
 }
@@ -117,7 +119,9 @@ async fn scrub_reports_links_to_missing_content_and_garbled_links() {
     std::fs::write(&revision, "garbage").unwrap();
 
     let storage = registry::storage::backend::open(&s.config.storage).unwrap();
-    let report = registry::scrub::run(&storage).await.unwrap();
+    let report = registry::storage::maintenance::scrub::run(&storage)
+        .await
+        .unwrap();
     let text: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
     assert!(
         text.iter()

@@ -318,14 +318,16 @@ impl Client {
 /// `registry gc --delete-untagged` on `s`'s storage, no grace period.
 pub async fn gc_untagged(s: &TestServer) {
     let storage = registry::storage::backend::open(&s.config.storage).unwrap();
-    let options = registry::gc::Options {
+    let options = registry::storage::maintenance::gc::Options {
         dry_run: false,
         delete_untagged: true,
         grace: std::time::Duration::ZERO,
         upload_max_age: None,
         untagged_after: Vec::new(),
     };
-    registry::gc::run(&storage, &options, None).await.unwrap();
+    registry::storage::maintenance::gc::run(&storage, &options, None)
+        .await
+        .unwrap();
 }
 
 /// Waits for the next wall-clock second: S3 keeps last-modified times in
