@@ -8,10 +8,7 @@ use crate::support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use support::{
-    assert_storage_unchanged, expect_error, sha256_digest, storage_files, Client, TestServer,
-    OCI_MANIFEST, PASSWORD, USER,
-};
+use support::{expect_error, sha256_digest, Client, TestServer, OCI_MANIFEST, PASSWORD, USER};
 
 const REPO: &str = "auth/test";
 const CHALLENGE: &str = "Basic realm=\"Registry Realm\"";
@@ -72,8 +69,7 @@ async fn anonymous_requests_are_refused_everywhere() {
     let (digest, manifest) = c.push_image(REPO, "v1", &[b"secret layer"]).await;
     let layer = sha256_digest(b"secret layer");
     let upload = c.start_upload(REPO).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let a = s.anonymous();
     let new_blob = sha256_digest(b"anonymous data");
     let requests: Vec<(&str, reqwest::RequestBuilder)> = vec![
@@ -148,7 +144,8 @@ async fn anonymous_requests_are_refused_everywhere() {
         let r = a.head(&path).send().await.unwrap();
         assert_challenge(&r, what);
     }
-    assert_storage_unchanged(&root, &before, "anonymous requests");
+    s.assert_stored_unchanged(&before, "anonymous requests")
+        .await;
     // Refused requests for things that do not exist are 401 too, not 404:
     // anonymous clients learn nothing about what is stored.
     let r = a.get("/v2/no/such/repo/tags/list").send().await.unwrap();
@@ -173,7 +170,7 @@ async fn anonymous_large_upload_sees_the_401() {
         .await
         .expect("the client receives a response, not a reset");
     assert_challenge(&r, "large anonymous upload");
-    assert!(storage_files(&s.storage_root()).is_empty());
+    assert!(s.stored().await.is_empty());
 }
 
 #[tokio::test]
@@ -189,7 +186,7 @@ async fn wrong_password_is_401_with_the_challenge() {
         .await
         .unwrap();
     assert_challenge(&r, "wrong password on push");
-    assert!(storage_files(&s.storage_root()).is_empty());
+    assert!(s.stored().await.is_empty());
 }
 
 #[tokio::test]

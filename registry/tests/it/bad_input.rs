@@ -7,9 +7,9 @@ use crate::support;
 
 use serde_json::json;
 use support::{
-    assert_only_upload_session_changed, assert_storage_unchanged, basic_auth_value, error_body,
-    expect_error, raw_request, raw_request_write_first, sha256_digest, storage_files, upload_id,
-    Client, RawResponse, TestServer, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SPEC_ERROR_CODES,
+    basic_auth_value, error_body, expect_error, raw_request, raw_request_write_first,
+    sha256_digest, upload_id, Client, RawResponse, TestServer, DOCKER_MANIFEST, OCI_INDEX,
+    OCI_MANIFEST, SPEC_ERROR_CODES,
 };
 
 const REPO: &str = "bad/input";
@@ -71,7 +71,7 @@ async fn dot_dot_names_are_name_invalid_and_store_nothing() {
     let c = s.client();
     populated(&c).await;
     let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for path in [
         "/v2/../x/tags/list",
         "/v2/a/../b/tags/list",
@@ -109,7 +109,7 @@ async fn dot_dot_names_are_name_invalid_and_store_nothing() {
     )
     .await;
     assert_raw_error(&r, 400, &["NAME_INVALID"], "PUT ../escape");
-    assert_storage_unchanged(&root, &before, "dot-dot names");
+    s.assert_stored_unchanged(&before, "dot-dot names").await;
     assert!(!s.dir().join("escape").exists());
     assert!(!root.parent().unwrap().join("x").exists());
 }
@@ -119,8 +119,7 @@ async fn uppercase_names_are_name_invalid_and_store_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for name in ["Upper", "bad/Input", "ALLCAPS/x"] {
         let r = c
             .get(&format!("/v2/{name}/tags/list"))
@@ -157,7 +156,7 @@ async fn uppercase_names_are_name_invalid_and_store_nothing() {
             "{name} manifest put"
         );
     }
-    assert_storage_unchanged(&root, &before, "uppercase names");
+    s.assert_stored_unchanged(&before, "uppercase names").await;
 }
 
 #[tokio::test]
@@ -186,8 +185,7 @@ async fn over_long_names_are_name_invalid_and_store_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let single = "a".repeat(256);
     let multi = format!("{}/{}/{}", "b".repeat(100), "c".repeat(100), "d".repeat(54));
     assert_eq!(multi.len(), 256);
@@ -218,7 +216,7 @@ async fn over_long_names_are_name_invalid_and_store_nothing() {
             name.len()
         );
     }
-    assert_storage_unchanged(&root, &before, "over-long names");
+    s.assert_stored_unchanged(&before, "over-long names").await;
 }
 
 #[tokio::test]
@@ -243,8 +241,7 @@ async fn malformed_digests_are_digest_invalid() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let upper = DUMMY_DIGEST.to_uppercase().replacen("SHA256", "sha256", 1);
     let short = "sha256:abc".to_owned();
     let no_colon = "sha256".to_owned();
@@ -295,7 +292,8 @@ async fn malformed_digests_are_digest_invalid() {
             "DELETE blob {bad}"
         );
     }
-    assert_storage_unchanged(&root, &before, "malformed digests");
+    s.assert_stored_unchanged(&before, "malformed digests")
+        .await;
 }
 
 #[tokio::test]
@@ -303,8 +301,7 @@ async fn digest_with_path_traversal_is_refused() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for path in [
         format!("/v2/{REPO}/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd"),
         format!("/v2/{REPO}/blobs/sha256:%2e%2e"),
@@ -313,7 +310,8 @@ async fn digest_with_path_traversal_is_refused() {
         let r = raw_request(s.addr, &head("GET", &path, &[]), b"", false).await;
         assert_raw_error(&r, 400, &["DIGEST_INVALID"], &path);
     }
-    assert_storage_unchanged(&root, &before, "traversal digests");
+    s.assert_stored_unchanged(&before, "traversal digests")
+        .await;
 }
 
 #[tokio::test]
@@ -321,8 +319,7 @@ async fn unknown_digest_algorithms_are_refused() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let md5 = "md5:5eb63bbbe01eeed093cb22bb8f5acdc3";
     let sha384 = format!("sha384:{}", "a".repeat(96));
     let blake3 = format!("blake3:{}", "b".repeat(64));
@@ -353,7 +350,8 @@ async fn unknown_digest_algorithms_are_refused() {
             "{code}"
         );
     }
-    assert_storage_unchanged(&root, &before, "unknown algorithms");
+    s.assert_stored_unchanged(&before, "unknown algorithms")
+        .await;
 }
 
 #[tokio::test]
@@ -361,8 +359,7 @@ async fn completing_an_upload_with_an_unknown_algorithm_stores_no_blob() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let loc = c.start_upload(REPO).await;
     let r = c.patch(&loc).body("some data").send().await.unwrap();
     assert_eq!(r.status(), 202);
@@ -378,24 +375,20 @@ async fn completing_an_upload_with_an_unknown_algorithm_stores_no_blob() {
         ["DIGEST_INVALID", "UNSUPPORTED"].contains(&code.as_str()),
         "{code}"
     );
-    assert_only_upload_session_changed(
-        &root,
-        &before,
-        &upload_id(&loc),
-        "unknown algorithm on PUT",
-    );
+    s.assert_only_upload_session_changed(&before, &upload_id(&loc), "unknown algorithm on PUT")
+        .await;
 }
 
 #[tokio::test]
 async fn completing_an_upload_without_a_digest_is_digest_invalid() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let loc = c.start_upload(REPO).await;
     let r = c.put(&loc).body("final chunk").send().await.unwrap();
     assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
-    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "PUT without digest");
+    s.assert_only_upload_session_changed(&before, &upload_id(&loc), "PUT without digest")
+        .await;
     let r = c
         .get(&format!(
             "/v2/{REPO}/blobs/{}",
@@ -414,8 +407,7 @@ async fn wrong_digest_on_upload_completion_is_digest_invalid() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let data = b"the real content".to_vec();
     let claimed = sha256_digest(b"some other content");
     let loc = c.start_upload(REPO).await;
@@ -435,7 +427,8 @@ async fn wrong_digest_on_upload_completion_is_digest_invalid() {
             .unwrap();
         assert_eq!(r.status(), 404, "{d}");
     }
-    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "wrong digest on PUT");
+    s.assert_only_upload_session_changed(&before, &upload_id(&loc), "wrong digest on PUT")
+        .await;
 }
 
 #[tokio::test]
@@ -443,8 +436,7 @@ async fn wrong_digest_on_put_with_body_is_digest_invalid() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let loc = c.start_upload(REPO).await;
     let claimed = sha256_digest(b"not this");
     let r = c
@@ -463,12 +455,12 @@ async fn wrong_digest_on_put_with_body_is_digest_invalid() {
             .status(),
         404
     );
-    assert_only_upload_session_changed(
-        &root,
+    s.assert_only_upload_session_changed(
         &before,
         &upload_id(&loc),
         "wrong digest on PUT with body",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -476,8 +468,7 @@ async fn wrong_digest_on_monolithic_post_stores_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for (claimed, body) in [
         (sha256_digest(b"expected"), b"actual".to_vec()),
         (sha256_digest(b"non-empty"), Vec::new()),
@@ -491,7 +482,8 @@ async fn wrong_digest_on_monolithic_post_stores_nothing() {
             .unwrap();
         assert_eq!(expect_error(r, 400).await, "DIGEST_INVALID");
     }
-    assert_storage_unchanged(&root, &before, "monolithic POST with wrong digest");
+    s.assert_stored_unchanged(&before, "monolithic POST with wrong digest")
+        .await;
 }
 
 // ----- truncated bodies and wrong lengths -----
@@ -503,8 +495,7 @@ async fn truncated_monolithic_upload_stores_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let data = vec![7u8; 100_000];
     let digest = sha256_digest(&data);
     let r = raw_request(
@@ -527,7 +518,8 @@ async fn truncated_monolithic_upload_stores_nothing() {
         &["BLOB_UPLOAD_INVALID", "SIZE_INVALID"],
         "truncated POST",
     );
-    assert_storage_unchanged(&root, &before, "truncated monolithic upload");
+    s.assert_stored_unchanged(&before, "truncated monolithic upload")
+        .await;
     let r = c
         .head(&format!("/v2/{REPO}/blobs/{digest}"))
         .send()
@@ -555,14 +547,13 @@ async fn early_refusals_reach_a_client_that_sends_everything_first() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
     let loc = c.start_upload(REPO).await;
     let r = c.patch(&loc).body(vec![1u8; 100]).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let config_digest = c.push_blob(REPO, b"{}").await;
     let big_manifest = manifest_of_size(&config_digest, 2, 5 * MIB);
     let just_over = manifest_of_size(&config_digest, 2, 4 * MIB + 1);
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let chunked = {
         let mut b = format!("{:x}\r\n", big_manifest.len()).into_bytes();
         b.extend_from_slice(&big_manifest);
@@ -638,7 +629,7 @@ async fn early_refusals_reach_a_client_that_sends_everything_first() {
             assert_raw_error(&r, *status, &[code], what);
         }
     }
-    assert_storage_unchanged(&root, &before, "early refusals");
+    s.assert_stored_unchanged(&before, "early refusals").await;
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.headers()["range"], "0-99");
 }
@@ -667,8 +658,7 @@ async fn descriptor_sizes_must_be_the_stored_sizes() {
     let layer = b"layer bytes";
     let config_digest = c.push_blob(REPO, config).await;
     let layer_digest = c.push_blob(REPO, layer).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let manifest = |config_size: i64, layer_size: i64| {
         json!({
             "schemaVersion": 2,
@@ -712,7 +702,8 @@ async fn descriptor_sizes_must_be_the_stored_sizes() {
         let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(field), "{what}: {message}");
     }
-    assert_storage_unchanged(&root, &before, "manifests with wrong sizes");
+    s.assert_stored_unchanged(&before, "manifests with wrong sizes")
+        .await;
     let r = c
         .put(&format!("/v2/{REPO}/manifests/sized"))
         .header("content-type", OCI_MANIFEST)
@@ -727,11 +718,10 @@ async fn descriptor_sizes_must_be_the_stored_sizes() {
 async fn truncated_patch_records_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
     let loc = c.start_upload(REPO).await;
     let r = c.patch(&loc).body(vec![1u8; 1000]).send().await.unwrap();
     assert_eq!(r.status(), 202);
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let r = raw_request(
         s.addr,
         &head(
@@ -752,7 +742,7 @@ async fn truncated_patch_records_nothing() {
         ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"].contains(&code.as_str()),
         "{code}"
     );
-    assert_storage_unchanged(&root, &before, "truncated PATCH");
+    s.assert_stored_unchanged(&before, "truncated PATCH").await;
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(
@@ -766,8 +756,7 @@ async fn truncated_patch_records_nothing() {
 async fn truncated_final_put_stores_no_blob() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let data = vec![3u8; 64_000];
     let digest = sha256_digest(&data);
     let loc = c.start_upload(REPO).await;
@@ -788,7 +777,8 @@ async fn truncated_final_put_stores_no_blob() {
         ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"].contains(&code.as_str()),
         "{code}"
     );
-    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "truncated PUT");
+    s.assert_only_upload_session_changed(&before, &upload_id(&loc), "truncated PUT")
+        .await;
     let r = c
         .head(&format!("/v2/{REPO}/blobs/{digest}"))
         .send()
@@ -802,8 +792,7 @@ async fn truncated_manifest_put_stores_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     let (_, manifest) = populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let r = raw_request(
         s.addr,
         &head(
@@ -824,7 +813,8 @@ async fn truncated_manifest_put_stores_nothing() {
         &["MANIFEST_INVALID", "SIZE_INVALID"],
         "truncated manifest",
     );
-    assert_storage_unchanged(&root, &before, "truncated manifest");
+    s.assert_stored_unchanged(&before, "truncated manifest")
+        .await;
     let r = c.get_manifest(REPO, "truncated").send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
@@ -833,8 +823,7 @@ async fn truncated_manifest_put_stores_nothing() {
 async fn content_range_disagreeing_with_content_length_is_refused() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let loc = c.start_upload(REPO).await;
     let r = c
         .patch(&loc)
@@ -852,15 +841,15 @@ async fn content_range_disagreeing_with_content_length_is_refused() {
     );
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.headers()["range"], "0-0");
-    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "Content-Range mismatch");
+    s.assert_only_upload_session_changed(&before, &upload_id(&loc), "Content-Range mismatch")
+        .await;
 }
 
 #[tokio::test]
 async fn malformed_content_range_is_refused() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let loc = c.start_upload(REPO).await;
     for range in [
         "bytes=0-9",
@@ -887,7 +876,8 @@ async fn malformed_content_range_is_refused() {
     }
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.headers()["range"], "0-0");
-    assert_only_upload_session_changed(&root, &before, &upload_id(&loc), "malformed Content-Range");
+    s.assert_only_upload_session_changed(&before, &upload_id(&loc), "malformed Content-Range")
+        .await;
 }
 
 // ----- manifests -----
@@ -950,8 +940,7 @@ async fn manifest_referencing_missing_blobs_is_manifest_blob_unknown() {
     let config = br#"{"os":"linux"}"#;
     let config_digest = c.push_blob(REPO, config).await;
     let layer_digest = c.push_blob(REPO, b"present layer").await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let missing = sha256_digest(b"never uploaded");
     let cases = [
         (
@@ -981,7 +970,8 @@ async fn manifest_referencing_missing_blobs_is_manifest_blob_unknown() {
             "{what} by digest"
         );
     }
-    assert_storage_unchanged(&root, &before, "manifest with missing blobs");
+    s.assert_stored_unchanged(&before, "manifest with missing blobs")
+        .await;
 }
 
 /// A blob held by another repository does not satisfy a manifest here.
@@ -992,12 +982,11 @@ async fn manifest_referencing_a_blob_of_another_repository_is_manifest_blob_unkn
     let config = br#"{"os":"linux"}"#;
     let config_digest = c.push_blob(REPO, config).await;
     let foreign = c.push_blob("someone/else", b"their layer").await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let manifest = image_manifest(&config_digest, config.len(), &[(&foreign, 11)]);
     let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest).await;
     assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
-    assert_storage_unchanged(&root, &before, "foreign blob");
+    s.assert_stored_unchanged(&before, "foreign blob").await;
 }
 
 #[tokio::test]
@@ -1005,8 +994,7 @@ async fn index_referencing_a_missing_manifest_is_manifest_blob_unknown() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -1015,7 +1003,8 @@ async fn index_referencing_a_missing_manifest_is_manifest_blob_unknown() {
     .unwrap();
     let r = put_manifest(&c, "multi", OCI_INDEX, index).await;
     assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
-    assert_storage_unchanged(&root, &before, "index with missing child");
+    s.assert_stored_unchanged(&before, "index with missing child")
+        .await;
 }
 
 #[tokio::test]
@@ -1023,8 +1012,7 @@ async fn schema1_manifests_are_refused() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let schema1 = serde_json::to_vec(&json!({
         "schemaVersion": 1,
         "name": REPO,
@@ -1050,7 +1038,8 @@ async fn schema1_manifests_are_refused() {
             "{content_type}: {code}"
         );
     }
-    assert_storage_unchanged(&root, &before, "schema1 manifests");
+    s.assert_stored_unchanged(&before, "schema1 manifests")
+        .await;
 }
 
 #[tokio::test]
@@ -1058,8 +1047,7 @@ async fn non_object_and_garbage_manifests_are_manifest_invalid() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for body in [
         "null",
         "[]",
@@ -1081,7 +1069,8 @@ async fn non_object_and_garbage_manifests_are_manifest_invalid() {
         let r = put_manifest(&c, "garbage", OCI_MANIFEST, body.as_bytes().to_vec()).await;
         assert_eq!(expect_error(r, 400).await, "MANIFEST_INVALID", "{body:?}");
     }
-    assert_storage_unchanged(&root, &before, "garbage manifests");
+    s.assert_stored_unchanged(&before, "garbage manifests")
+        .await;
 }
 
 #[tokio::test]
@@ -1090,8 +1079,7 @@ async fn descriptor_with_malformed_digest_is_refused() {
     let c = s.client();
     let config = br#"{"os":"linux"}"#;
     let config_digest = c.push_blob(REPO, config).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for bad in [
         "sha256:xyz",
         "md5:5eb63bbbe01eeed093cb22bb8f5acdc3",
@@ -1111,7 +1099,8 @@ async fn descriptor_with_malformed_digest_is_refused() {
             "{bad}: {code}"
         );
     }
-    assert_storage_unchanged(&root, &before, "descriptors with bad digests");
+    s.assert_stored_unchanged(&before, "descriptors with bad digests")
+        .await;
 }
 
 /// "If a manifest includes a `mediaType` field, clients MUST set
@@ -1121,8 +1110,7 @@ async fn content_type_contradicting_media_type_field_is_manifest_invalid() {
     let s = TestServer::start().await;
     let c = s.client();
     let (_, manifest) = populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for content_type in [DOCKER_MANIFEST, OCI_INDEX] {
         let r = put_manifest(&c, "mismatch", content_type, manifest.clone()).await;
         assert_eq!(
@@ -1131,7 +1119,8 @@ async fn content_type_contradicting_media_type_field_is_manifest_invalid() {
             "{content_type}"
         );
     }
-    assert_storage_unchanged(&root, &before, "Content-Type mismatch");
+    s.assert_stored_unchanged(&before, "Content-Type mismatch")
+        .await;
 }
 
 /// References that look like digests but are not the manifest's digest, or
@@ -1141,8 +1130,7 @@ async fn digest_shaped_and_invalid_references_are_refused_on_put() {
     let s = TestServer::start().await;
     let c = s.client();
     let (_, manifest) = populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
 
     let other = sha256_digest(b"another manifest");
     let r = put_manifest(&c, &other, OCI_MANIFEST, manifest.clone()).await;
@@ -1183,7 +1171,7 @@ async fn digest_shaped_and_invalid_references_are_refused_on_put() {
             "{bad}: {code}"
         );
     }
-    assert_storage_unchanged(&root, &before, "bad references");
+    s.assert_stored_unchanged(&before, "bad references").await;
     let tags: serde_json::Value = c
         .get(&format!("/v2/{REPO}/tags/list"))
         .send()
@@ -1224,8 +1212,7 @@ async fn invalid_upload_ids_are_blob_upload_unknown_and_store_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     for id in [
         "..%2F..%2Fx",
         "%2e%2e",
@@ -1254,14 +1241,14 @@ async fn invalid_upload_ids_are_blob_upload_unknown_and_store_nothing() {
         .await;
         assert_raw_error(&r, 404, &["BLOB_UPLOAD_UNKNOWN"], &path);
     }
-    assert_storage_unchanged(&root, &before, "invalid upload ids");
+    s.assert_stored_unchanged(&before, "invalid upload ids")
+        .await;
 }
 
 #[tokio::test]
 async fn post_starting_a_session_with_a_body_is_refused_or_ignored_without_storing_it() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
     let r = c
         .post(&format!("/v2/{REPO}/blobs/uploads/"))
         .body("unexpected body")
@@ -1277,7 +1264,7 @@ async fn post_starting_a_session_with_a_body_is_refused_or_ignored_without_stori
         assert_eq!(status, 400);
         let code = expect_error(r, 400).await;
         assert!(SPEC_ERROR_CODES.contains(&code.as_str()));
-        assert!(storage_files(&root).is_empty());
+        assert!(s.stored().await.is_empty());
     }
 }
 
@@ -1371,9 +1358,8 @@ async fn huge_n_is_not_an_error() {
 async fn interrupted_chunked_patch_records_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
-    let root = s.storage_root();
     let loc = c.start_upload(REPO).await;
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let mut body = Vec::new();
     for _ in 0..4 {
         body.extend_from_slice(format!("{:x}\r\n", 10_000).as_bytes());
@@ -1394,7 +1380,8 @@ async fn interrupted_chunked_patch_records_nothing() {
         ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"].contains(&code.as_str()),
         "{code}"
     );
-    assert_storage_unchanged(&root, &before, "interrupted chunked PATCH");
+    s.assert_stored_unchanged(&before, "interrupted chunked PATCH")
+        .await;
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(r.headers()["range"], "0-0");
 }
@@ -1404,8 +1391,7 @@ async fn interrupted_chunked_monolithic_upload_stores_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let mut body = format!("{:x}\r\n", 5_000).into_bytes();
     body.extend_from_slice(&[4u8; 5_000]);
     body.extend_from_slice(b"\r\n");
@@ -1425,7 +1411,8 @@ async fn interrupted_chunked_monolithic_upload_stores_nothing() {
     .await;
     assert_eq!(r.status / 100, 4, "{r:?}");
     r.error_code();
-    assert_storage_unchanged(&root, &before, "interrupted chunked POST");
+    s.assert_stored_unchanged(&before, "interrupted chunked POST")
+        .await;
 }
 
 /// An index entry must name a manifest; a layer blob of the repository is
@@ -1436,8 +1423,7 @@ async fn index_naming_a_blob_as_child_is_manifest_blob_unknown() {
     let c = s.client();
     populated(&c).await;
     let layer = sha256_digest(b"existing layer");
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -1446,7 +1432,8 @@ async fn index_naming_a_blob_as_child_is_manifest_blob_unknown() {
     .unwrap();
     let r = put_manifest(&c, "multi", OCI_INDEX, index).await;
     assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
-    assert_storage_unchanged(&root, &before, "index naming a blob");
+    s.assert_stored_unchanged(&before, "index naming a blob")
+        .await;
 }
 
 #[tokio::test]
@@ -1455,8 +1442,7 @@ async fn subject_with_malformed_digest_is_manifest_invalid() {
     let c = s.client();
     let config = br#"{"os":"linux"}"#;
     let config_digest = c.push_blob(REPO, config).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -1471,7 +1457,8 @@ async fn subject_with_malformed_digest_is_manifest_invalid() {
         ["MANIFEST_INVALID", "DIGEST_INVALID"].contains(&code.as_str()),
         "{code}"
     );
-    assert_storage_unchanged(&root, &before, "subject with bad digest");
+    s.assert_stored_unchanged(&before, "subject with bad digest")
+        .await;
 }
 
 /// A `Content-Length` shorter than the body: the server takes the announced
@@ -1481,8 +1468,7 @@ async fn content_length_shorter_than_the_body_stores_nothing() {
     let s = TestServer::start().await;
     let c = s.client();
     populated(&c).await;
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
     let data = b"0123456789";
     let r = raw_request(
         s.addr,
@@ -1502,7 +1488,7 @@ async fn content_length_shorter_than_the_body_stores_nothing() {
         "short Content-Length",
     );
     let (_, manifest) = c.push_image(REPO, "v2", &[b"x"]).await;
-    let before_manifest = storage_files(&root);
+    let before_manifest = s.stored().await;
     let r = raw_request(
         s.addr,
         &head(
@@ -1523,7 +1509,8 @@ async fn content_length_shorter_than_the_body_stores_nothing() {
         &["MANIFEST_INVALID", "SIZE_INVALID"],
         "short manifest",
     );
-    assert_storage_unchanged(&root, &before_manifest, "short manifest");
+    s.assert_stored_unchanged(&before_manifest, "short manifest")
+        .await;
     let (added, _) = support::storage_diff(&before, &before_manifest);
     assert!(
         added.iter().all(|f| !f.contains(&sha256_digest(data)[7..])),

@@ -681,11 +681,13 @@ async fn tag_without_current_link_is_not_listed() {
     let c = s.client();
     let (digest, _) = c.push_image(REPO, "v1", &[b"l"]).await;
     let hex = digest.strip_prefix("sha256:").unwrap();
-    let ghost = s.storage_root().join(format!(
-        "docker/registry/v2/repositories/{REPO}/_manifests/tags/ghost/index/sha256/{hex}"
-    ));
-    std::fs::create_dir_all(&ghost).unwrap();
-    std::fs::write(ghost.join("link"), &digest).unwrap();
+    s.plant(
+        &format!(
+            "docker/registry/v2/repositories/{REPO}/_manifests/tags/ghost/index/sha256/{hex}/link"
+        ),
+        digest.as_bytes(),
+    )
+    .await;
     let r = c.get_manifest(REPO, "ghost").send().await.unwrap();
     assert_eq!(r.status(), 404);
     let (_, body) = get_json(&c, &format!("/v2/{REPO}/tags/list")).await;

@@ -5,10 +5,7 @@
 use crate::support;
 
 use serde_json::Value;
-use support::{
-    assert_storage_unchanged, expect_error, sha256_digest, storage_files, Client, TestServer,
-    OCI_MANIFEST,
-};
+use support::{expect_error, sha256_digest, Client, TestServer, OCI_MANIFEST};
 
 const REPO: &str = "conformance/management";
 const DUMMY_DIGEST: &str =
@@ -286,7 +283,7 @@ async fn deletes_disabled_answer_400_or_405_unsupported_and_change_nothing() {
     let s = TestServer::start_with(|c| c.storage.delete_enabled = false).await;
     let c = s.client();
     let st = setup(&c).await;
-    let before = storage_files(&s.storage_root());
+    let before = s.stored().await;
     let paths = [
         format!("/v2/{REPO}/manifests/tagtest0"),
         format!("/v2/{REPO}/manifests/{}", st.digest),
@@ -298,7 +295,7 @@ async fn deletes_disabled_answer_400_or_405_unsupported_and_change_nothing() {
         assert!(code == 400 || code == 405, "{path}: {code}");
         assert_eq!(expect_error(r, code).await, "UNSUPPORTED", "{path}");
     }
-    assert_storage_unchanged(&s.storage_root(), &before, "refused deletes");
+    s.assert_stored_unchanged(&before, "refused deletes").await;
     assert_eq!(status(c.get_manifest(REPO, "tagtest0")).await, 200);
     assert_eq!(
         status(c.get(&format!("/v2/{REPO}/blobs/{}", st.layer_digest))).await,

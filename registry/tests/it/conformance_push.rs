@@ -8,8 +8,8 @@ use crate::support;
 use bytes::Bytes;
 use serde_json::json;
 use support::{
-    expect_error, sha256_digest, storage_files, upload_id, Client, TestServer, DOCKER_LIST,
-    DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+    expect_error, sha256_digest, upload_id, Client, TestServer, DOCKER_LIST, DOCKER_MANIFEST,
+    OCI_INDEX, OCI_MANIFEST,
 };
 
 const REPO: &str = "conformance/push";
@@ -502,7 +502,9 @@ async fn completed_upload_session_is_gone() {
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(expect_error(r, 404).await, "BLOB_UPLOAD_UNKNOWN");
     let id = upload_id(&loc);
-    let leftovers: Vec<_> = storage_files(&s.storage_root())
+    let leftovers: Vec<_> = s
+        .stored()
+        .await
         .into_iter()
         .filter(|f| f.contains(&id))
         .collect();
@@ -532,7 +534,9 @@ async fn delete_cancels_an_upload_and_removes_its_data() {
     let r = c.delete(&loc).send().await.unwrap();
     assert_eq!(expect_error(r, 404).await, "BLOB_UPLOAD_UNKNOWN");
     let id = upload_id(&loc);
-    let leftovers: Vec<_> = storage_files(&s.storage_root())
+    let leftovers: Vec<_> = s
+        .stored()
+        .await
         .into_iter()
         .filter(|f| f.contains(&id))
         .collect();
@@ -1522,7 +1526,8 @@ async fn upload_with_digest_algorithm_sha512_is_hashed_with_sha512() {
         // registry:2's layout: blobs/sha512/<2 hex>/<hex>/data.
         let hex = digest.strip_prefix("sha512:").unwrap();
         assert!(
-            storage_files(&s.storage_root())
+            s.stored()
+                .await
                 .iter()
                 .any(|f| f.ends_with(&format!("blobs/sha512/{}/{hex}/data", &hex[..2]))),
             "no blobs/sha512 path"

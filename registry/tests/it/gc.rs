@@ -210,7 +210,7 @@ async fn gc_removes_what_nothing_references_and_keeps_every_image() {
     let a_links: BTreeSet<String> = a.all_digests().into_iter().collect();
     assert_eq!(layer_links(&root, "team/a"), a_links);
     assert!(
-        !storage_files(&root).iter().any(|f| f.contains("_gc/")),
+        !s.stored().await.iter().any(|f| f.contains("_gc/")),
         "no lock or marker is left behind"
     );
 
@@ -236,7 +236,7 @@ async fn dry_run_lists_what_would_go_and_changes_nothing() {
         .send()
         .await
         .unwrap();
-    let before = storage_files(&root);
+    let before = s.stored().await;
 
     let out = registry_bin::run(
         &root,
@@ -264,7 +264,7 @@ async fn dry_run_lists_what_would_go_and_changes_nothing() {
         stdout.contains(&format!("would remove 3 blobs ({bytes} bytes)")),
         "{stdout}"
     );
-    assert_eq!(storage_files(&root), before, "a dry run changed storage");
+    assert_eq!(s.stored().await, before, "a dry run changed storage");
 
     // The real run, through the binary, removes exactly that.
     let out = registry_bin::run(
@@ -1111,7 +1111,9 @@ async fn gc_under_concurrent_push_and_pull_keeps_every_acknowledged_image() {
     for (repo, digests) in &per_repo {
         assert_eq!(&layer_links(&root, repo), digests, "links of {repo}");
     }
-    let leftovers: Vec<String> = storage_files(&root)
+    let leftovers: Vec<String> = s
+        .stored()
+        .await
         .into_iter()
         .filter(|f| f.contains("/_uploads/") || f.contains("_gc/"))
         .collect();
@@ -1208,9 +1210,7 @@ async fn gc_keeps_a_tagged_sha512_image_and_sweeps_an_untagged_one() {
     );
     let hex = gone_layer.strip_prefix("sha512:").unwrap();
     assert!(
-        !storage_files(&s.storage_root())
-            .iter()
-            .any(|f| f.contains(hex)),
+        !s.stored().await.iter().any(|f| f.contains(hex)),
         "the untagged image's layer is still stored"
     );
 }

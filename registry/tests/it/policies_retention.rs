@@ -175,7 +175,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
         ]
     };
     let storage = registry::storage::backend::open(&s.config.storage).unwrap();
-    let before = support::storage_files(&s.storage_root());
+    let before = s.stored().await;
 
     // The dry run, in process and from the command line: the same report,
     // and nothing changes.
@@ -209,7 +209,7 @@ async fn a_dry_run_reports_then_apply_removes_exactly_that_and_gc_frees_only_the
     let mut want = expected("would remove");
     want.push(report.summary());
     assert_eq!(printed.lines().collect::<Vec<_>>(), want);
-    support::assert_storage_unchanged(&s.storage_root(), &before, "a dry run");
+    s.assert_stored_unchanged(&before, "a dry run").await;
 
     // Applied, with pushes going on: exactly the reported tags go.
     let p = registry::policy::Policies::from_config(&policies(false));

@@ -6,8 +6,8 @@
 use crate::support;
 
 use support::{
-    assert_storage_unchanged, basic_auth_value, error_body, raw_request, sha256_digest,
-    storage_files, TestServer, ALL_MANIFEST_TYPES, OCI_MANIFEST,
+    basic_auth_value, error_body, raw_request, sha256_digest, TestServer, ALL_MANIFEST_TYPES,
+    OCI_MANIFEST,
 };
 
 async fn expect_read_only(r: reqwest::Response, what: &str) {
@@ -42,8 +42,7 @@ async fn read_only_serves_pulls_and_refuses_pushes_and_deletes() {
     s.config.storage.maintenance.readonly.enabled = true;
     let s = s.restart().await;
     let c = s.client();
-    let root = s.storage_root();
-    let before = storage_files(&root);
+    let before = s.stored().await;
 
     // Pulls.
     let r = c
@@ -196,7 +195,7 @@ async fn read_only_serves_pulls_and_refuses_pushes_and_deletes() {
             .status(),
         401
     );
-    assert_storage_unchanged(&root, &before, "read-only mode");
+    s.assert_stored_unchanged(&before, "read-only mode").await;
 
     // Back to normal: the upload opened before still works.
     let mut s = s;

@@ -12,7 +12,7 @@ use oci_layout::{
     pseudo_random, read_blob, read_ref, Layer, Layout, Tar, Written, OCI_INDEX, OCI_MANIFEST,
 };
 use skopeo::Skopeo;
-use support::{storage_files, TestServer, PASSWORD, USER};
+use support::{TestServer, PASSWORD, USER};
 
 const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -422,7 +422,7 @@ async fn copies_without_valid_credentials_are_refused() {
         &format!("docker://{host}/team/app:v1"),
     ])
     .await;
-    let before = storage_files(&s.storage_root());
+    let before = s.stored().await;
 
     let mentions_auth = |stderr: &str| {
         let e = stderr.to_ascii_lowercase();
@@ -457,11 +457,7 @@ async fn copies_without_valid_credentials_are_refused() {
         "wrong-password push: {}",
         out.stderr
     );
-    assert_eq!(
-        storage_files(&s.storage_root()),
-        before,
-        "a refused push wrote to storage"
-    );
+    assert_eq!(s.stored().await, before, "a refused push wrote to storage");
 
     // Out, anonymously and with a wrong password.
     let out_dir = work.path().join("out");

@@ -47,3 +47,20 @@ async fn push_and_pull_an_image_with_a_multi_component_name() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The "stores nothing" checks of the suites compare `TestServer::stored`
+/// snapshots: on either backend (the S3 rerun too) a snapshot must see
+/// what a push stores, or those checks would pass on an empty listing.
+#[tokio::test]
+async fn the_store_snapshot_sees_what_a_push_stores() {
+    let s = TestServer::start().await;
+    let before = s.stored().await;
+    let digest = s.client().push_blob("smoke/app", b"snapshot me").await;
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let after = s.stored().await;
+    assert!(
+        after.iter().any(|k| k.contains(hex) && k.ends_with("/data")),
+        "no blob data under {hex} in {after:?}"
+    );
+    assert!(after.len() > before.len(), "{before:?} → {after:?}");
+}

@@ -129,6 +129,67 @@ impl TestServer {
         self.config.storage.filesystem.rootdirectory.clone()
     }
 
+    /// Every object the store holds, by key under the storage root, sorted:
+    /// on disk the files under the root directory, on S3 the bucket's keys.
+    /// What "refused input stored nothing" is checked against, on either
+    /// backend (a snapshot of a local folder says nothing on S3).
+    pub async fn stored(&self) -> Vec<String> {
+        match &self.moto {
+            Some(moto) => moto.keys(&self.config.storage.s3.bucket, "").await,
+            None => storage_files(&self.storage_root()),
+        }
+    }
+
+    /// Writes `key` (under the storage root) straight into the store, past
+    /// the registry: the state a crash or another writer leaves, on either
+    /// backend.
+    pub async fn plant(&self, key: &str, body: &[u8]) {
+        match &self.moto {
+            Some(moto) => {
+                moto.put(&self.config.storage.s3.bucket, key, body.to_vec())
+                    .await
+            }
+            None => {
+                let path = self.storage_root().join(key);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, body).unwrap();
+            }
+        }
+    }
+
+    /// Refused input must leave the store exactly as it was.
+    pub async fn assert_stored_unchanged(&self, before: &[String], what: &str) {
+        let after = self.stored().await;
+        let (added, removed) = storage_diff(before, &after);
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "{what}: storage changed; added {added:?}, removed {removed:?}"
+        );
+    }
+
+    /// The store may differ only by objects of the upload session
+    /// `upload_id` (one the test itself opened, under
+    /// `<name>/_uploads/<id>/`).
+    pub async fn assert_only_upload_session_changed(
+        &self,
+        before: &[String],
+        upload_id: &str,
+        what: &str,
+    ) {
+        let after = self.stored().await;
+        let (added, removed) = storage_diff(before, &after);
+        let marker = format!("/_uploads/{upload_id}/");
+        let foreign: Vec<_> = added
+            .iter()
+            .chain(removed.iter())
+            .filter(|f| !f.contains(&marker))
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "{what}: storage changed outside upload session {upload_id}: {foreign:?}"
+        );
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -462,38 +523,6 @@ pub fn storage_diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<St
         .cloned()
         .collect();
     (added, removed)
-}
-
-/// Refused input must leave storage exactly as it was.
-pub fn assert_storage_unchanged(root: &Path, before: &[String], what: &str) {
-    let after = storage_files(root);
-    let (added, removed) = storage_diff(before, &after);
-    assert!(
-        added.is_empty() && removed.is_empty(),
-        "{what}: storage changed; added {added:?}, removed {removed:?}"
-    );
-}
-
-/// Storage may differ only by files of the upload session `upload_id` (one
-/// the test itself opened, under `<name>/_uploads/<id>/`).
-pub fn assert_only_upload_session_changed(
-    root: &Path,
-    before: &[String],
-    upload_id: &str,
-    what: &str,
-) {
-    let after = storage_files(root);
-    let (added, removed) = storage_diff(before, &after);
-    let marker = format!("/_uploads/{upload_id}/");
-    let foreign: Vec<_> = added
-        .iter()
-        .chain(removed.iter())
-        .filter(|f| !f.contains(&marker))
-        .collect();
-    assert!(
-        foreign.is_empty(),
-        "{what}: storage changed outside upload session {upload_id}: {foreign:?}"
-    );
 }
 
 /// The upload id at the end of an upload `Location`.

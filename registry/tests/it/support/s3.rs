@@ -114,6 +114,17 @@ impl Moto {
         assert!(r.status().is_success(), "create bucket: {}", r.status());
     }
 
+    /// Writes one object, as a crash or another writer could have left it.
+    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{bucket}/{key}", self.endpoint))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "put {key}: {}", r.status());
+    }
+
     /// Keys in a bucket under `prefix`.
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let text = reqwest::Client::new()
