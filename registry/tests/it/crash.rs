@@ -19,6 +19,8 @@ const CLIENTS: usize = 50;
 struct Acknowledged {
     blobs: Vec<(String, Vec<u8>)>,
     tags: Vec<(String, String)>,
+    /// Errors before the kill (there must be none).
+    failures: Vec<String>,
 }
 
 fn data(client: usize, n: usize) -> Vec<u8> {
@@ -75,13 +77,26 @@ async fn push(
     Ok(digest)
 }
 
-async fn client(base: String, c: usize, acked: Arc<Mutex<Acknowledged>>) {
+/// Pushes until its first error: the kill ends every client so. An error
+/// before the kill is a failure (recorded in `failures`), not the end.
+async fn client(
+    base: String,
+    c: usize,
+    acked: Arc<Mutex<Acknowledged>>,
+    killed: Arc<std::sync::atomic::AtomicBool>,
+) {
     let http = reqwest::Client::new();
     let repo = format!("crash/c{c}");
+    let fail = |what: String| {
+        if !killed.load(std::sync::atomic::Ordering::SeqCst) {
+            acked.lock().unwrap().failures.push(what);
+        }
+    };
     for n in 0.. {
         let body = data(c, n);
-        let Ok(digest) = push(&http, &base, &repo, body.clone()).await else {
-            return;
+        let digest = match push(&http, &base, &repo, body.clone()).await {
+            Ok(digest) => digest,
+            Err(e) => return fail(format!("{repo} blob {n}: {e}")),
         };
         acked
             .lock()
@@ -109,7 +124,8 @@ async fn client(base: String, c: usize, acked: Arc<Mutex<Acknowledged>>) {
                 .unwrap()
                 .tags
                 .push((format!("{repo}:{tag}"), sha256_digest(&bytes))),
-            _ => return,
+            Ok(r) => return fail(format!("{repo}:{tag}: {}", r.status())),
+            Err(e) => return fail(format!("{repo}:{tag}: {e}")),
         }
     }
 }
@@ -127,8 +143,9 @@ async fn sigkill_under_fifty_pushing_clients_loses_nothing_acknowledged() {
     let mut served = start();
     let base = format!("http://{}", served.addr);
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(client(base.clone(), c, acked.clone())))
+        .map(|c| tokio::spawn(client(base.clone(), c, acked.clone(), killed.clone())))
         .collect();
     // Kill once a good number of pushes are acknowledged, mid-stream.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -136,12 +153,18 @@ async fn sigkill_under_fifty_pushing_clients_loses_nothing_acknowledged() {
         assert!(std::time::Instant::now() < deadline, "pushes too slow");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
     served.child.kill().unwrap(); // SIGKILL
     served.child.wait().unwrap();
     for c in clients {
         c.await.unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(
+        acked.failures.is_empty(),
+        "requests failed before the kill: {:?}",
+        acked.failures
+    );
     println!(
         "killed after {} blobs and {} tags acknowledged",
         acked.blobs.len(),

@@ -829,8 +829,9 @@ struct Shared {
     pulls: usize,
 }
 
-/// Pushes an image without asserting, retrying the whole push when a
-/// concurrent collection removed something under it (what clients do).
+/// Pushes an image, retrying the whole push when a concurrent collection
+/// removed something under it and the registry refused (4xx; what clients
+/// do). A 5xx or a reset fails at once.
 async fn push_with_retries(
     c: &Client,
     repo: &str,
@@ -851,6 +852,18 @@ async fn push_with_retries(
         }
     }
     unreachable!()
+}
+
+/// A refusal the load allows: a 4xx (a concurrent collection removed
+/// something the push needed; clients push again). A 5xx fails the test.
+async fn refusal(what: &str, r: reqwest::Response) -> String {
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert!(
+        status.is_client_error(),
+        "{what}: {status} is a failure, not a refusal: {body}"
+    );
+    format!("{what}: {status} {body}")
 }
 
 async fn try_push(
@@ -881,13 +894,9 @@ async fn try_push(
         .body(bytes.clone())
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .unwrap_or_else(|e| panic!("a reset or transport error is a failure, not a refusal: {e}"));
     if r.status() != 201 {
-        return Err(format!(
-            "manifest: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        ));
+        return Err(refusal("manifest", r).await);
     }
     Ok(Image {
         repo: repo.into(),
@@ -905,9 +914,9 @@ async fn mono(c: &Client, repo: &str, data: &[u8]) -> Result<String, String> {
         .body(data.to_vec())
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .unwrap_or_else(|e| panic!("a reset or transport error is a failure, not a refusal: {e}"));
     if r.status() != 201 {
-        return Err(format!("blob: {}", r.status()));
+        return Err(refusal("blob", r).await);
     }
     Ok(d)
 }
@@ -920,9 +929,9 @@ async fn chunked(c: &Client, repo: &str, data: &[u8]) -> Result<String, String> 
         .header("content-length", "0")
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .unwrap_or_else(|e| panic!("a reset or transport error is a failure, not a refusal: {e}"));
     if r.status() != 202 {
-        return Err(format!("start: {}", r.status()));
+        return Err(refusal("start", r).await);
     }
     let mut location = r.headers()["location"].to_str().unwrap().to_owned();
     let (a, b) = data.split_at(data.len() / 2);
@@ -933,9 +942,11 @@ async fn chunked(c: &Client, repo: &str, data: &[u8]) -> Result<String, String> 
             .body(part.to_vec())
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .unwrap_or_else(|e| {
+                panic!("a reset or transport error is a failure, not a refusal: {e}")
+            });
         if r.status() != 202 {
-            return Err(format!("patch: {}", r.status()));
+            return Err(refusal("patch", r).await);
         }
         location = r.headers()["location"].to_str().unwrap().to_owned();
         tokio::task::yield_now().await;
@@ -945,9 +956,9 @@ async fn chunked(c: &Client, repo: &str, data: &[u8]) -> Result<String, String> 
         .header("content-length", "0")
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .unwrap_or_else(|e| panic!("a reset or transport error is a failure, not a refusal: {e}"));
     if r.status() != 201 {
-        return Err(format!("finish: {}", r.status()));
+        return Err(refusal("finish", r).await);
     }
     Ok(d)
 }

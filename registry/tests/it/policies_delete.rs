@@ -289,9 +289,9 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
                 let config = format!("{{\"p\":{p},\"n\":{n}}}");
                 // A push may be refused while the delete runs (a blob it
                 // needed was removed): that is allowed, a broken tag is not.
-                let cd = c.try_push_blob("team/busy", config.as_bytes()).await.ok();
-                let ld = c.try_push_blob("team/busy", layer.as_bytes()).await.ok();
-                let common = c.try_push_blob("team/busy", b"common").await.ok();
+                let cd = c.push_blob_or_refusal("team/busy", config.as_bytes()).await;
+                let ld = c.push_blob_or_refusal("team/busy", layer.as_bytes()).await;
+                let common = c.push_blob_or_refusal("team/busy", b"common").await;
                 let (Some(cd), Some(ld), Some(common)) = (cd, ld, common) else { continue };
                 let manifest = serde_json::json!({
                     "schemaVersion": 2,
@@ -309,7 +309,9 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
                     .send()
                     .await
                     .unwrap();
-                if r.status() == 201 && was_deleted {
+                if r.status() != 201 {
+                    support::allowed_refusal(r).await;
+                } else if was_deleted {
                     after_delete.push(tag);
                 }
             }
@@ -317,6 +319,7 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
         }));
     }
     // Let the pushers get going, then delete.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while base
         .get("/v2/team/busy/manifests/p0-2")
         .send()
@@ -325,6 +328,10 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
         .status()
         != 200
     {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pushers did not get a third image in within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let r = delete_repository(&base, "team/busy").await;

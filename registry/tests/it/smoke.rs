@@ -59,7 +59,9 @@ async fn the_store_snapshot_sees_what_a_push_stores() {
     let hex = digest.strip_prefix("sha256:").unwrap();
     let after = s.stored().await;
     assert!(
-        after.iter().any(|k| k.contains(hex) && k.ends_with("/data")),
+        after
+            .iter()
+            .any(|k| k.contains(hex) && k.ends_with("/data")),
         "no blob data under {hex} in {after:?}"
     );
     assert!(after.len() > before.len(), "{before:?} → {after:?}");

@@ -286,6 +286,19 @@ impl Client {
         }
     }
 
+    /// `try_push_blob` under load where a refusal is allowed: the digest,
+    /// or None for a 4xx with the spec's error body. A 5xx (or a reset,
+    /// which `send` unwraps) is a failure, never a refusal.
+    pub async fn push_blob_or_refusal(&self, name: &str, data: &[u8]) -> Option<String> {
+        match self.try_push_blob(name, data).await {
+            Ok(digest) => Some(digest),
+            Err(r) => {
+                allowed_refusal(r).await;
+                None
+            }
+        }
+    }
+
     /// Pushes an OCI image manifest with a config and the given layers
     /// (all pushed first); returns (manifest digest, manifest bytes).
     pub async fn push_image(
@@ -523,6 +536,20 @@ pub fn storage_diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<St
         .cloned()
         .collect();
     (added, removed)
+}
+
+/// A refusal a load test allows: a 4xx with the spec's error body. A 5xx
+/// or anything else fails the test (a refusal is the client's to fix; a
+/// 5xx is ours).
+pub async fn allowed_refusal(r: reqwest::Response) {
+    let status = r.status();
+    let url = r.url().clone();
+    assert!(
+        status.is_client_error(),
+        "{url}: {status} is a failure, not a refusal: {}",
+        r.text().await.unwrap_or_default()
+    );
+    error_body(r).await;
 }
 
 /// The upload id at the end of an upload `Location`.
