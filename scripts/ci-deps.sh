@@ -13,7 +13,7 @@
 #             where it exists, else python3 on PATH)
 #
 # scripts/test.sh puts $CI_VENV/bin first on PATH; the tests look there first
-# too (registry/tests/support/s3.rs, counter-app/tests/support/mod.rs).
+# too (registry/tests/it/support/s3.rs, counter-app/tests/it/support/mod.rs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${CI_VENV:-$root/.venv}

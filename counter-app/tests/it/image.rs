@@ -3,8 +3,7 @@
 //! Ignored by default: they need the Docker engine and STATIC_BIN_DIR
 //! (scripts/test.sh provides both).
 
-#[path = "../support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

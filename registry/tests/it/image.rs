@@ -7,9 +7,9 @@
 // test created, image builders), without the rest of that support module.
 // They call `super::wait_for`, defined below.
 #[allow(dead_code)]
-#[path = "../../../counter-app/tests/support/docker.rs"]
+#[path = "../../../counter-app/tests/it/support/docker.rs"]
 mod docker;
-#[path = "../../../counter-app/tests/support/registry_image.rs"]
+#[path = "../../../counter-app/tests/it/support/registry_image.rs"]
 mod registry_image;
 
 fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {

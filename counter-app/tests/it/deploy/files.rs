@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use super::{compose_dir, docker_lock, greeting, http_get};
 use crate::support::docker::{try_docker, Resources};
 use crate::support::{counter_image, free_port, python_with, stack_images, unique_name, wait_for};
-use crate::{compose_dir, docker_lock, greeting, http_get};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output()

@@ -8,9 +8,6 @@
 //! Ignored by default: they need Docker, docker-compose, openssl,
 //! STATIC_BIN_DIR and kubernetes-validate (scripts/test.sh provides all).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod files;
 mod pipeline;
 

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{compose_dir, docker_lock, greeting, http_get};
 use crate::support::docker::{docker, static_binary, try_docker, Resources};
 use crate::support::swarm::{self, DockerConfig, Stack, Task};
 use crate::support::{free_port, registry_image, stack_images, unique_name, wait_for};
-use crate::{compose_dir, docker_lock, greeting, http_get};
 
 const USER: &str = "deployer";
 const PASSWORD: &str = "e2e-Secret-pass_42";

@@ -1,9 +1,9 @@
 //! What clients see when Redis is up: the greeting, JSON, HTML, metrics,
 //! and no lost increments under concurrency.
 
+use super::{client, get, host_name, metric, seen_count, try_get};
 use crate::support::app::App;
 use crate::support::redis_server::RedisServer;
-use crate::{client, get, host_name, metric, seen_count, try_get};
 
 fn app_for(redis: &RedisServer) -> App {
     App::start(&[

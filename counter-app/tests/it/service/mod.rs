@@ -1,9 +1,6 @@
 //! Integration tests of the counter-app binary against a real redis-server
 //! (one per test, started and stopped by the test itself).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod api;
 mod healthcheck;
 mod resilience;

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::{client, get, metric, seen_count, try_get};
 use crate::support::app::App;
 use crate::support::redis_server::RedisServer;
 use crate::support::{free_port, wait_for_async};
-use crate::{client, get, metric, seen_count, try_get};
 
 const FLIP_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{client, get, metric, seen_count, try_get};
 use crate::support::app::App;
 use crate::support::redis_server::RedisServer;
 use crate::support::{wait_for, wait_for_async};
-use crate::{client, get, metric, seen_count, try_get};
 
 fn app_for(redis: &RedisServer) -> App {
     App::start(&[

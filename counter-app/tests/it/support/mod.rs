@@ -1,5 +1,5 @@
-//! Test support shared by the counter-app test binaries (and meant to be
-//! reused by the deploy tests through `#[path = ".../support/mod.rs"]`).
+//! Test support shared by counter-app's test suites (and by the registry's
+//! image test, which includes `docker.rs` and `registry_image.rs`).
 //!
 //! * `redis_server`: a real `redis-server` process per test, on a free port.
 //! * `app`: the `counter-app` binary under test, started as a child process.
@@ -12,7 +12,6 @@
 //! * `swarm`: single-node swarm, private docker config, stack guard, tasks.
 
 // Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
 
 pub mod app;
 pub mod counter_image;

@@ -242,7 +242,6 @@ pub fn wait_converged(
 /// A self-signed CA and a server certificate for 127.0.0.1/localhost signed
 /// by it, made with the openssl CLI (as docs/deploy.md tells operators to).
 pub struct Certificates {
-    pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -311,7 +310,6 @@ pub fn make_certificates(dir: &Path) -> Certificates {
         "registry.crt",
     ]);
     Certificates {
-        ca: dir.join("ca.crt"),
         cert: dir.join("registry.crt"),
         key: dir.join("registry.key"),
     }
