@@ -13,7 +13,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::listen::Listen;
 use crate::config::Config;
@@ -76,7 +76,7 @@ pub async fn serve_unix(
     router: Router,
     max_buf_size: usize,
     drain: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
     let service = TowerToHyperService::new(router.layer(axum::Extension(ConnectInfo(UNIX_PEER))));
     let mut builder = Builder::new(TokioExecutor::new());
@@ -85,7 +85,7 @@ pub async fn serve_unix(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,

@@ -346,10 +346,9 @@ fn serve_until_stopped(config: Config) -> Result<(), String> {
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down; finishing in-flight requests");
-            let _ = handle.send(true);
+            handle.cancel();
         });
-        let mut stopped = running.shutdown_handle().subscribe();
-        let _ = stopped.wait_for(|s| *s).await;
+        running.shutdown_handle().cancelled().await;
         running
             .shutdown(config.http.drain_timeout)
             .await

@@ -54,7 +54,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::storage::maintenance::gc::{GcError, Report};
 use crate::storage::metered::{ErrorSink, Outcome};
@@ -601,7 +601,7 @@ pub fn serve(
     path: String,
     metrics: Arc<Metrics>,
     storage: crate::storage::Storage,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     // registry:2's debug server answers health here: `{}` when every check
     // passes, else 503 with the failing checks.
@@ -644,7 +644,7 @@ pub fn serve(
     tokio::spawn(async move {
         axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
+                let _ = stop.cancelled().await;
             })
             .await
     })

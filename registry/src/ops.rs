@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -42,7 +42,7 @@ pub fn start(
     storage: &Storage,
     metrics: &Arc<Metrics>,
     after_gc: AfterGc,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Background, MetricsBindError> {
     let mut tasks = Vec::new();
     let mut metrics_addr = None;
@@ -126,13 +126,13 @@ fn spawn_online(
     interval: Duration,
     metrics: Arc<Metrics>,
     after_gc: AfterGc,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
             let started = Instant::now();
             // The retention rules in force now (they reload) say how long
@@ -169,7 +169,7 @@ fn spawn_upload_purger(
     storage: Storage,
     config: crate::config::UploadPurging,
     metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let jitter = config.interval.mul_f64(rand::random::<f64>());
@@ -177,7 +177,7 @@ fn spawn_upload_purger(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
             wait = config.interval;
             match gc::purge_uploads(&storage, config.age, config.dryrun).await {
@@ -206,13 +206,13 @@ pub fn spawn_scheduled(
     interval: std::time::Duration,
     app: crate::AppState,
     finished: impl Fn(Option<(u64, u64)>) + Send + 'static,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
             let p = app.policies.get();
             if p.retention.is_empty() {

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 use crate::oci::RepoName;
@@ -195,7 +195,7 @@ impl PullLog {
     pub fn spawn(
         self: &Arc<Self>,
         every: Duration,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> JoinHandle<()> {
         let log = self.clone();
         tokio::spawn(async move {
@@ -204,7 +204,7 @@ impl PullLog {
             loop {
                 let stopping = tokio::select! {
                     _ = tick.tick() => false,
-                    _ = stop.wait_for(|s| *s) => true,
+                    _ = stop.cancelled() => true,
                 };
                 log.record_logged().await;
                 if stopping {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 use crate::auth::credentials::Created;
@@ -49,7 +49,7 @@ pub struct Running {
     pub created_user: Option<Created>,
     /// Where `/metrics` is served (`[metrics] addr`), when enabled.
     pub metrics_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     /// Metrics listener, online GC, upload purging.
     background: Vec<JoinHandle<()>>,
@@ -59,7 +59,7 @@ pub struct Running {
 impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `grace`.
     pub async fn shutdown(self, grace: Duration) -> std::io::Result<()> {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
         let served = match tokio::time::timeout_at(deadline, self.task).await {
             Ok(joined) => joined.unwrap_or(Ok(())),
@@ -81,7 +81,7 @@ impl Running {
         served
     }
 
-    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+    pub fn shutdown_handle(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 }
@@ -151,7 +151,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let storage_for_ops = app.storage.clone();
     let headers = api::headers::parse(&config.http.headers)?;
 
-    let (shutdown, mut stop) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
     let after_gc = crate::ops::AfterGc {
         ledger: quota.clone(),
         policies: {
@@ -164,12 +165,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         &storage_for_ops,
         &metrics,
         after_gc,
-        shutdown.subscribe(),
+        shutdown.clone(),
     )?;
     if let Some(p) = &proxy {
         background
             .tasks
-            .extend(p.spawn_evictor(config.proxy.ttl, shutdown.subscribe()));
+            .extend(p.spawn_evictor(config.proxy.ttl, shutdown.clone()));
     }
     if !read_only {
         // Pulls are recorded every 30 s, or every quarter of the cache's
@@ -182,10 +183,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         };
         background
             .tasks
-            .push(pulls.spawn(every, shutdown.subscribe()));
+            .push(pulls.spawn(every, shutdown.clone()));
         background
             .tasks
-            .push(quota.clone().spawn_heartbeat(shutdown.subscribe()));
+            .push(quota.clone().spawn_heartbeat(shutdown.clone()));
     }
     if !config.policies.retention_interval.is_zero() {
         let live = app.clone();
@@ -197,11 +198,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 let metrics = metrics.clone();
                 move |counts| metrics.retention_finished(counts)
             },
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
     }
     if let Some(n) = &notifier {
-        background.tasks.extend(n.spawn(shutdown.subscribe()));
+        background.tasks.extend(n.spawn(shutdown.clone()));
     }
     // The web UI's routes, when `[ui] enabled`, under the API's layers.
     let pages = if app.ui.is_some() {
@@ -214,9 +215,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let service = router
         .clone()
         .into_make_service_with_connect_info::<SocketAddr>();
-    let unix_stop = shutdown.subscribe();
+    let unix_stop = shutdown.clone();
     let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
+        stop.cancelled().await;
     };
 
     let drain_timeout = config.http.drain_timeout;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::event::{cloudevent, envelope, CLOUDEVENTS_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE};
 use super::{Endpoint, Notifier};
@@ -21,7 +21,7 @@ const QUICK_RETRY: Duration = Duration::from_millis(100);
 
 pub const SIGNATURE_HEADER: &str = "x-registry-signature-256";
 
-pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, shutdown: CancellationToken) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match client(e.config.timeout) {
         Ok(c) => c,
@@ -33,14 +33,14 @@ pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch:
     let name = e.config.name.as_str();
     let mut failures: u32 = 0;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
         let names = match n.storage.queue_list(name).await {
             Ok(names) => names,
             Err(err) => {
                 tracing::warn!(endpoint = name, error = %err, "notification queue unreadable");
-                if pause(&mut shutdown, e.config.backoff).await {
+                if pause(&shutdown, e.config.backoff).await {
                     return;
                 }
                 continue;
@@ -54,7 +54,7 @@ pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch:
             tokio::select! {
                 _ = e.wake.notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.cancelled() => return,
             }
             continue;
         }
@@ -113,7 +113,7 @@ pub(super) async fn run(n: Arc<Notifier>, e: Arc<Endpoint>, mut shutdown: watch:
                     QUICK_RETRY.min(e.config.backoff)
                 };
                 tracing::warn!(endpoint = name, failures, error = %why, retry_in = ?wait, "notification delivery failed");
-                if pause(&mut shutdown, wait).await {
+                if pause(&shutdown, wait).await {
                     return;
                 }
             }
@@ -132,10 +132,10 @@ fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 }
 
 /// Sleeps `d`; true when shutting down.
-async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = shutdown.changed() => true,
+        _ = shutdown.cancelled() => true,
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, NotifyEndpoint};
@@ -101,7 +101,7 @@ impl Notifier {
     }
 
     /// Starts one delivery task per endpoint; they stop on `shutdown`.
-    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    pub fn spawn(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<JoinHandle<()>> {
         self.endpoints
             .iter()
             .map(|e| tokio::spawn(deliver::run(self.clone(), e.clone(), shutdown.clone())))

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 use super::{Proxy, Routed, Upstream};
@@ -43,7 +43,7 @@ impl Proxy {
     pub fn spawn_evictor(
         self: &Arc<Self>,
         ttl: Duration,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Option<JoinHandle<()>> {
         let capped = self.upstreams.iter().any(|u| u.max_bytes > 0);
         if ttl.is_zero() && !capped {
@@ -61,7 +61,7 @@ impl Proxy {
                 let grew = tokio::select! {
                     _ = tokio::time::sleep_until(next_sweep) => false,
                     _ = proxy.grown.notified(), if capped => true,
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.cancelled() => return,
                 };
                 if grew {
                     tokio::time::sleep(CAP_SETTLE).await;

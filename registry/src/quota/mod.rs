@@ -656,13 +656,13 @@ impl Ledger {
     /// Rewrites this process's counters every [`HEARTBEAT`] until `stop`.
     pub fn spawn_heartbeat(
         self: Arc<Self>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(HEARTBEAT) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.cancelled() => return,
                 }
                 if let Err(e) = self.heartbeat().await {
                     tracing::warn!("quota counters not rewritten: {e}");

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use object_store::path::Path;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::oci::references::{references, Refs};
 use crate::oci::{Digest, RepoName};
@@ -211,7 +211,7 @@ struct Run<'a> {
 pub async fn run(
     storage: &Storage,
     options: &Options,
-    stop: Option<watch::Receiver<bool>>,
+    stop: Option<CancellationToken>,
 ) -> Result<Report, GcError> {
     let lock = if options.dry_run {
         None
@@ -258,8 +258,8 @@ pub async fn run(
     result.map(|()| run.report)
 }
 
-fn stopped(stop: &Option<watch::Receiver<bool>>) -> bool {
-    stop.as_ref().is_some_and(|s| *s.borrow())
+fn stopped(stop: &Option<CancellationToken>) -> bool {
+    stop.as_ref().is_some_and(|s| s.is_cancelled())
 }
 
 impl Run<'_> {
@@ -282,7 +282,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn execute(&mut self, stop: Option<watch::Receiver<bool>>) -> Result<(), GcError> {
+    async fn execute(&mut self, stop: Option<CancellationToken>) -> Result<(), GcError> {
         if self.lock.is_some() {
             // Markers of a collector that died; we hold the lock now.
             self.storage.gc_clear_all_pending().await?;
