@@ -12,6 +12,7 @@ pub mod notify;
 pub mod oci;
 pub mod ops;
 pub mod otel;
+pub mod periodic;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;

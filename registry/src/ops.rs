@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
@@ -32,6 +32,7 @@ pub struct MetricsBindError {
 
 /// What runs after each online collection: the quota scopes it may have
 /// emptied are reconciled.
+#[derive(Clone)]
 pub struct AfterGc {
     pub ledger: Arc<crate::quota::Ledger>,
     pub policies: Arc<dyn Fn() -> Arc<crate::policy::Policies> + Send + Sync>,
@@ -128,39 +129,48 @@ fn spawn_online(
     after_gc: AfterGc,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.cancelled() => return,
-            }
-            let started = Instant::now();
-            // The retention rules in force now (they reload) say how long
-            // untagged manifests stay in the repositories they govern.
-            let options = gc::Options {
-                untagged_after: crate::policy::retention::untagged_windows(
-                    &(after_gc.policies)().retention,
-                ),
-                ..options.clone()
-            };
-            let result = gc::run(&storage, &options, Some(stop.clone())).await;
-            metrics.gc_finished(&result, started.elapsed());
-            match &result {
-                Ok(report) => {
-                    tracing::info!(target: "gc", "{report}");
-                    let quotas = (after_gc.policies)().quota.clone();
-                    if let Err(e) = after_gc.ledger.after_gc(&quotas).await {
-                        tracing::error!(target: "gc", "quota usage not reconciled after garbage collection: {e}");
+    tokio::spawn(crate::periodic::every(
+        interval,
+        interval,
+        stop.clone(),
+        move || {
+            let (storage, options, metrics, after_gc, stop) = (
+                storage.clone(),
+                options.clone(),
+                metrics.clone(),
+                after_gc.clone(),
+                stop.clone(),
+            );
+            async move {
+                let started = Instant::now();
+                // The retention rules in force now (they reload) say how long
+                // untagged manifests stay in the repositories they govern.
+                let options = gc::Options {
+                    untagged_after: crate::policy::retention::untagged_windows(
+                        &(after_gc.policies)().retention,
+                    ),
+                    ..options.clone()
+                };
+                let result = gc::run(&storage, &options, Some(stop.clone())).await;
+                metrics.gc_finished(&result, started.elapsed());
+                match &result {
+                    Ok(report) => {
+                        tracing::info!(target: "gc", "{report}");
+                        let quotas = (after_gc.policies)().quota.clone();
+                        if let Err(e) = after_gc.ledger.after_gc(&quotas).await {
+                            tracing::error!(target: "gc", "quota usage not reconciled after garbage collection: {e}");
+                        }
                     }
+                    Err(gc::GcError::Locked { .. }) => {
+                        tracing::info!(target: "gc", "skipped: {}", result.as_ref().unwrap_err())
+                    }
+                    Err(gc::GcError::Stopped) => return false,
+                    Err(e) => tracing::error!(target: "gc", "garbage collection failed: {e}"),
                 }
-                Err(gc::GcError::Locked { .. }) => {
-                    tracing::info!(target: "gc", "skipped: {}", result.as_ref().unwrap_err())
-                }
-                Err(gc::GcError::Stopped) => return,
-                Err(e) => tracing::error!(target: "gc", "garbage collection failed: {e}"),
+                true
             }
-        }
-    })
+        },
+    ))
 }
 
 /// Purges old upload sessions every `interval` (first after a random part
@@ -171,28 +181,30 @@ fn spawn_upload_purger(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let jitter = config.interval.mul_f64(rand::random::<f64>());
-        let mut wait = jitter.min(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => return,
-            }
-            wait = config.interval;
-            match gc::purge_uploads(&storage, config.age, config.dryrun).await {
-                Ok(purged) => {
-                    if !config.dryrun {
-                        metrics.uploads_purged(purged.len() as u64);
+    let jitter = config.interval.mul_f64(rand::random::<f64>());
+    let first = jitter.min(Duration::from_secs(3600));
+    tokio::spawn(crate::periodic::every(
+        first,
+        config.interval,
+        stop,
+        move || {
+            let (storage, config, metrics) = (storage.clone(), config.clone(), metrics.clone());
+            async move {
+                match gc::purge_uploads(&storage, config.age, config.dryrun).await {
+                    Ok(purged) => {
+                        if !config.dryrun {
+                            metrics.uploads_purged(purged.len() as u64);
+                        }
+                        for (repo, id) in &purged {
+                            tracing::info!(target: "gc", repository = %repo, upload = %id, dry_run = config.dryrun, "purged stale upload session");
+                        }
                     }
-                    for (repo, id) in &purged {
-                        tracing::info!(target: "gc", repository = %repo, upload = %id, dry_run = config.dryrun, "purged stale upload session");
-                    }
+                    Err(e) => tracing::error!(target: "gc", "upload purging failed: {e}"),
                 }
-                Err(e) => tracing::error!(target: "gc", "upload purging failed: {e}"),
+                true
             }
-        }
-    })
+        },
+    ))
 }
 
 /// The server's scheduled runs (`policies.retention_interval`): every
@@ -205,52 +217,56 @@ pub fn spawn_scheduled(
     storage: Storage,
     interval: std::time::Duration,
     app: crate::AppState,
-    finished: impl Fn(Option<(u64, u64)>) + Send + 'static,
+    finished: impl Fn(Option<(u64, u64)>) + Send + Sync + 'static,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.cancelled() => return,
-            }
-            let p = app.policies.get();
-            if p.retention.is_empty() {
-                continue;
-            }
-            // This replica's latest pulls count too.
-            if let Err(e) = app.pulls.record().await {
-                tracing::warn!(error = %e, "retention: recording pull times failed; using the records as they are");
-            }
-            match retention::run(&storage, &p.retention, &p.immutable, true).await {
-                Ok(report) => {
-                    // Each removed tag: audited, and the tag delete event
-                    // a client's delete of it would send.
-                    let origin = crate::service::events::Origin::job(&app, "retention");
-                    for t in &report.tags {
-                        if t.outcome == (retention::Outcome::Removed { dry_run: false }) {
-                            tracing::info!(target: "audit", action = "retention_remove", repository = %t.repository, tag = %t.tag, digest = %t.digest, rule = %t.rule, "retention removed a tag");
-                            crate::service::events::manifest_deleted(
-                                &app,
-                                &origin,
-                                &t.repository,
-                                &t.tag,
-                                &[],
-                            )
-                            .await;
+    let finished = Arc::new(finished);
+    tokio::spawn(crate::periodic::every(
+        interval,
+        interval,
+        stop,
+        move || {
+            let (storage, app, finished) = (storage.clone(), app.clone(), finished.clone());
+            async move {
+                let p = app.policies.get();
+                if p.retention.is_empty() {
+                    return true;
+                }
+                // This replica's latest pulls count too.
+                if let Err(e) = app.pulls.record().await {
+                    tracing::warn!(error = %e, "retention: recording pull times failed; using the records as they are");
+                }
+                match retention::run(&storage, &p.retention, &p.immutable, true).await {
+                    Ok(report) => {
+                        // Each removed tag: audited, and the tag delete event
+                        // a client's delete of it would send.
+                        let origin = crate::service::events::Origin::job(&app, "retention");
+                        for t in &report.tags {
+                            if t.outcome == (retention::Outcome::Removed { dry_run: false }) {
+                                tracing::info!(target: "audit", action = "retention_remove", repository = %t.repository, tag = %t.tag, digest = %t.digest, rule = %t.rule, "retention removed a tag");
+                                crate::service::events::manifest_deleted(
+                                    &app,
+                                    &origin,
+                                    &t.repository,
+                                    &t.tag,
+                                    &[],
+                                )
+                                .await;
+                            }
                         }
+                        tracing::info!(summary = %report.summary(), "retention ran");
+                        finished(Some((
+                            report.removed() as u64,
+                            report.would_remove() as u64,
+                        )));
                     }
-                    tracing::info!(summary = %report.summary(), "retention ran");
-                    finished(Some((
-                        report.removed() as u64,
-                        report.would_remove() as u64,
-                    )));
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention failed; trying again at the next interval");
+                        finished(None);
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention failed; trying again at the next interval");
-                    finished(None);
-                }
+                true
             }
-        }
-    })
+        },
+    ))
 }

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::oci::RepoName;
 use crate::storage::pull_record::PullTimes;
@@ -192,11 +192,7 @@ impl PullLog {
 
     /// The task that writes the batches, `every` apart and once more at
     /// stop.
-    pub fn spawn(
-        self: &Arc<Self>,
-        every: Duration,
-        stop: CancellationToken,
-    ) -> JoinHandle<()> {
+    pub fn spawn(self: &Arc<Self>, every: Duration, stop: CancellationToken) -> JoinHandle<()> {
         let log = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Created;
 use crate::config::Config;
@@ -181,9 +181,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         } else {
             crate::pull_log::RECORD_EVERY
         };
-        background
-            .tasks
-            .push(pulls.spawn(every, shutdown.clone()));
+        background.tasks.push(pulls.spawn(every, shutdown.clone()));
         background
             .tasks
             .push(quota.clone().spawn_heartbeat(shutdown.clone()));

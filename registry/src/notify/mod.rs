@@ -101,7 +101,10 @@ impl Notifier {
     }
 
     /// Starts one delivery task per endpoint; they stop on `shutdown`.
-    pub fn spawn(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<JoinHandle<()>> {
+    pub fn spawn(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
         self.endpoints
             .iter()
             .map(|e| tokio::spawn(deliver::run(self.clone(), e.clone(), shutdown.clone())))

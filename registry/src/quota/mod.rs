@@ -658,17 +658,20 @@ impl Ledger {
         self: Arc<Self>,
         stop: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(HEARTBEAT) => {}
-                    _ = stop.cancelled() => return,
+        tokio::spawn(crate::periodic::every(
+            HEARTBEAT,
+            HEARTBEAT,
+            stop,
+            move || {
+                let ledger = self.clone();
+                async move {
+                    if let Err(e) = ledger.heartbeat().await {
+                        tracing::warn!("quota counters not rewritten: {e}");
+                    }
+                    true
                 }
-                if let Err(e) = self.heartbeat().await {
-                    tracing::warn!("quota counters not rewritten: {e}");
-                }
-            }
-        })
+            },
+        ))
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::Path;
 /// every part) may be named from the domain layer up.
 const LAYERS: &[&[&str]] = &[
     // The vocabulary: the OCI model, the one glob matcher, the lingering
-    // close of a TCP stream.
-    &["oci", "glob", "linger"],
+    // close of a TCP stream, the loop of periodic background work.
+    &["oci", "glob", "linger", "periodic"],
     // The protocol's words: routes, error codes, body helpers, Warning.
     &["protocol"],
     // Configuration as plain data.
