@@ -632,7 +632,10 @@ pub struct TokenAuth {
     jwks: Option<Arc<Jwks>>,
     /// `signingalgorithms`; empty: every algorithm that fits the key.
     allowed: Vec<Algorithm>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+    /// Verified tokens by their SHA-256, bounded (`quick_cache` evicts the
+    /// least used; a flood of new tokens cannot grow it or empty it of the
+    /// hot ones), each still checked for expiry when it is found.
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
 }
 
 fn now() -> i64 {
@@ -734,7 +737,7 @@ impl TokenAuth {
                 roots,
                 jwks,
                 allowed,
-                cache: Mutex::new(HashMap::new()),
+                cache: quick_cache::sync::Cache::new(CACHE_MAX),
             },
             generated,
         ))
@@ -905,20 +908,14 @@ impl TokenAuth {
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let t = now();
         let leeway = self.config.leeway_secs as i64;
-        if let Some(v) = self.cache.lock().unwrap().get(&digest) {
+        if let Some(v) = self.cache.get(&digest) {
             if t <= v.expires.saturating_add(leeway) {
-                return Ok(v.clone());
+                return Ok(v);
             }
+            self.cache.remove(&digest);
         }
         let verified = Arc::new(self.verify_uncached(token)?);
-        let mut cache = self.cache.lock().unwrap();
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, v| t <= v.expires.saturating_add(leeway));
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, verified.clone());
+        self.cache.insert(digest, verified.clone());
         Ok(verified)
     }
 
