@@ -208,7 +208,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     } else {
         axum::Router::new()
     };
-    let router = crate::notify::middleware::add(api::router(app, pages), notifier);
+    let proxies = app.auth.proxies.clone();
+    let router = crate::notify::middleware::add(api::router(app, pages), notifier, proxies);
     let router = api::headers::add(router, headers);
     let service = router
         .clone()

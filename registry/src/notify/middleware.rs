@@ -20,18 +20,20 @@ use super::event::{RequestInfo, Target};
 use super::Notifier;
 use crate::auth::User;
 use crate::oci::Digest;
+use crate::protocol::client_addr::TrustedProxies;
 use crate::protocol::route::{self, Route};
 use crate::protocol::Untagged;
 
 /// Wraps `router` so events are made (no-op without endpoints).
-pub fn add(router: Router, notifier: Option<Arc<Notifier>>) -> Router {
+pub fn add(router: Router, notifier: Option<Arc<Notifier>>, proxies: TrustedProxies) -> Router {
     let Some(n) = notifier else {
         return router;
     };
+    let proxies = Arc::new(proxies);
     router.layer(axum::middleware::from_fn(
         move |req: Request, next: Next| {
-            let n = n.clone();
-            async move { track(n, req, next).await }
+            let (n, proxies) = (n.clone(), proxies.clone());
+            async move { track(n, &proxies, req, next).await }
         },
     ))
 }
@@ -51,7 +53,12 @@ fn query_param(query: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
+async fn track(
+    n: Arc<Notifier>,
+    proxies: &TrustedProxies,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let Some(rest) = request.uri().path().strip_prefix("/v2/") else {
         return next.run(request).await;
@@ -67,10 +74,20 @@ async fn track(n: Arc<Notifier>, request: Request, next: Next) -> Response {
     }
     let query = request.uri().query().unwrap_or_default().to_owned();
     let headers = request.headers().clone();
+    // `request.addr`: the TCP peer (`ip:port`, as registry:2 reports it),
+    // or behind a proxy of `http.trusted_proxies` the client it forwarded
+    // for (an address only), as the access and audit logs name it.
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
+        .map(|c| {
+            let client = proxies.client(c.0.ip(), &headers);
+            if client == c.0.ip() {
+                c.0.to_string()
+            } else {
+                client.to_string()
+            }
+        })
         .unwrap_or_default();
     // A manifest's size is the bytes of the PUT body.
     let (request, received) = crate::protocol::body::counted(request);

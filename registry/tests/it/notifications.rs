@@ -959,3 +959,41 @@ async fn repository_deletes_and_retention_send_the_delete_events_of_a_client_del
     assert_eq!(gone[0]["request"]["method"], "DELETE");
     assert_eq!(gone[0]["actor"]["name"], support::USER);
 }
+
+/// An event's `request.addr` names the client as the logs do: behind a
+/// proxy of `http.trusted_proxies`, the address it forwarded for (it was
+/// the proxy's own address); otherwise the TCP peer, and a forwarding
+/// header from an untrusted peer changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_events_request_addr_is_the_client_behind_a_trusted_proxy() {
+    for (trusted, expected) in [(true, "203.0.113.7"), (false, "127.0.0.1:")] {
+        let rx = Receiver::start().await;
+        let rx_url = rx.url.clone();
+        let s = TestServer::start_with(move |c| {
+            c.notifications.endpoints = vec![endpoint(&rx_url)];
+            c.metrics.addr = Some("127.0.0.1:0".into());
+            if trusted {
+                c.http.trusted_proxies = vec!["127.0.0.1/32".into()];
+            }
+        })
+        .await;
+        let data = format!("forwarded {trusted}");
+        let digest = support::sha256_digest(data.as_bytes());
+        let r = s
+            .client()
+            .post(&format!("/v2/fwd/app/blobs/uploads/?digest={digest}"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let events = rx.wait_for(1, Duration::from_secs(30)).await;
+        let addr = events[0]["request"]["addr"].as_str().unwrap().to_owned();
+        assert!(
+            addr.starts_with(expected) && (trusted || addr != "127.0.0.1:"),
+            "trusted proxies {trusted}: request.addr {addr:?}"
+        );
+    }
+}
