@@ -166,3 +166,27 @@ fn the_scanner_sees_what_a_file_names() {
     let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["App", "storage", "oci"]);
 }
+
+/// docs/architecture.md is the codemap: every file of `registry/src` is
+/// named there (as `` `path/file.rs` ``, relative to `registry/src`), so a
+/// file added without its line fails here.
+#[test]
+fn the_codemap_names_every_source_file() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let codemap = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md"),
+    )
+    .unwrap();
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let mut missing: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .filter(|rel| !codemap.contains(&format!("`{rel}`")))
+        .collect();
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "files docs/architecture.md does not name: {missing:?}"
+    );
+}
