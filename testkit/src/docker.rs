@@ -59,7 +59,7 @@ pub fn inspect(target: &str, format: &str) -> String {
 pub fn wait_for_health(container: &str, wanted: &str, timeout: Duration) {
     let mut last = String::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        super::wait_for(&format!("{container} to be {wanted}"), timeout, || {
+        crate::wait_for(&format!("{container} to be {wanted}"), timeout, || {
             last = try_docker(&["inspect", "-f", "{{.State.Health.Status}}", container])
                 .unwrap_or_else(|e| e);
             (last == wanted).then_some(())

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::docker::{static_binary, Resources};
+use crate::docker::{static_binary, Resources};
 
 /// registry/Dockerfile, found from whichever workspace crate runs the test.
 pub fn dockerfile() -> PathBuf {

@@ -3,28 +3,6 @@
 //! data and auth directories. Ignored by default: it needs the Docker engine
 //! and STATIC_BIN_DIR (scripts/test.sh provides both).
 
-// The docker helpers of counter-app's tests (the guard that removes what a
-// test created, image builders), without the rest of that support module.
-// They call `super::wait_for`, defined below.
-#[allow(dead_code)]
-#[path = "../../../counter-app/tests/it/support/docker.rs"]
-mod docker;
-#[path = "../../../counter-app/tests/it/support/registry_image.rs"]
-mod registry_image;
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -36,7 +14,9 @@ fn unique_name(prefix: &str) -> String {
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use testkit::{docker, registry_image};
 
 use docker::{docker, inspect, published_addr, wait_for_health, Resources};
 

@@ -15,30 +15,15 @@
 
 pub mod app;
 pub mod counter_image;
-pub mod docker;
 pub mod redis_image;
 pub mod redis_server;
-pub mod registry_image;
 pub mod stack_images;
 pub mod swarm;
 
-use std::time::{Duration, Instant};
+// Shared with the registry's image test (the `testkit` crate).
+pub use testkit::{docker, registry_image, wait_for};
 
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming
-/// `what`. The interval is short: every wait here stands in for a readiness
-/// probe, not for a guess at how long something takes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use std::time::{Duration, Instant};
 
 /// Async flavour of [`wait_for`] for checks that make HTTP requests.
 pub async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
