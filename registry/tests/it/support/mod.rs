@@ -573,6 +573,20 @@ pub fn check_error_shape(body: &serde_json::Value) {
     }
 }
 
+/// The response is a `status` error whose JSON body's code is one from the
+/// spec's table ("The `code` field MUST be one of the following"); the
+/// code. `what` names the request in a failure.
+pub async fn expect_spec_error(r: reqwest::Response, status: u16, what: &str) -> String {
+    assert_eq!(r.status(), status, "{what}");
+    let body = error_body(r).await;
+    let code = body["errors"][0]["code"].as_str().unwrap().to_owned();
+    assert!(
+        SPEC_ERROR_CODES.contains(&code.as_str()),
+        "{what}: code {code} is not in the spec's table"
+    );
+    code
+}
+
 /// Asserts a 4xx status and a spec error body; returns the first code.
 pub async fn expect_error(r: reqwest::Response, status: u16) -> String {
     let got = r.status().as_u16();
