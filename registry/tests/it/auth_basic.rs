@@ -8,7 +8,9 @@ use crate::support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use support::{expect_error, sha256_digest, Client, TestServer, OCI_MANIFEST, PASSWORD, USER};
+use support::{
+    expect_error, sha256_digest, status, Client, TestServer, OCI_MANIFEST, PASSWORD, USER,
+};
 
 const REPO: &str = "auth/test";
 const CHALLENGE: &str = "Basic realm=\"Registry Realm\"";
@@ -37,10 +39,6 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check().await
-}
-
-async fn status(r: reqwest::RequestBuilder) -> u16 {
-    r.send().await.unwrap().status().as_u16()
 }
 
 fn assert_challenge(r: &reqwest::Response, what: &str) {
@@ -398,12 +396,7 @@ async fn authenticated_user_can_push_and_pull() {
     let c = s.client();
     let (digest, manifest) = c.push_image(REPO, "v1", &[b"layer"]).await;
     let r = c.get_manifest(REPO, "v1").send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), manifest.as_slice());
+    support::assert_served(r, &digest, manifest.as_slice()).await;
 }
 
 /// curl and others send `Expect: 100-continue` before a large body: an

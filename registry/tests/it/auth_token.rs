@@ -525,14 +525,19 @@ async fn acl_matrix_in_token_mode() {
                 .as_u16()
         }
     };
-    assert_eq!(push("alice", "team-a/app").await, 201);
-    assert_eq!(push("alice", "team-b/app").await, 401);
-    assert_eq!(push("bob", "team-b/app").await, 201);
-    assert_eq!(push("bob", "team-a/app").await, 401);
-    assert_eq!(push("carol", "team-a/app").await, 201);
-    assert_eq!(push("root", "anything/else").await, 201);
-    assert_eq!(push("alice", "unlisted/repo").await, 401);
-    assert_eq!(push("alice", "public/app").await, 201);
+    // (user, repository, the push's status)
+    for (user, repo, status) in [
+        ("alice", "team-a/app", 201),
+        ("alice", "team-b/app", 401),
+        ("bob", "team-b/app", 201),
+        ("bob", "team-a/app", 401),
+        ("carol", "team-a/app", 201),
+        ("root", "anything/else", 201),
+        ("alice", "unlisted/repo", 401),
+        ("alice", "public/app", 201),
+    ] {
+        assert_eq!(push(user, repo).await, status, "{user} pushes to {repo}");
+    }
 
     // Anonymous: a token without credentials pulls only where a rule allows.
     let alice = token(&s, Some("alice"), &["repository:public/app:pull,push"]).await;
@@ -545,46 +550,29 @@ async fn acl_matrix_in_token_mode() {
         payload(&a)["access"],
         json!([{"type": "repository", "name": "public/app", "actions": ["pull"]}])
     );
-    let r = docker_request(
-        &s,
-        None,
-        reqwest::Method::GET,
-        "/v2/public/app/manifests/v1",
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    let r = docker_request(&s, None, reqwest::Method::GET, "/v2/team-a/app/tags/list").await;
-    assert_eq!(r.status(), 401);
-    let r = docker_request(
-        &s,
-        None,
-        reqwest::Method::POST,
-        "/v2/public/app/blobs/uploads/",
-    )
-    .await;
-    assert_eq!(r.status(), 401);
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/v2/public/app/manifests/v1", 200),
+        (reqwest::Method::GET, "/v2/team-a/app/tags/list", 401),
+        (reqwest::Method::POST, "/v2/public/app/blobs/uploads/", 401),
+    ] {
+        let what = format!("anonymous {method} {path}");
+        let r = docker_request(&s, None, method, path).await;
+        assert_eq!(r.status(), status, "{what}");
+    }
 
     // Delete: alice may in team-a, carol may not.
-    let t = token(&s, Some("carol"), &["repository:team-a/app:delete"]).await;
-    let r = bearer(&s, &t)
-        .delete(&format!(
-            "/v2/team-a/app/blobs/{}",
-            sha256_digest(b"matrix")
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let t = token(&s, Some("alice"), &["repository:team-a/app:delete"]).await;
-    let r = bearer(&s, &t)
-        .delete(&format!(
-            "/v2/team-a/app/blobs/{}",
-            sha256_digest(b"matrix")
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    for (user, status) in [("carol", 401), ("alice", 202)] {
+        let t = token(&s, Some(user), &["repository:team-a/app:delete"]).await;
+        let r = bearer(&s, &t)
+            .delete(&format!(
+                "/v2/team-a/app/blobs/{}",
+                sha256_digest(b"matrix")
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{user} deletes in team-a");
+    }
 }
 
 #[tokio::test]
@@ -708,6 +696,8 @@ async fn forged_tokens_are_refused() {
         c
     };
     let t = now();
+    // Our key and kid over `base` changed by `f`: what a forger cannot sign.
+    let ours_with = |f: &dyn Fn(&mut Value)| sign(Algorithm::ES256, Some(&kid), &with(f), &key);
     let public_pem = der::pem_encode("PUBLIC KEY", &PublicKey::P256(point.clone()).spki());
     let other = new_p256();
     let (_, other_kid) = p256_public(&other);
@@ -763,76 +753,41 @@ async fn forged_tokens_are_refused() {
         ("no kid", sign(Algorithm::ES256, None, &base, &key)),
         (
             "expired",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| {
-                    c["exp"] = json!(t - 3600);
-                    c["nbf"] = json!(t - 7200);
-                }),
-                &key,
-            ),
+            ours_with(&|c| {
+                c["exp"] = json!(t - 3600);
+                c["nbf"] = json!(t - 7200);
+            }),
         ),
         (
             "not yet valid",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| {
-                    c["nbf"] = json!(t + 3600);
-                    c["exp"] = json!(t + 7200);
-                }),
-                &key,
-            ),
+            ours_with(&|c| {
+                c["nbf"] = json!(t + 3600);
+                c["exp"] = json!(t + 7200);
+            }),
         ),
         (
             "nbf of the wrong type (a string in the future)",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| c["nbf"] = json!((t + 3600).to_string())),
-                &key,
-            ),
+            ours_with(&|c| c["nbf"] = json!((t + 3600).to_string())),
         ),
         (
             "no exp",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| {
-                    c.as_object_mut().unwrap().remove("exp");
-                }),
-                &key,
-            ),
+            ours_with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
         ),
         (
             "wrong audience",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| c["aud"] = json!("another-registry")),
-                &key,
-            ),
+            ours_with(&|c| c["aud"] = json!("another-registry")),
         ),
         (
             "no audience",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| {
-                    c.as_object_mut().unwrap().remove("aud");
-                }),
-                &key,
-            ),
+            ours_with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
         ),
         (
             "wrong issuer",
-            sign(
-                Algorithm::ES256,
-                Some(&kid),
-                &with(&|c| c["iss"] = json!("evil-issuer")),
-                &key,
-            ),
+            ours_with(&|c| c["iss"] = json!("evil-issuer")),
         ),
         (
             "tampered payload",
@@ -888,15 +843,10 @@ async fn forged_tokens_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 200, "nothing was deleted by a forged token");
     // A small clock skew is tolerated.
-    let skewed = sign(
-        Algorithm::ES256,
-        Some(&kid),
-        &with(&|c| {
-            c["exp"] = json!(t - 5);
-            c["nbf"] = json!(t + 5);
-        }),
-        &key,
-    );
+    let skewed = ours_with(&|c| {
+        c["exp"] = json!(t - 5);
+        c["nbf"] = json!(t + 5);
+    });
     let r = bearer(&s, &skewed)
         .get(get)
         .header("accept", OCI_MANIFEST)

@@ -7,9 +7,9 @@ use crate::support;
 
 use serde_json::json;
 use support::{
-    basic_auth_value, error_body, expect_error, raw_request, raw_request_write_first,
-    sha256_digest, upload_id, Client, RawResponse, TestServer, DOCKER_MANIFEST, OCI_INDEX,
-    OCI_MANIFEST, SPEC_ERROR_CODES,
+    basic_auth_value, error_body, expect_error, expect_spec_error, image_manifest, raw_request,
+    raw_request_write_first, sha256_digest, upload_id, Client, RawResponse, TestServer,
+    DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SPEC_ERROR_CODES,
 };
 
 const REPO: &str = "bad/input";
@@ -47,20 +47,6 @@ fn assert_raw_error(r: &RawResponse, status: u16, codes: &[&str], what: &str) {
 /// content; returns (manifest digest, config digest).
 async fn populated(c: &Client) -> (String, Vec<u8>) {
     c.push_image(REPO, "v1", &[b"existing layer"]).await
-}
-
-fn image_manifest(config_digest: &str, config_size: usize, layers: &[(&str, usize)]) -> Vec<u8> {
-    let layers: Vec<_> = layers
-        .iter()
-        .map(|(d, n)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
-        .collect();
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": layers,
-    }))
-    .unwrap()
 }
 
 // ----- repository names -----
@@ -974,37 +960,97 @@ async fn manifest_referencing_missing_blobs_is_manifest_blob_unknown() {
         .await;
 }
 
-/// A blob held by another repository does not satisfy a manifest here.
-#[tokio::test]
-async fn manifest_referencing_a_blob_of_another_repository_is_manifest_blob_unknown() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let config = br#"{"os":"linux"}"#;
-    let config_digest = c.push_blob(REPO, config).await;
-    let foreign = c.push_blob("someone/else", b"their layer").await;
-    let before = s.stored().await;
-    let manifest = image_manifest(&config_digest, config.len(), &[(&foreign, 11)]);
-    let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest).await;
-    assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
-    s.assert_stored_unchanged(&before, "foreign blob").await;
+/// What a refused manifest row may refer to: the repository holds an
+/// image (`populated`) and the config `{"os":"linux"}`; another repository
+/// holds a layer.
+struct Held {
+    config_digest: String,
+    config_len: usize,
+    /// A layer of `someone/else`, not of this repository.
+    foreign: String,
 }
 
+/// Manifests whose references do not hold are refused with 400 and one of
+/// the row's codes, and store nothing. One row a manifest, each on a fresh
+/// registry. Took over
+/// `manifest_referencing_a_blob_of_another_repository_is_manifest_blob_unknown`,
+/// `index_referencing_a_missing_manifest_is_manifest_blob_unknown`,
+/// `index_naming_a_blob_as_child_is_manifest_blob_unknown` and
+/// `subject_with_malformed_digest_is_manifest_invalid`.
 #[tokio::test]
-async fn index_referencing_a_missing_manifest_is_manifest_blob_unknown() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    populated(&c).await;
-    let before = s.stored().await;
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": DUMMY_DIGEST, "size": 100}],
-    }))
-    .unwrap();
-    let r = put_manifest(&c, "multi", OCI_INDEX, index).await;
-    assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
-    s.assert_stored_unchanged(&before, "index with missing child")
-        .await;
+async fn manifests_with_references_that_do_not_hold_are_refused() {
+    type Build = fn(&Held) -> Vec<u8>;
+    // (what, reference, content type, manifest, allowed codes)
+    let rows: [(&str, &str, &str, Build, &[&str]); 4] = [
+        (
+            "a blob held by another repository does not satisfy a manifest here",
+            "v1",
+            OCI_MANIFEST,
+            |h| image_manifest(&h.config_digest, h.config_len, &[(&h.foreign, 11)]),
+            &["MANIFEST_BLOB_UNKNOWN"],
+        ),
+        (
+            "an index with a missing child",
+            "multi",
+            OCI_INDEX,
+            |_| {
+                serde_json::to_vec(&json!({
+                    "schemaVersion": 2,
+                    "mediaType": OCI_INDEX,
+                    "manifests": [{"mediaType": OCI_MANIFEST, "digest": DUMMY_DIGEST, "size": 100}],
+                }))
+                .unwrap()
+            },
+            &["MANIFEST_BLOB_UNKNOWN"],
+        ),
+        (
+            "an index naming a layer blob of the repository as a child (not a manifest)",
+            "multi",
+            OCI_INDEX,
+            |_| {
+                let layer = sha256_digest(b"existing layer");
+                serde_json::to_vec(&json!({
+                    "schemaVersion": 2,
+                    "mediaType": OCI_INDEX,
+                    "manifests": [{"mediaType": OCI_MANIFEST, "digest": layer, "size": 14}],
+                }))
+                .unwrap()
+            },
+            &["MANIFEST_BLOB_UNKNOWN"],
+        ),
+        (
+            "a subject with a malformed digest",
+            "v1",
+            OCI_MANIFEST,
+            |h| {
+                serde_json::to_vec(&json!({
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": h.config_digest, "size": h.config_len},
+                    "layers": [],
+                    "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:../../../x", "size": 1},
+                }))
+                .unwrap()
+            },
+            &["MANIFEST_INVALID", "DIGEST_INVALID"],
+        ),
+    ];
+    for (what, reference, content_type, build, codes) in rows {
+        let s = TestServer::start().await;
+        let c = s.client();
+        populated(&c).await;
+        let config = br#"{"os":"linux"}"#;
+        let held = Held {
+            config_digest: c.push_blob(REPO, config).await,
+            config_len: config.len(),
+            foreign: c.push_blob("someone/else", b"their layer").await,
+        };
+        let before = s.stored().await;
+        let r = put_manifest(&c, reference, content_type, build(&held)).await;
+        let code = expect_error(r, 400).await;
+        assert!(codes.contains(&code.as_str()), "{what}: {code}");
+        s.assert_stored_unchanged(&before, what).await;
+    }
 }
 
 #[tokio::test]
@@ -1172,14 +1218,7 @@ async fn digest_shaped_and_invalid_references_are_refused_on_put() {
         );
     }
     s.assert_stored_unchanged(&before, "bad references").await;
-    let tags: serde_json::Value = c
-        .get(&format!("/v2/{REPO}/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = c.get_json(&format!("/v2/{REPO}/tags/list")).await;
     assert_eq!(tags["tags"], json!(["v1"]));
 }
 
@@ -1300,13 +1339,7 @@ async fn unsatisfiable_range_error_uses_a_spec_error_code() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 416, "{range}");
-        let body = error_body(r).await;
-        let code = body["errors"][0]["code"].as_str().unwrap();
-        assert!(
-            SPEC_ERROR_CODES.contains(&code),
-            "{range}: code {code} is not in the spec's table"
-        );
+        expect_spec_error(r, 416, range).await;
     }
 }
 
@@ -1323,13 +1356,7 @@ async fn invalid_pagination_number_is_400_with_a_spec_error_code() {
         "/v2/_catalog?n=1.5".to_owned(),
     ] {
         let r = c.get(&path).send().await.unwrap();
-        assert_eq!(r.status(), 400, "{path}");
-        let body = error_body(r).await;
-        let code = body["errors"][0]["code"].as_str().unwrap();
-        assert!(
-            SPEC_ERROR_CODES.contains(&code),
-            "{path}: code {code} is not in the spec's table"
-        );
+        expect_spec_error(r, 400, &path).await;
     }
 }
 
@@ -1412,52 +1439,6 @@ async fn interrupted_chunked_monolithic_upload_stores_nothing() {
     assert_eq!(r.status / 100, 4, "{r:?}");
     r.error_code();
     s.assert_stored_unchanged(&before, "interrupted chunked POST")
-        .await;
-}
-
-/// An index entry must name a manifest; a layer blob of the repository is
-/// not one.
-#[tokio::test]
-async fn index_naming_a_blob_as_child_is_manifest_blob_unknown() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    populated(&c).await;
-    let layer = sha256_digest(b"existing layer");
-    let before = s.stored().await;
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": layer, "size": 14}],
-    }))
-    .unwrap();
-    let r = put_manifest(&c, "multi", OCI_INDEX, index).await;
-    assert_eq!(expect_error(r, 400).await, "MANIFEST_BLOB_UNKNOWN");
-    s.assert_stored_unchanged(&before, "index naming a blob")
-        .await;
-}
-
-#[tokio::test]
-async fn subject_with_malformed_digest_is_manifest_invalid() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let config = br#"{"os":"linux"}"#;
-    let config_digest = c.push_blob(REPO, config).await;
-    let before = s.stored().await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:../../../x", "size": 1},
-    }))
-    .unwrap();
-    let r = put_manifest(&c, "v1", OCI_MANIFEST, manifest).await;
-    let code = expect_error(r, 400).await;
-    assert!(
-        ["MANIFEST_INVALID", "DIGEST_INVALID"].contains(&code.as_str()),
-        "{code}"
-    );
-    s.assert_stored_unchanged(&before, "subject with bad digest")
         .await;
 }
 

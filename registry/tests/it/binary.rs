@@ -185,11 +185,7 @@ fn first_start_creates_an_admin_and_serves_with_defaults() {
 
 #[test]
 fn healthcheck_fails_when_nothing_listens() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let status = Command::new(BIN)
         .arg("healthcheck")
         .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))

@@ -4,30 +4,11 @@
 
 use crate::support;
 
-use serde_json::Value;
-use support::{expect_error, sha256_digest, Client, TestServer, OCI_MANIFEST};
+use support::{expect_error, sha256_digest, status, Client, TestServer, OCI_MANIFEST};
 
 const REPO: &str = "conformance/management";
 const DUMMY_DIGEST: &str =
     "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
-
-async fn tags(c: &Client, name: &str) -> Vec<String> {
-    let r = c
-        .get(&format!("/v2/{name}/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default()
-}
-
-async fn status(r: reqwest::RequestBuilder) -> u16 {
-    r.send().await.unwrap().status().as_u16()
-}
 
 struct Setup {
     digest: String,
@@ -68,7 +49,7 @@ async fn delete_tag_is_202_and_removes_only_the_tag() {
     let s = TestServer::start().await;
     let c = s.client();
     let st = setup(&c).await;
-    let before = tags(&c, REPO).await;
+    let before = c.tag_list(REPO).await;
     let r = c
         .delete(&format!("/v2/{REPO}/manifests/tagtest0"))
         .send()
@@ -83,7 +64,7 @@ async fn delete_tag_is_202_and_removes_only_the_tag() {
     );
     // The manifest itself stays, by digest.
     assert_eq!(status(c.get_manifest(REPO, &st.digest)).await, 200);
-    let after = tags(&c, REPO).await;
+    let after = c.tag_list(REPO).await;
     assert!(after.len() < before.len());
     assert!(!after.contains(&"tagtest0".to_owned()));
     assert!(after.contains(&"keep".to_owned()));
@@ -104,7 +85,7 @@ async fn delete_manifest_by_digest_is_202_and_removes_it_and_its_tags() {
         r.bytes().await.unwrap().to_vec()
     })
     .await;
-    let before = tags(&c, REPO).await;
+    let before = c.tag_list(REPO).await;
     let r = c
         .delete(&format!("/v2/{REPO}/manifests/{}", st.digest))
         .send()
@@ -121,7 +102,7 @@ async fn delete_manifest_by_digest_is_202_and_removes_it_and_its_tags() {
     for tag in ["tagtest0", "alias"] {
         assert_eq!(status(c.get_manifest(REPO, tag)).await, 404, "{tag}");
     }
-    let after = tags(&c, REPO).await;
+    let after = c.tag_list(REPO).await;
     assert!(after.len() < before.len());
     assert_eq!(after, ["keep", "other"]);
     // Other manifests are untouched.
@@ -331,7 +312,7 @@ async fn tags_list_after_deleting_the_only_manifest_is_still_200() {
     let s = TestServer::start().await;
     let c = s.client();
     let (digest, _) = c.push_image(REPO, "tagtest0", &[b"only image"]).await;
-    assert_eq!(tags(&c, REPO).await, ["tagtest0"]);
+    assert_eq!(c.tag_list(REPO).await, ["tagtest0"]);
     let r = c
         .delete(&format!("/v2/{REPO}/manifests/tagtest0"))
         .send()
@@ -345,7 +326,7 @@ async fn tags_list_after_deleting_the_only_manifest_is_still_200() {
         .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(status(c.get_manifest(REPO, &digest)).await, 404);
-    assert_eq!(tags(&c, REPO).await, Vec::<String>::new());
+    assert_eq!(c.tag_list(REPO).await, Vec::<String>::new());
 }
 
 /// Deleting a tag leaves the manifest's other tags alone.
@@ -361,7 +342,7 @@ async fn delete_tag_keeps_other_tags_of_the_same_manifest() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(tags(&c, REPO).await, ["b"]);
+    assert_eq!(c.tag_list(REPO).await, ["b"]);
     let r = c.get_manifest(REPO, "b").send().await.unwrap();
     assert_eq!(
         r.headers()["docker-content-digest"].to_str().unwrap(),

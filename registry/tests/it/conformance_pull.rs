@@ -79,34 +79,82 @@ async fn base_endpoint_answers_200_with_api_version_header() {
     assert_eq!(r.status(), 200);
 }
 
+/// Unknown blobs and manifests are 404: one row a request, naming what it
+/// checks (HEAD answers without a body; a GET's error body carries a code
+/// where the row names one).
+/// Took over `head_nonexistent_blob_is_404`,
+/// `get_nonexistent_blob_is_404_blob_unknown`, `head_unknown_tag_is_404`,
+/// `head_nonexistent_manifest_as_conformance_names_it_is_404` and
+/// `get_nonexistent_manifest_as_conformance_names_it_is_404`.
 #[tokio::test]
-async fn head_nonexistent_blob_is_404() {
+async fn unknown_blobs_and_manifests_are_404() {
+    struct Row {
+        what: &'static str,
+        method: reqwest::Method,
+        path: String,
+        /// The error code a GET's body must carry.
+        code: Option<&'static str>,
+        /// Whether the (HEAD) answer must have no body.
+        empty: bool,
+    }
+    let rows = [
+        Row {
+            what: "HEAD of a nonexistent blob is 404 without a body",
+            method: reqwest::Method::HEAD,
+            path: format!("/v2/{REPO}/blobs/{DUMMY_DIGEST}"),
+            code: None,
+            empty: true,
+        },
+        Row {
+            what: "GET of a nonexistent blob is 404 BLOB_UNKNOWN",
+            method: reqwest::Method::GET,
+            path: format!("/v2/{REPO}/blobs/{DUMMY_DIGEST}"),
+            code: Some("BLOB_UNKNOWN"),
+            empty: false,
+        },
+        Row {
+            what: "HEAD of an unknown tag is 404 without a body",
+            method: reqwest::Method::HEAD,
+            path: format!("/v2/{REPO}/manifests/nosuchtag"),
+            code: None,
+            empty: true,
+        },
+        // `01_pull_test.go` "HEAD request to nonexistent manifest should
+        // return 404" uses the reference `.INVALID_MANIFEST_NAME` and
+        // requires exactly 404.
+        Row {
+            what: "HEAD of the conformance suite's nonexistent manifest is 404",
+            method: reqwest::Method::HEAD,
+            path: format!("/v2/{REPO}/manifests/{NONEXISTENT_MANIFEST}"),
+            code: None,
+            empty: false,
+        },
+        // `01_pull_test.go` / `02_push_test.go` "GET nonexistent manifest
+        // should return 404", with the suite's reference.
+        Row {
+            what: "GET of the conformance suite's nonexistent manifest is 404",
+            method: reqwest::Method::GET,
+            path: format!("/v2/{REPO}/manifests/{NONEXISTENT_MANIFEST}"),
+            code: None,
+            empty: false,
+        },
+    ];
     let s = TestServer::start().await;
     let c = s.client();
     push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .head(&format!("/v2/{REPO}/blobs/{DUMMY_DIGEST}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    assert!(
-        r.bytes().await.unwrap().is_empty(),
-        "HEAD must not have a body"
-    );
-}
-
-#[tokio::test]
-async fn get_nonexistent_blob_is_404_blob_unknown() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .get(&format!("/v2/{REPO}/blobs/{DUMMY_DIGEST}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(expect_error(r, 404).await, "BLOB_UNKNOWN");
+    for row in rows {
+        let what = row.what;
+        let r = c.request(row.method, &row.path).send().await.unwrap();
+        match row.code {
+            Some(code) => assert_eq!(expect_error(r, 404).await, code, "{what}"),
+            None => {
+                assert_eq!(r.status(), 404, "{what}");
+                if row.empty {
+                    assert!(r.bytes().await.unwrap().is_empty(), "{what}: a body");
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -125,55 +173,51 @@ async fn get_blob_in_unknown_repository_is_404() {
     );
 }
 
+/// A pushed blob answers HEAD and GET with its digest and length: HEAD
+/// without a body, GET with its bytes. One row a request.
+/// Took over `head_existing_blob_is_200_with_digest_and_length` and
+/// `get_existing_blob_returns_its_bytes_and_digest`.
 #[tokio::test]
-async fn head_existing_blob_is_200_with_digest_and_length() {
+async fn existing_blob_answers_head_and_get_with_digest_and_length() {
     let s = TestServer::start().await;
     let c = s.client();
     let img = push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .head(&format!("/v2/{REPO}/blobs/{}", img.config_digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        img.config_digest
-    );
-    assert_eq!(
-        r.headers()["content-length"].to_str().unwrap(),
-        img.config.len().to_string()
-    );
-    assert!(
-        r.bytes().await.unwrap().is_empty(),
-        "HEAD must not have a body"
-    );
-}
-
-#[tokio::test]
-async fn get_existing_blob_returns_its_bytes_and_digest() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let img = push_test_image(&c, REPO, "tagtest0", "a").await;
-    for (digest, bytes) in [
-        (&img.config_digest, &img.config),
-        (&img.layer_digest, &img.layer),
-    ] {
+    let (head, get) = (reqwest::Method::HEAD, reqwest::Method::GET);
+    // (what, method, digest, bytes)
+    let rows = [
+        ("HEAD of the config", head, &img.config_digest, &img.config),
+        (
+            "GET of the config",
+            get.clone(),
+            &img.config_digest,
+            &img.config,
+        ),
+        ("GET of the layer", get, &img.layer_digest, &img.layer),
+    ];
+    for (what, method, digest, bytes) in rows {
+        let is_head = method == reqwest::Method::HEAD;
         let r = c
-            .get(&format!("/v2/{REPO}/blobs/{digest}"))
+            .request(method, &format!("/v2/{REPO}/blobs/{digest}"))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(r.status(), 200, "{what}");
         assert_eq!(
             r.headers()["docker-content-digest"].to_str().unwrap(),
-            digest.as_str()
+            digest.as_str(),
+            "{what}"
         );
         assert_eq!(
             r.headers()["content-length"].to_str().unwrap(),
-            bytes.len().to_string()
+            bytes.len().to_string(),
+            "{what}"
         );
-        assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+        let body = r.bytes().await.unwrap();
+        if is_head {
+            assert!(body.is_empty(), "{what}: HEAD must not have a body");
+        } else {
+            assert_eq!(body.as_ref(), bytes.as_slice(), "{what}");
+        }
     }
 }
 
@@ -191,50 +235,6 @@ async fn blob_of_another_repository_is_not_served() {
     assert_eq!(expect_error(r, 404).await, "BLOB_UNKNOWN");
     let r = c
         .head(&format!("/v2/other/repo/blobs/{}", img.layer_digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-}
-
-#[tokio::test]
-async fn head_unknown_tag_is_404() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .head(&format!("/v2/{REPO}/manifests/nosuchtag"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    assert!(r.bytes().await.unwrap().is_empty());
-}
-
-/// `01_pull_test.go` "HEAD request to nonexistent manifest should return
-/// 404" uses the reference `.INVALID_MANIFEST_NAME` and requires exactly 404.
-#[tokio::test]
-async fn head_nonexistent_manifest_as_conformance_names_it_is_404() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .head(&format!("/v2/{REPO}/manifests/{NONEXISTENT_MANIFEST}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-}
-
-/// `01_pull_test.go` / `02_push_test.go` "GET nonexistent manifest should
-/// return 404", with the suite's reference `.INVALID_MANIFEST_NAME`.
-#[tokio::test]
-async fn get_nonexistent_manifest_as_conformance_names_it_is_404() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .get(&format!("/v2/{REPO}/manifests/{NONEXISTENT_MANIFEST}"))
         .send()
         .await
         .unwrap();
@@ -272,92 +272,65 @@ async fn get_manifest_in_unknown_repository_is_404() {
     );
 }
 
+/// A pushed manifest answers HEAD and GET, by digest and by tag, with its
+/// digest: HEAD with the length and no body, GET with the stored bytes;
+/// by digest, with its content type too. One row a request.
+/// Took over `head_manifest_by_digest_is_200_with_headers_and_no_body`,
+/// `head_manifest_by_tag_is_200_with_its_digest`,
+/// `get_manifest_by_digest_returns_the_stored_bytes` and
+/// `get_manifest_by_tag_returns_the_stored_bytes`.
 #[tokio::test]
-async fn head_manifest_by_digest_is_200_with_headers_and_no_body() {
+async fn manifest_answers_head_and_get_by_digest_and_by_tag() {
     let s = TestServer::start().await;
     let c = s.client();
     let img = push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .head(&format!("/v2/{REPO}/manifests/{}", img.digest))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        img.digest
-    );
-    assert_eq!(r.headers()["content-type"].to_str().unwrap(), OCI_MANIFEST);
-    assert_eq!(
-        r.headers()["content-length"].to_str().unwrap(),
-        img.manifest.len().to_string()
-    );
-    assert!(
-        r.bytes().await.unwrap().is_empty(),
-        "HEAD must not have a body"
-    );
-}
-
-#[tokio::test]
-async fn head_manifest_by_tag_is_200_with_its_digest() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let img = push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .head(&format!("/v2/{REPO}/manifests/tagtest0"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        img.digest
-    );
-    assert_eq!(
-        r.headers()["content-length"].to_str().unwrap(),
-        img.manifest.len().to_string()
-    );
-}
-
-#[tokio::test]
-async fn get_manifest_by_digest_returns_the_stored_bytes() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let img = push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .get(&format!("/v2/{REPO}/manifests/{}", img.digest))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"].to_str().unwrap(), OCI_MANIFEST);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        img.digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
-}
-
-#[tokio::test]
-async fn get_manifest_by_tag_returns_the_stored_bytes() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let img = push_test_image(&c, REPO, "tagtest0", "a").await;
-    let r = c
-        .get(&format!("/v2/{REPO}/manifests/tagtest0"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        img.digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+    let (head, get) = (reqwest::Method::HEAD, reqwest::Method::GET);
+    // (what, method, reference, whether the content type is checked)
+    let rows = [
+        ("HEAD by digest", head.clone(), img.digest.as_str(), true),
+        ("HEAD by tag", head, "tagtest0", false),
+        ("GET by digest", get.clone(), img.digest.as_str(), true),
+        ("GET by tag", get, "tagtest0", false),
+    ];
+    for (what, method, reference, content_type) in rows {
+        let is_head = method == reqwest::Method::HEAD;
+        let r = c
+            .request(method, &format!("/v2/{REPO}/manifests/{reference}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{what}");
+        assert_eq!(
+            r.headers()["docker-content-digest"].to_str().unwrap(),
+            img.digest,
+            "{what}"
+        );
+        if content_type {
+            assert_eq!(
+                r.headers()["content-type"].to_str().unwrap(),
+                OCI_MANIFEST,
+                "{what}"
+            );
+        }
+        if is_head {
+            assert_eq!(
+                r.headers()["content-length"].to_str().unwrap(),
+                img.manifest.len().to_string(),
+                "{what}"
+            );
+            assert!(
+                r.bytes().await.unwrap().is_empty(),
+                "{what}: HEAD must not have a body"
+            );
+        } else {
+            assert_eq!(
+                r.bytes().await.unwrap().as_ref(),
+                img.manifest.as_slice(),
+                "{what}"
+            );
+        }
+    }
 }
 
 /// The suite pushes `manifests[1]` by digest only (no tag) and pulls it.
@@ -396,14 +369,7 @@ async fn manifest_pushed_by_digest_is_pullable_by_digest() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), manifest.as_slice());
     // Pushing by digest creates no tag.
-    let tags: serde_json::Value = c
-        .get(&format!("/v2/{REPO}/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = c.get_json(&format!("/v2/{REPO}/tags/list")).await;
     assert_eq!(tags["tags"], json!(["tagtest0"]));
 }
 
@@ -651,12 +617,7 @@ async fn manifest_pushed_by_sha512_digest_is_served_by_it() {
         digest
     );
     let r = c.get_manifest(REPO, &digest).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), manifest.as_slice());
+    support::assert_served(r, &digest, manifest.as_slice()).await;
 }
 
 #[tokio::test]
@@ -675,14 +636,7 @@ async fn pull_works_with_deeply_nested_repository_names() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), img.layer.as_slice());
-    let tags: serde_json::Value = c
-        .get(&format!("/v2/{name}/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = c.get_json(&format!("/v2/{name}/tags/list")).await;
     assert_eq!(tags, json!({"name": name, "tags": ["v1"]}));
 }
 

@@ -8,8 +8,8 @@ use crate::support;
 use bytes::Bytes;
 use serde_json::json;
 use support::{
-    expect_error, sha256_digest, upload_id, Client, TestServer, DOCKER_LIST, DOCKER_MANIFEST,
-    OCI_INDEX, OCI_MANIFEST,
+    expect_error, sha256_digest, sha512_digest, upload_id, Client, TestServer, DOCKER_LIST,
+    DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
 };
 
 const REPO: &str = "conformance/push";
@@ -265,12 +265,7 @@ async fn blob_with_sha512_digest_is_verified_and_served() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
+    support::assert_served(r, &digest, data.as_slice()).await;
 }
 
 // ----- Blob Upload Chunked -----
@@ -486,6 +481,16 @@ async fn upload_session_survives_a_restart() {
     assert_eq!(get_blob(&c, REPO, &digest).await, (200, Bytes::from(data)));
 }
 
+/// What the store holds of the upload session at `loc`.
+async fn files_of_session(s: &TestServer, loc: &str) -> Vec<String> {
+    let id = upload_id(loc);
+    s.stored()
+        .await
+        .into_iter()
+        .filter(|f| f.contains(&id))
+        .collect()
+}
+
 #[tokio::test]
 async fn completed_upload_session_is_gone() {
     let s = TestServer::start().await;
@@ -501,13 +506,7 @@ async fn completed_upload_session_is_gone() {
     assert_eq!(r.status(), 201);
     let r = c.get(&loc).send().await.unwrap();
     assert_eq!(expect_error(r, 404).await, "BLOB_UPLOAD_UNKNOWN");
-    let id = upload_id(&loc);
-    let leftovers: Vec<_> = s
-        .stored()
-        .await
-        .into_iter()
-        .filter(|f| f.contains(&id))
-        .collect();
+    let leftovers = files_of_session(&s, &loc).await;
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -533,13 +532,7 @@ async fn delete_cancels_an_upload_and_removes_its_data() {
     assert_eq!(expect_error(r, 404).await, "BLOB_UPLOAD_UNKNOWN");
     let r = c.delete(&loc).send().await.unwrap();
     assert_eq!(expect_error(r, 404).await, "BLOB_UPLOAD_UNKNOWN");
-    let id = upload_id(&loc);
-    let leftovers: Vec<_> = s
-        .stored()
-        .await
-        .into_iter()
-        .filter(|f| f.contains(&id))
-        .collect();
+    let leftovers = files_of_session(&s, &loc).await;
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -596,21 +589,86 @@ async fn upload_session_belongs_to_its_repository() {
 
 // ----- Cross-Repository Blob Mount -----
 
-/// "Cross-mounting of a blob without the from argument should yield session
-/// id": the blob does not exist anywhere, so the answer is a new session.
+/// A mount that cannot link a blob starts an upload session in the target
+/// repository instead: 202 with a session `Location`. One row a case, each
+/// on a fresh registry. Took over
+/// `mount_of_missing_blob_without_from_starts_a_session` ("Cross-mounting
+/// of a blob without the from argument should yield session id"),
+/// `mount_of_nonexistent_blob_with_from_starts_a_session` ("Cross-mounting
+/// of nonexistent blob should yield session id") and
+/// `mount_from_a_repository_without_the_blob_starts_a_session`.
 #[tokio::test]
-async fn mount_of_missing_blob_without_from_starts_a_session() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let r = c
-        .post(&format!(
-            "/v2/crossmount/blobs/uploads/?mount={DUMMY_DIGEST}"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert!(location(&r).starts_with("/v2/crossmount/blobs/uploads/"));
+async fn mount_that_cannot_link_starts_a_session() {
+    struct Row {
+        what: &'static str,
+        /// Blobs pushed first: (repository, bytes).
+        pushes: Vec<(&'static str, Vec<u8>)>,
+        query: String,
+        /// Whether the session answers a status GET (204).
+        session_usable: bool,
+        /// A digest that must not have been linked into `crossmount`.
+        not_linked: Option<String>,
+    }
+    let in_repo = sha256_digest(&blob(42, 13));
+    let rows = [
+        Row {
+            what: "a blob that exists nowhere, without from",
+            pushes: vec![],
+            query: format!("mount={DUMMY_DIGEST}"),
+            session_usable: false,
+            not_linked: None,
+        },
+        Row {
+            what: "a nonexistent blob, from a repository that exists",
+            pushes: vec![(REPO, b"something".to_vec())],
+            query: format!("mount={DUMMY_DIGEST}&from={REPO}"),
+            session_usable: true,
+            not_linked: None,
+        },
+        // A `from` repository that does not hold the blob (even though
+        // another repository does) cannot be mounted from.
+        Row {
+            what: "from a repository without the blob",
+            pushes: vec![
+                (REPO, blob(42, 13)),
+                ("unrelated", b"other content".to_vec()),
+            ],
+            query: format!("mount={in_repo}&from=unrelated"),
+            session_usable: false,
+            not_linked: Some(in_repo.clone()),
+        },
+    ];
+    for row in rows {
+        let what = row.what;
+        let s = TestServer::start().await;
+        let c = s.client();
+        for (repo, data) in &row.pushes {
+            c.push_blob(repo, data).await;
+        }
+        let r = c
+            .post(&format!("/v2/crossmount/blobs/uploads/?{}", row.query))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{what}");
+        let loc = location(&r);
+        assert!(
+            loc.starts_with("/v2/crossmount/blobs/uploads/"),
+            "{what}: {loc}"
+        );
+        if row.session_usable {
+            let r = c.get(&loc).send().await.unwrap();
+            assert_eq!(r.status(), 204, "{what}: the session is usable");
+        }
+        if let Some(digest) = &row.not_linked {
+            let r = c
+                .head(&format!("/v2/crossmount/blobs/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{what}: nothing was linked");
+        }
+    }
 }
 
 /// "POST request to mount another repository's blob should return 201 or
@@ -640,28 +698,6 @@ async fn mount_from_another_repository_links_the_blob() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
-/// "Cross-mounting of nonexistent blob should yield session id": a mount
-/// that cannot be done starts an upload in the target repository.
-#[tokio::test]
-async fn mount_of_nonexistent_blob_with_from_starts_a_session() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    c.push_blob(REPO, b"something").await;
-    let r = c
-        .post(&format!(
-            "/v2/crossmount/blobs/uploads/?mount={DUMMY_DIGEST}&from={REPO}"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let loc = location(&r);
-    assert!(loc.starts_with("/v2/crossmount/blobs/uploads/"), "{loc}");
-    // The session is usable.
-    let r = c.get(&loc).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-}
-
 /// "Cross-mounting without from, and automatic content discovery enabled
 /// should return a 201".
 #[tokio::test]
@@ -681,31 +717,6 @@ async fn automatic_mount_without_from_links_an_existing_blob() {
         get_blob(&c, "crossmount", &digest).await,
         (200, Bytes::from(data))
     );
-}
-
-/// A `from` repository that does not hold the blob (even though another
-/// repository does) cannot be mounted from: fall back to an upload.
-#[tokio::test]
-async fn mount_from_a_repository_without_the_blob_starts_a_session() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let digest = c.push_blob(REPO, &blob(42, 13)).await;
-    c.push_blob("unrelated", b"other content").await;
-    let r = c
-        .post(&format!(
-            "/v2/crossmount/blobs/uploads/?mount={digest}&from=unrelated"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert!(location(&r).starts_with("/v2/crossmount/blobs/uploads/"));
-    let r = c
-        .head(&format!("/v2/crossmount/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "nothing was linked");
 }
 
 #[tokio::test]
@@ -1438,11 +1449,6 @@ async fn manifest_put_with_a_malformed_tag_param_tags_nothing() {
     assert_eq!(r.status(), 404);
 }
 
-fn sha512_digest(data: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
-}
-
 /// "Pushing blobs" with `digest-algorithm` (end-4c): a session asked for
 /// sha512 takes a sha512 digest, chunked or in one POST; an algorithm the
 /// registry does not hash, or a `digest=` of another algorithm, is 400
@@ -1490,18 +1496,8 @@ async fn upload_with_digest_algorithm_sha512_is_hashed_with_sha512() {
     assert_eq!(get_blob(&c, REPO, &digest).await, (200, Bytes::from(data)));
 
     let small = b"single post sha512".to_vec();
-    let d = sha512_digest(&small);
-    let r = c
-        .post(&format!(
-            "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(small.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    let d = c.push_blob_sha512(REPO, &small).await;
+    assert_eq!(d, sha512_digest(&small));
     let r = c
         .head(&format!("/v2/{REPO}/blobs/{d}"))
         .send()
@@ -1546,28 +1542,20 @@ async fn sha512_manifest_pushed_by_digest_with_tags_is_served_under_sha512() {
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let layer = blob(700, 5);
-    let (config_digest, layer_digest) = (sha512_digest(config), sha512_digest(&layer));
-    for (data, d) in [(&config[..], &config_digest), (&layer[..], &layer_digest)] {
-        let r = c
-            .post(&format!(
-                "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
-            ))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": layer.len()}],
-    }))
-    .unwrap();
+    let config_digest = c.push_blob_sha512(REPO, config).await;
+    let layer_digest = c.push_blob_sha512(REPO, &layer).await;
+    assert_eq!(
+        (config_digest.as_str(), layer_digest.as_str()),
+        (
+            sha512_digest(config).as_str(),
+            sha512_digest(&layer).as_str()
+        )
+    );
+    let manifest = support::image_manifest(
+        &config_digest,
+        config.len(),
+        &[(&layer_digest, layer.len())],
+    );
     let digest = sha512_digest(&manifest);
     let r = c
         .put(&format!("/v2/{REPO}/manifests/{digest}?tag=v1&tag=latest"))

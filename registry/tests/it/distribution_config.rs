@@ -17,8 +17,8 @@ use oci_layout::{Layer, Layout, Tar};
 use skopeo::Skopeo;
 const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 use support::s3::Moto;
-use support::sha256_digest;
 use support::token_issuer::{openssl, TokenIssuer};
+use support::{free_port, sha256_digest};
 
 const OURS: &str = env!("CARGO_BIN_EXE_registry");
 const USER: &str = "alice";
@@ -45,14 +45,6 @@ impl Proc {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `<bin> serve <file>` with `env`, its own port and storage directory;

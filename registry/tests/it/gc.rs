@@ -6,7 +6,7 @@ use crate::support;
 use crate::support::registry_bin;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,9 @@ use registry::oci::RepoName;
 use registry::storage::gc_guard::Pending;
 use registry::storage::maintenance::gc::{self, GcError, Options};
 use registry::storage::Storage;
-use support::{sha256_digest, storage_files, Client, TestServer, ALL_MANIFEST_TYPES, OCI_MANIFEST};
+use support::{
+    blob_file, sha256_digest, storage_files, Client, TestServer, ALL_MANIFEST_TYPES, OCI_MANIFEST,
+};
 
 fn open_storage(s: &TestServer) -> Storage {
     registry::storage::backend::open(&s.config.storage).expect("storage opens")
@@ -28,14 +30,6 @@ fn options(grace: Duration) -> Options {
         upload_max_age: None,
         untagged_after: Vec::new(),
     }
-}
-
-fn blob_file(root: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    root.join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ))
 }
 
 /// Every blob digest stored, from the files on disk.
@@ -136,13 +130,7 @@ async fn pull_intact(c: &Client, image: &Image) -> Result<(), String> {
 }
 
 async fn status_of(c: &Client, path: &str) -> u16 {
-    c.get(path)
-        .header("accept", ALL_MANIFEST_TYPES)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    support::status(c.get(path).header("accept", ALL_MANIFEST_TYPES)).await
 }
 
 #[tokio::test]
@@ -306,19 +294,14 @@ async fn the_grace_window_keeps_recent_content() {
 }
 
 async fn push_referrer(c: &Client, repo: &str, subject: &str, payload: &[u8]) -> String {
-    let layer = c.push_blob(repo, payload).await;
-    let empty = c.push_blob(repo, b"{}").await;
-    let m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": "application/vnd.example.signature",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
-        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": payload.len()}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
-    });
-    let bytes = serde_json::to_vec(&m).unwrap();
-    let d = sha256_digest(&bytes);
-    c.push_manifest(repo, &d, OCI_MANIFEST, &bytes).await
+    c.push_referrer(
+        repo,
+        (subject, 1),
+        "application/vnd.example.signature",
+        "application/octet-stream",
+        payload,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -398,13 +381,8 @@ async fn untagged_manifests_go_only_when_asked_and_reachable_ones_stay() {
         200
     );
     let referrers: serde_json::Value = c
-        .get(&format!("/v2/app/referrers/{}", tagged.digest))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v2/app/referrers/{}", tagged.digest))
+        .await;
     assert_eq!(referrers["manifests"][0]["digest"], sig_tagged.as_str());
     assert!(!blob_file(&root, &untagged.blobs[1]).exists());
     assert!(blob_file(&root, &child.blobs[1]).exists());
@@ -651,14 +629,11 @@ async fn a_push_racing_a_collection_is_refused_never_acknowledged_broken() {
         .push_blob("race", b"layer the collector is about to remove")
         .await;
     let config = c.push_blob("race", b"{}").await;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer,
-                    "size": b"layer the collector is about to remove".len()}],
-    }))
-    .unwrap();
+    let manifest = support::image_manifest(
+        &config,
+        2,
+        &[(&layer, b"layer the collector is about to remove".len())],
+    );
     // The collector has announced it removes the layer (it did not see the
     // manifest in its listings): the push must not be acknowledged.
     let lock = storage
@@ -725,13 +700,7 @@ async fn a_push_racing_a_collection_is_refused_never_acknowledged_broken() {
     // And content that vanished under a push (collector finished first) is
     // caught by the check after the write: the blob data is gone.
     std::fs::remove_file(blob_file(&s.storage_root(), &layer)).unwrap();
-    let m = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 1}],
-    }))
-    .unwrap();
+    let m = support::image_manifest(&config, 2, &[(&layer, 1)]);
     let r = c
         .put("/v2/race/manifests/v2")
         .header("content-type", OCI_MANIFEST)
@@ -802,15 +771,7 @@ fn metrics_addr_of(s: &TestServer) -> std::net::SocketAddr {
 
 /// The value of one sample line (`name{labels} value`); 0 when absent.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    support::sample(text, series).unwrap_or(0.0)
 }
 
 // ----- under load -----
@@ -878,16 +839,11 @@ async fn try_push(
     let config_d = mono(c, repo, config.as_bytes()).await?;
     let base_d = mono(c, repo, base).await?;
     let unique_d = chunked(c, repo, unique).await?;
-    let m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config.len()},
-        "layers": [
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": base_d, "size": base.len()},
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": unique_d, "size": unique.len()},
-        ],
-    });
-    let bytes = serde_json::to_vec(&m).unwrap();
+    let bytes = support::image_manifest(
+        &config_d,
+        config.len(),
+        &[(&base_d, base.len()), (&unique_d, unique.len())],
+    );
     let r = c
         .put(&format!("/v2/{repo}/manifests/{tag}"))
         .header("content-type", OCI_MANIFEST)
@@ -1139,11 +1095,6 @@ async fn gc_under_concurrent_push_and_pull_keeps_every_acknowledged_image() {
     );
 }
 
-fn sha512_digest(data: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
-}
-
 /// A sha512 image pushed by digest with `?tag=` (distribution-spec main);
 /// (manifest digest, layer digest).
 async fn push_sha512_image(
@@ -1156,41 +1107,11 @@ async fn push_sha512_image(
         r#"{{"architecture":"amd64","os":"linux","layer":{}}}"#,
         layer.len()
     );
-    let mut digests = Vec::new();
-    for data in [config.as_bytes(), layer] {
-        let d = sha512_digest(data);
-        let r = c
-            .post(&format!(
-                "/v2/{repo}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
-            ))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        digests.push(d);
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digests[0], "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": digests[1], "size": layer.len()}],
-    }))
-    .unwrap();
-    let digest = sha512_digest(&manifest);
-    let q = tag.map(|t| format!("?tag={t}")).unwrap_or_default();
-    let r = c
-        .put(&format!("/v2/{repo}/manifests/{digest}{q}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    (digest, digests.swap_remove(1))
+    let tags: Vec<&str> = tag.into_iter().collect();
+    let (digest, mut layers) = c
+        .push_sha512_image(repo, config.as_bytes(), &[layer], &tags)
+        .await;
+    (digest, layers.remove(0))
 }
 
 /// gc marks and sweeps sha512 content as it does sha256: a tagged sha512

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use distribution::DockerRegistry;
 use oci_layout::{pseudo_random, sha256_digest};
 use serde_json::json;
-use support::{Client, TestServer, PASSWORD, USER};
+use support::{Client, TestServer, Upload, PASSWORD, USER};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -37,101 +37,12 @@ struct Pushed {
     blobs: Vec<(String, Vec<u8>)>,
 }
 
-fn join_query(location: &str, query: &str) -> String {
-    if location.contains('?') {
-        format!("{location}&{query}")
-    } else {
-        format!("{location}?{query}")
-    }
-}
-
-/// How a blob goes up: the ways docker and other clients push.
-#[derive(Clone, Copy)]
-enum Upload {
-    /// POST, one PATCH with the whole body, PUT ?digest= (docker push).
-    Streamed,
-    /// POST, then PATCHes of at most this many bytes with Content-Range, PUT.
-    Chunked(usize),
-    /// POST, then PUT ?digest= with the whole body.
-    PostPut,
-}
-
-/// Pushes a blob the way Distribution 2.8 accepts (no single-POST upload).
-async fn push_blob(c: &Client, repo: &str, data: &[u8], how: Upload) -> String {
-    let digest = sha256_digest(data);
-    let r = c
-        .post(&format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "POST upload: {}", r.text().await.unwrap());
-    let mut location = r.headers()["location"].to_str().unwrap().to_owned();
-    match how {
-        Upload::PostPut => {}
-        Upload::Streamed | Upload::Chunked(_) => {
-            let size = match how {
-                Upload::Chunked(n) => n,
-                _ => data.len().max(1),
-            };
-            let mut start = 0;
-            for chunk in data.chunks(size) {
-                let end = start + chunk.len() - 1;
-                let r = c
-                    .patch(&location)
-                    .header("content-type", "application/octet-stream")
-                    .header("content-range", format!("{start}-{end}"))
-                    .body(chunk.to_vec())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    r.status(),
-                    202,
-                    "PATCH {start}-{end}: {}",
-                    r.text().await.unwrap()
-                );
-                assert_eq!(r.headers()["range"].to_str().unwrap(), format!("0-{end}"));
-                location = r.headers()["location"].to_str().unwrap().to_owned();
-                start = end + 1;
-            }
-        }
-    }
-    let body = match how {
-        Upload::PostPut => data.to_vec(),
-        _ => Vec::new(),
-    };
-    let r = c
-        .put(&join_query(&location, &format!("digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT upload: {}", r.text().await.unwrap());
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    digest
-}
-
 async fn put_manifest(c: &Client, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
-    let r = c
-        .put(&format!("/v2/{repo}/manifests/{reference}"))
-        .header("content-type", media_type)
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let digest = c.push_manifest(repo, reference, media_type, bytes).await;
     assert_eq!(
-        r.status(),
-        201,
-        "PUT manifest {repo}:{reference}: {}",
-        r.text().await.unwrap()
-    );
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        sha256_digest(bytes)
+        digest,
+        sha256_digest(bytes),
+        "PUT manifest {repo}:{reference}"
     );
 }
 
@@ -158,10 +69,10 @@ async fn push_image(
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| sha256_digest(l)).collect::<Vec<_>>() },
     }))
     .unwrap();
-    let mut blobs = vec![(push_blob(c, repo, &config, how[0]).await, config.clone())];
+    let mut blobs = vec![(c.push_blob_by(repo, &config, how[0]).await, config.clone())];
     let mut descs = Vec::new();
     for (i, l) in layers.into_iter().enumerate() {
-        let d = push_blob(c, repo, &l, how[(i + 1) % how.len()]).await;
+        let d = c.push_blob_by(repo, &l, how[(i + 1) % how.len()]).await;
         descs.push(json!({ "mediaType": layer_type, "digest": d, "size": l.len() }));
         blobs.push((d, l));
     }
@@ -647,8 +558,8 @@ async fn deletes_by_one_are_seen_by_the_other() {
 /// is `subject`; pushed by digest.
 async fn push_referrer(c: &Client, repo: &'static str, subject: &Pushed, text: &[u8]) -> Pushed {
     let empty = b"{}".to_vec();
-    let config = push_blob(c, repo, &empty, Upload::Streamed).await;
-    let layer = push_blob(c, repo, text, Upload::Streamed).await;
+    let config = c.push_blob_by(repo, &empty, Upload::Streamed).await;
+    let layer = c.push_blob_by(repo, text, Upload::Streamed).await;
     let bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

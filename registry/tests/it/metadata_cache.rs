@@ -56,7 +56,7 @@ async fn tag_digest(c: &Client, tag: &str) -> Option<String> {
 }
 
 async fn status(c: &Client, path: &str) -> u16 {
-    c.head(path).send().await.unwrap().status().as_u16()
+    support::status(c.head(path)).await
 }
 
 async fn tags(c: &Client) -> Vec<String> {
@@ -217,15 +217,7 @@ async fn a_push_is_served_at_once_by_its_replica_under_concurrent_reads() {
 }
 
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {name} in metrics")) as u64
+    support::sample(text, name).unwrap_or_else(|| panic!("no {name} in metrics")) as u64
 }
 
 #[tokio::test]

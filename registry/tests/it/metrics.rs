@@ -5,7 +5,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::{basic_auth_value, sha256_digest, TestServer};
+use support::{basic_auth_value, sample, sha256_digest, sum_samples, TestServer};
 
 async fn scrape(s: &TestServer) -> String {
     let addr = s.metrics_addr().expect("metrics listener");
@@ -21,16 +21,6 @@ async fn scrape(s: &TestServer) -> String {
 }
 
 /// The value of one series (`name{labels}`); None when absent.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 fn requests(method: &str, route: &str, status: u16) -> String {
     format!(
         "registry_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
@@ -164,11 +154,7 @@ async fn counts_match_the_traffic() {
     for (series, value) in expect {
         assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
     }
-    let total: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("registry_http_requests_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
+    let total = sum_samples(&text, "registry_http_requests_total{");
     assert_eq!(total, 13.0, "no other request was counted:\n{text}");
     assert_eq!(
         sample(&text, "registry_storage_errors_total{operation=\"put\"}"),

@@ -18,7 +18,7 @@ use distribution::DockerRegistry;
 use hmac::{KeyInit, Mac};
 use registry::config::{AuthMode, NotifyEndpoint};
 use serde_json::Value;
-use support::{sha256_digest, Client, TestServer};
+use support::{Client, TestServer, Upload};
 
 type Received = Arc<Mutex<Vec<(BTreeMap<String, String>, Vec<u8>)>>>;
 
@@ -129,31 +129,10 @@ fn endpoint(url: &str) -> NotifyEndpoint {
     }
 }
 
-/// POST then PUT (registry:2 has no monolithic POST).
-async fn push_blob(c: &Client, repo: &str, data: &[u8]) -> String {
-    let r = c
-        .post(&format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let digest = sha256_digest(data);
-    let r = c
-        .put(&format!("{location}{sep}digest={digest}"))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    digest
-}
-
 async fn push_image(c: &Client, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    let config_digest = push_blob(c, repo, config).await;
-    let layer_digest = push_blob(c, repo, layer).await;
+    let config_digest = c.push_blob_by(repo, config, Upload::PostPut).await;
+    let layer_digest = c.push_blob_by(repo, layer, Upload::PostPut).await;
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -163,21 +142,9 @@ async fn push_image(c: &Client, repo: &str, tag: &str, layer: &[u8]) -> (String,
                     "digest": layer_digest, "size": layer.len()}],
     }))
     .unwrap();
-    let r = c
-        .put(&format!("/v2/{repo}/manifests/{tag}"))
-        .header(
-            "content-type",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .body(manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let digest = r.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let digest = c
+        .push_manifest(repo, tag, support::DOCKER_MANIFEST, &manifest)
+        .await;
     (digest, layer_digest)
 }
 
@@ -299,10 +266,7 @@ async fn metric_line(addr: &str, name: &str) -> Option<f64> {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{endpoint=\"hook\"}}")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    support::sample(&text, &format!("{name}{{endpoint=\"hook\"}}"))
 }
 
 /// A counter of the endpoint: a labelled counter appears at its first
@@ -563,12 +527,10 @@ notifications:
 
 /// Every storage operation the registry has asked of its backend.
 async fn storage_operations(s: &TestServer) -> u64 {
-    s.metrics_text()
-        .await
-        .lines()
-        .filter(|l| l.starts_with("registry_storage_operations_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    support::sum_samples(
+        &s.metrics_text().await,
+        "registry_storage_operations_total{",
+    ) as u64
 }
 
 /// Waits until every queued event was delivered (nothing the delivery task

@@ -31,7 +31,7 @@ async fn delete_repository(c: &Client, name: &str) -> reqwest::Response {
 }
 
 async fn status(c: &Client, path: &str) -> u16 {
-    c.get(path).send().await.unwrap().status().as_u16()
+    support::status(c.get(path)).await
 }
 
 async fn stored(storage: &Storage, digest: &str) -> bool {
@@ -292,20 +292,15 @@ async fn delete_under_concurrent_pushes(s: &TestServer, pushed_to: &TestServer) 
                 let cd = c.push_blob_or_refusal("team/busy", config.as_bytes()).await;
                 let ld = c.push_blob_or_refusal("team/busy", layer.as_bytes()).await;
                 let common = c.push_blob_or_refusal("team/busy", b"common").await;
-                let (Some(cd), Some(ld), Some(common)) = (cd, ld, common) else { continue };
-                let manifest = serde_json::json!({
-                    "schemaVersion": 2,
-                    "mediaType": support::OCI_MANIFEST,
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-                    "layers": [
-                        {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()},
-                        {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": common, "size": 6},
-                    ],
-                });
+                let (Some(cd), Some(ld), Some(common)) = (cd, ld, common) else {
+                    continue;
+                };
+                let manifest =
+                    support::image_manifest(&cd, config.len(), &[(&ld, layer.len()), (&common, 6)]);
                 let r = c
                     .put(&format!("/v2/team/busy/manifests/{tag}"))
                     .header("content-type", support::OCI_MANIFEST)
-                    .body(serde_json::to_vec(&manifest).unwrap())
+                    .body(manifest)
                     .send()
                     .await
                     .unwrap();

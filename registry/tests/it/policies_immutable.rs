@@ -179,15 +179,7 @@ async fn race(a: &TestServer, b: &TestServer) -> String {
     for i in 0..8 {
         let config = format!("{{\"n\":{i}}}");
         let d = c.push_blob("team/race", config.as_bytes()).await;
-        manifests.push(
-            serde_json::to_vec(&serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d, "size": config.len()},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 5}],
-            }))
-            .unwrap(),
-        );
+        manifests.push(support::image_manifest(&d, config.len(), &[(&layer, 5)]));
     }
     let pushes = manifests.iter().enumerate().map(|(i, m)| {
         clients[i % 2]
@@ -297,14 +289,7 @@ async fn multi_tag_push_refused_by_one_immutable_tag_sets_none() {
     c.push_image("team/app", "latest", &[b"one"]).await;
     let config = br#"{"architecture":"amd64","os":"linux","n":2}"#;
     c.push_blob("team/app", config).await;
-    let other = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": support::sha256_digest(config), "size": config.len()},
-        "layers": [],
-    }))
-    .unwrap();
+    let other = support::image_manifest(&support::sha256_digest(config), config.len(), &[]);
     let other_digest = support::sha256_digest(&other);
     let r = c
         .put(&format!(

@@ -88,20 +88,13 @@ async fn frozen_upload(c: &Client) -> u16 {
 async fn push_status(c: &Client, repo: &str, tag: &str, layer: &[u8]) -> u16 {
     let config = c.push_blob(repo, b"{}").await;
     let layer_digest = c.push_blob(repo, layer).await;
-    let m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
-    });
-    c.put(&format!("/v2/{repo}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(serde_json::to_vec(&m).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let m = support::image_manifest(&config, 2, &[(&layer_digest, layer.len())]);
+    support::status(
+        c.put(&format!("/v2/{repo}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(m),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -39,15 +39,11 @@ async fn push_untagged(c: &Client, name: &str, layer: &[u8]) -> (String, Vec<u8>
     let config = br#"{"architecture":"arm64","os":"linux"}"#;
     let config_digest = c.push_blob(name, config).await;
     let layer_digest = c.push_blob(name, layer).await;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": layer.len()}],
-    }))
-    .unwrap();
+    let manifest = support::image_manifest(
+        &config_digest,
+        config.len(),
+        &[(&layer_digest, layer.len())],
+    );
     let digest = sha256_digest(&manifest);
     c.push_manifest(name, &digest, OCI_MANIFEST, &manifest)
         .await;
@@ -394,22 +390,14 @@ async fn push_referrer(
     subject_len: usize,
     note: &[u8],
 ) -> String {
-    let config = br#"{}"#;
-    let config_digest = c.push_blob(name, config).await;
-    let layer_digest = c.push_blob(name, note).await;
-    let body = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer_digest, "size": note.len()}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_len},
-    }))
-    .unwrap();
-    let digest = sha256_digest(&body);
-    c.push_manifest(name, &digest, OCI_MANIFEST, &body).await;
-    digest
+    c.push_referrer(
+        name,
+        (subject, subject_len),
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        note,
+    )
+    .await
 }
 
 /// `delete_untagged_after`: manifests no kept tag reaches go when older
@@ -537,47 +525,18 @@ async fn untagged_manifests_go_after_their_rules_window() {
 /// manifest stays tagged.
 #[tokio::test]
 async fn retention_treats_each_tag_of_a_multi_tag_push_as_a_push() {
-    use sha2::Digest as _;
     if support::storage_is_s3() {
         eprintln!("disk only: push times are set back through the files' mtimes");
         return;
     }
-    let sha512 = |b: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)));
     let s = TestServer::start_with(|c| c.policies = policies(false)).await;
     let c = s.client();
     let name = "ci/multi";
     c.push_image(name, "old1", &[b"old build"]).await;
     let config = br#"{"architecture":"arm64","os":"linux","multi":1}"#;
-    let d = sha512(config);
-    let r = c
-        .post(&format!(
-            "/v2/{name}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(config.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": d, "size": config.len()},
-        "layers": [],
-    }))
-    .unwrap();
-    let digest = sha512(&manifest);
-    let r = c
-        .put(&format!(
-            "/v2/{name}/manifests/{digest}?tag=b1&tag=b2&tag=latest"
-        ))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let (digest, _) = c
+        .push_sha512_image(name, config, &[], &["b1", "b2", "latest"])
+        .await;
     let month_ago = SystemTime::now() - 30 * DAY;
     set_pushed(&s, name, "old1", month_ago);
     set_pushed(&s, name, "b1", month_ago);

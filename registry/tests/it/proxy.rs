@@ -19,7 +19,7 @@ use distribution::DockerRegistry;
 use oci_layout::pseudo_random;
 use registry::config::{AclAction, AclConfig, AuthMode, Config, ProxyUpstream, RuleConfig};
 use serde_json::json;
-use support::{error_code, sha256_digest, Client, TestServer};
+use support::{blob_file, error_code, sha256_digest, Client, TestServer, Upload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UP_USER: &str = "mirror";
@@ -56,28 +56,6 @@ fn upstream_client(up: &DockerRegistry) -> Client {
     }
 }
 
-/// POST, then PUT ?digest= with the body (what docker-registry accepts).
-async fn push_blob(c: &Client, repo: &str, data: &[u8]) -> String {
-    let digest = sha256_digest(data);
-    let r = c
-        .post(&format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "POST upload: {}", r.text().await.unwrap());
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(&format!("{location}{sep}digest={digest}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT upload: {}", r.text().await.unwrap());
-    digest
-}
-
 /// An image of a config and `layers`, tagged `tag`; (manifest digest,
 /// manifest bytes, blob digests).
 async fn push_image(
@@ -87,11 +65,13 @@ async fn push_image(
     layers: &[Vec<u8>],
 ) -> (String, Vec<u8>, Vec<String>) {
     let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}");
-    let config_digest = push_blob(c, repo, config.as_bytes()).await;
+    let config_digest = c
+        .push_blob_by(repo, config.as_bytes(), Upload::PostPut)
+        .await;
     let mut blobs = vec![config_digest.clone()];
     let mut descriptors = Vec::new();
     for l in layers {
-        let d = push_blob(c, repo, l).await;
+        let d = c.push_blob_by(repo, l, Upload::PostPut).await;
         descriptors.push(json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar",
             "digest": d, "size": l.len(),
@@ -162,14 +142,6 @@ async fn slow_proxy(
     (relay, s)
 }
 
-fn blob_file(root: &Path, digest: &str) -> std::path::PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    root.join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ))
-}
-
 /// `registry_proxy_<name>_total{upstream="up"}`, and the whole exposition.
 async fn proxy_metric(s: &TestServer, name: &str) -> (u64, String) {
     let text = s.metrics_text().await;
@@ -180,12 +152,8 @@ async fn proxy_metric(s: &TestServer, name: &str) -> (u64, String) {
     (value, text)
 }
 
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+fn metric(text: &str, series: &str) -> u64 {
+    support::sample(text, series).map_or(0, |v| v as u64)
 }
 
 /// A TCP relay to `target` that passes the upstream's bytes on in pieces of
@@ -255,7 +223,9 @@ async fn fifty_concurrent_cold_pulls_make_one_upstream_get_and_stream_to_all() {
     let up = htpasswd_upstream(dir.path()).await;
     let size = 64 << 20;
     let data = Arc::new(pseudo_random(7, size));
-    let digest = push_blob(&upstream_client(&up), "big/blob", &data).await;
+    let digest = upstream_client(&up)
+        .push_blob_by("big/blob", &data, Upload::PostPut)
+        .await;
     // 256 KiB every 10 ms: the 64 MiB take about 2.6 s to arrive.
     let (relay, s) = slow_proxy(&up, 256 << 10, Duration::from_millis(10), size as u64).await;
     let path = format!("/v2/up/big/blob/blobs/{digest}");
@@ -465,7 +435,9 @@ async fn a_lying_upstream_is_never_cached_and_its_clients_fail() {
     let dir = tempfile::tempdir().unwrap();
     let up = htpasswd_upstream(dir.path()).await;
     let data = pseudo_random(9, 3 << 20);
-    let digest = push_blob(&upstream_client(&up), "lies/here", &data).await;
+    let digest = upstream_client(&up)
+        .push_blob_by("lies/here", &data, Upload::PostPut)
+        .await;
     // The upstream's stored bytes change under it: it serves other bytes
     // for the digest.
     let file = blob_file(&dir.path().join("data"), &digest);
@@ -508,7 +480,9 @@ async fn restart_mid_fetch_leaves_no_partial_blob() {
     let up = htpasswd_upstream(dir.path()).await;
     let size = 8 << 20;
     let data = pseudo_random(11, size);
-    let digest = push_blob(&upstream_client(&up), "slow/blob", &data).await;
+    let digest = upstream_client(&up)
+        .push_blob_by("slow/blob", &data, Upload::PostPut)
+        .await;
     // 64 KiB every 20 ms: 2.6 s for the blob.
     let (_relay, s) = slow_proxy(&up, 64 << 10, Duration::from_millis(20), u64::MAX).await;
     let path = format!("/v2/up/slow/blob/blobs/{digest}");

@@ -51,12 +51,7 @@ async fn read_only_serves_pulls_and_refuses_pushes_and_deletes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    support::assert_served(r, &digest, bytes.as_slice()).await;
     let r = c
         .get(&format!("/v2/team/app/blobs/{layer}"))
         .send()
@@ -72,23 +67,9 @@ async fn read_only_serves_pulls_and_refuses_pushes_and_deletes() {
             .status(),
         200
     );
-    let tags: serde_json::Value = c
-        .get("/v2/team/app/tags/list")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = c.get_json("/v2/team/app/tags/list").await;
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
-    let catalog: serde_json::Value = c
-        .get("/v2/_catalog")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: serde_json::Value = c.get_json("/v2/_catalog").await;
     assert_eq!(catalog["repositories"], serde_json::json!(["team/app"]));
     assert_eq!(c.get("/v2/").send().await.unwrap().status(), 200);
 

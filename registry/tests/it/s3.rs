@@ -76,14 +76,7 @@ async fn suite(c: &Client) {
     // Images, tags, pagination, referrers, deletes.
     let (d1, _) = c.push_image("suite/app", "v1", &[b"a", b"b"]).await;
     let (d2, _) = c.push_image("suite/app", "v2", &[b"c"]).await;
-    let tags: Value = c
-        .get("/v2/suite/app/tags/list?n=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = c.get_json("/v2/suite/app/tags/list?n=1").await;
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
     let referrer = serde_json::json!({
         "schemaVersion": 2,
@@ -104,26 +97,12 @@ async fn suite(c: &Client) {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["oci-subject"].to_str().unwrap(), d1);
-    let index: Value = c
-        .get(&format!("/v2/suite/app/referrers/{d1}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index: Value = c.get_json(&format!("/v2/suite/app/referrers/{d1}")).await;
     assert_eq!(
         index["manifests"][0]["artifactType"],
         "application/vnd.example.sig"
     );
-    let catalog: Value = c
-        .get("/v2/_catalog")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = c.get_json("/v2/_catalog").await;
     assert_eq!(catalog["repositories"], serde_json::json!(["suite/app"]));
 
     assert_eq!(
@@ -452,12 +431,7 @@ async fn a_bucket_written_by_docker_registry_is_served_as_is() {
     let ours = TestServer::start_with(|c| moto.configure(c, "legacy")).await;
     let c = ours.client();
     let r = c.get("/v2/legacy/app/manifests/v1").send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    support::assert_served(r, &digest, bytes.as_slice()).await;
     let r = c
         .get(&format!("/v2/legacy/app/blobs/{layer}"))
         .send()

@@ -4,15 +4,7 @@
 use crate::support;
 use crate::support::registry_bin;
 
-use support::TestServer;
-
-fn blob_file(root: &std::path::Path, digest: &str) -> std::path::PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    root.join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ))
-}
+use support::{blob_file, TestServer};
 
 fn scrub(s: &TestServer) -> (i32, String) {
     let out = registry_bin::run(&s.storage_root(), &s.config.auth.htpasswd.path, &["scrub"]);

@@ -11,15 +11,11 @@ use std::path::Path;
 use oci_layout::{
     pseudo_random, read_blob, read_ref, Layer, Layout, Tar, Written, OCI_INDEX, OCI_MANIFEST,
 };
-use skopeo::Skopeo;
-use support::{TestServer, PASSWORD, USER};
+use skopeo::{creds, Skopeo};
+use support::{TestServer, USER};
 
 const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
-fn creds() -> String {
-    format!("{USER}:{PASSWORD}")
-}
 
 fn oci_ref(dir: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", dir.display())
@@ -176,16 +172,8 @@ async fn multi_layer_image_round_trips_with_identical_digests() {
     let host = s.addr.to_string();
     let remote = format!("docker://{host}/team/app:v1");
 
-    sk.ok(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-creds",
-        &creds(),
-        "--dest-tls-verify=false",
-        &oci_ref(&src, "v1"),
-        &remote,
-    ])
-    .await;
+    sk.push(&["--preserve-digests"], &oci_ref(&src, "v1"), &remote)
+        .await;
 
     // What the registry serves: the very manifest bytes, digest and type.
     let (ct, digest, body) = get_manifest(&s, "team/app", "v1").await;
@@ -198,30 +186,13 @@ async fn multi_layer_image_round_trips_with_identical_digests() {
     assert_blobs_in_registry(&s, "team/app", &src, &image).await;
 
     // What skopeo sees.
-    let raw = sk
-        .ok(&[
-            "inspect",
-            "--raw",
-            "--creds",
-            &creds(),
-            "--tls-verify=false",
-            &remote,
-        ])
-        .await;
+    let raw = sk.with_creds("inspect", &["--raw"], &remote).await;
     assert!(
         raw.stdout == image.bytes,
         "inspect --raw: {}",
         raw.stdout_str()
     );
-    let inspect = sk
-        .ok(&[
-            "inspect",
-            "--creds",
-            &creds(),
-            "--tls-verify=false",
-            &remote,
-        ])
-        .await;
+    let inspect = sk.with_creds("inspect", &[], &remote).await;
     let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(inspect["Digest"], image.digest.as_str());
     assert_eq!(inspect["Architecture"], "amd64");
@@ -233,16 +204,14 @@ async fn multi_layer_image_round_trips_with_identical_digests() {
 
     // Back out into another OCI layout: same manifest, same blobs.
     let out = work.path().join("out");
-    sk.ok(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-oci-accept-uncompressed-layers",
-        "--src-creds",
-        &creds(),
-        "--src-tls-verify=false",
+    sk.pull(
+        &[
+            "--preserve-digests",
+            "--dest-oci-accept-uncompressed-layers",
+        ],
         &remote,
         &oci_ref(&out, "copied"),
-    ])
+    )
     .await;
     let desc = read_ref(&out, "copied");
     assert_eq!(desc["digest"], image.digest.as_str());
@@ -257,15 +226,11 @@ async fn multi_layer_image_round_trips_with_identical_digests() {
 
     // And into a `dir:` directory, pulling by digest this time.
     let dir = work.path().join("dir");
-    sk.ok(&[
-        "copy",
-        "--preserve-digests",
-        "--src-creds",
-        &creds(),
-        "--src-tls-verify=false",
+    sk.pull(
+        &["--preserve-digests"],
         &format!("docker://{host}/team/app@{}", image.digest),
         &format!("dir:{}", dir.display()),
-    ])
+    )
     .await;
     assert!(std::fs::read(dir.join("manifest.json")).unwrap() == image.bytes);
     for d in &image.blobs {
@@ -305,16 +270,11 @@ async fn multi_arch_index_round_trips_with_all() {
     let host = s.addr.to_string();
     let remote = format!("docker://{host}/team/multi:v1");
 
-    sk.ok(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--dest-creds",
-        &creds(),
-        "--dest-tls-verify=false",
+    sk.push(
+        &["--all", "--preserve-digests"],
         &oci_ref(&src, "v1"),
         &remote,
-    ])
+    )
     .await;
 
     let (ct, digest, body) = get_manifest(&s, "team/multi", "v1").await;
@@ -331,16 +291,7 @@ async fn multi_arch_index_round_trips_with_all() {
         assert_blobs_in_registry(&s, "team/multi", &src, m).await;
     }
 
-    let raw = sk
-        .ok(&[
-            "inspect",
-            "--raw",
-            "--creds",
-            &creds(),
-            "--tls-verify=false",
-            &remote,
-        ])
-        .await;
+    let raw = sk.with_creds("inspect", &["--raw"], &remote).await;
     assert!(
         raw.stdout == index.bytes,
         "inspect --raw: {}",
@@ -352,16 +303,11 @@ async fn multi_arch_index_round_trips_with_all() {
 
     // Back out with --all: the same index, both images, every blob.
     let out = work.path().join("out");
-    sk.ok(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--src-creds",
-        &creds(),
-        "--src-tls-verify=false",
+    sk.pull(
+        &["--all", "--preserve-digests"],
         &remote,
         &oci_ref(&out, "v1"),
-    ])
+    )
     .await;
     let desc = read_ref(&out, "v1");
     assert_eq!(desc["digest"], index.digest.as_str());
@@ -412,15 +358,11 @@ async fn copies_without_valid_credentials_are_refused() {
     layout.tag("v1", &image);
     let host = s.addr.to_string();
     // The image is there, so refusals below are about credentials only.
-    sk.ok(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-creds",
-        &creds(),
-        "--dest-tls-verify=false",
+    sk.push(
+        &["--preserve-digests"],
         &oci_ref(&src, "v1"),
         &format!("docker://{host}/team/app:v1"),
-    ])
+    )
     .await;
     let before = s.stored().await;
 
@@ -531,15 +473,11 @@ async fn list_tags_with_credentials() {
     layout.tag("v1", &image);
     let host = s.addr.to_string();
     for tag in ["v1", "latest"] {
-        sk.ok(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-creds",
-            &creds(),
-            "--dest-tls-verify=false",
+        sk.push(
+            &["--preserve-digests"],
             &oci_ref(&src, "v1"),
             &format!("docker://{host}/team/app:{tag}"),
-        ])
+        )
         .await;
     }
     // A third tag through the API, on the same manifest.
@@ -548,13 +486,7 @@ async fn list_tags_with_credentials() {
         .await;
 
     let out = sk
-        .ok(&[
-            "list-tags",
-            "--creds",
-            &creds(),
-            "--tls-verify=false",
-            &format!("docker://{host}/team/app"),
-        ])
+        .with_creds("list-tags", &[], &format!("docker://{host}/team/app"))
         .await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Repository"], format!("{host}/team/app"));
@@ -604,15 +536,11 @@ async fn delete_by_tag_removes_the_manifest_and_its_tags() {
     layout.tag("two", &two);
     let host = s.addr.to_string();
     for (src, dst) in [("one", "v1"), ("one", "latest"), ("two", "v2")] {
-        sk.ok(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-creds",
-            &creds(),
-            "--dest-tls-verify=false",
+        sk.push(
+            &["--preserve-digests"],
             &oci_ref(work.path(), src),
             &format!("docker://{host}/team/app:{dst}"),
-        ])
+        )
         .await;
     }
     let out = sk
@@ -627,14 +555,8 @@ async fn delete_by_tag_removes_the_manifest_and_its_tags() {
         e.contains("unauthorized") || e.contains("authentication required"),
         "{e}"
     );
-    sk.ok(&[
-        "delete",
-        "--creds",
-        &creds(),
-        "--tls-verify=false",
-        &format!("docker://{host}/team/app:v1"),
-    ])
-    .await;
+    sk.with_creds("delete", &[], &format!("docker://{host}/team/app:v1"))
+        .await;
     for reference in ["v1", "latest", one.digest.as_str()] {
         let r = s
             .client()
@@ -646,13 +568,7 @@ async fn delete_by_tag_removes_the_manifest_and_its_tags() {
         assert_eq!(r.status(), 404, "{reference} still served after delete");
     }
     let out = sk
-        .ok(&[
-            "list-tags",
-            "--creds",
-            &creds(),
-            "--tls-verify=false",
-            &format!("docker://{host}/team/app"),
-        ])
+        .with_creds("list-tags", &[], &format!("docker://{host}/team/app"))
         .await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Tags"], serde_json::json!(["v2"]));
@@ -684,20 +600,10 @@ async fn immutable_tag_refuses_a_changed_copy() {
         layout.tag(tag, &image);
     }
     let dest = format!("docker://{}/team/app:v1.0.0", s.addr);
-    let copy = |tag: &str| {
-        [
-            "copy".to_owned(),
-            "--preserve-digests".into(),
-            "--dest-creds".into(),
-            creds(),
-            "--dest-tls-verify=false".into(),
-            oci_ref(&src, tag),
-            dest.clone(),
-        ]
-    };
-    sk.ok(&str_args(&copy("first"))).await;
-    sk.ok(&str_args(&copy("first"))).await;
-    let out = sk.fails(&str_args(&copy("second"))).await;
+    let copy = |tag: &str| skopeo::push_args(&["--preserve-digests"], &oci_ref(&src, tag), &dest);
+    sk.ok_owned(&copy("first")).await;
+    sk.ok_owned(&copy("first")).await;
+    let out = sk.fails_owned(&copy("second")).await;
     assert!(
         out.stderr
             .contains("denied: tag v1.0.0 of team/app is immutable under policies.immutable[0]"),
@@ -705,8 +611,4 @@ async fn immutable_tag_refuses_a_changed_copy() {
         out.stderr
     );
     s.stop().await;
-}
-
-fn str_args(a: &[String]) -> Vec<&str> {
-    a.iter().map(String::as_str).collect()
 }

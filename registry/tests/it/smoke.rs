@@ -32,12 +32,7 @@ async fn push_and_pull_an_image_with_a_multi_component_name() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    support::assert_served(r, &digest, bytes.as_slice()).await;
     let s = s.restart().await;
     let r = s
         .client()

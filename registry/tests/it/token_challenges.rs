@@ -197,15 +197,11 @@ async fn walk(base: &str) -> Vec<(&'static str, Vec<Seen>)> {
     // pushes each layer.
     let layer = b"a layer";
     let layer_digest = push_blob(&mut a, ("start another upload", "finish it"), layer).await;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": layer.len()}],
-    }))
-    .unwrap();
+    let manifest = support::image_manifest(
+        &config_digest,
+        config.len(),
+        &[(&layer_digest, layer.len())],
+    );
     let manifest_digest = sha256_digest(&manifest);
     a.step(
         "push the manifest",

@@ -25,19 +25,16 @@ async fn fill(s: &TestServer) {
         async move {
             let layer = format!("layer {i}").into_bytes();
             let layer_digest = c.push_blob("bench/app", &layer).await;
-            let manifest = serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": config_digest, "size": config.len()},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                            "digest": layer_digest, "size": layer.len()}],
-            });
+            let manifest = support::image_manifest(
+                config_digest,
+                config.len(),
+                &[(&layer_digest, layer.len())],
+            );
             c.push_manifest(
                 "bench/app",
                 &format!("t{i:04}"),
                 "application/vnd.oci.image.manifest.v1+json",
-                &serde_json::to_vec(&manifest).unwrap(),
+                &manifest,
             )
             .await;
         }

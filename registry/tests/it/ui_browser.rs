@@ -25,7 +25,7 @@ use oci_layout::{Layer, Layout, Tar, Written};
 use registry::config::Config;
 use serde_json::{json, Value};
 use skopeo::Skopeo;
-use support::TestServer;
+use support::{free_port, TestServer};
 
 const USERS: &[(&str, &str)] = &[("alice", "secret"), ("bob", "bobpw")];
 
@@ -61,14 +61,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_driver() -> Driver {
@@ -384,14 +376,7 @@ fn assert_valid_html(what: &str, page: &str) {
 
 async fn tags_of(s: &TestServer, name: &str) -> Vec<String> {
     let alice = support::client_as(s, USERS, "alice");
-    let v: Value = alice
-        .get(&format!("/v2/{name}/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = alice.get_json(&format!("/v2/{name}/tags/list")).await;
     v["tags"]
         .as_array()
         .unwrap()

@@ -159,15 +159,7 @@ async fn token_mode_logs_in_the_endpoint_users() {
     .await;
     assert_eq!(form_login(&s, support::USER, "wrong").await.status(), 401);
     let (cookie, _) = support::ui_session(&s.base, support::USER, support::PASSWORD).await;
-    let page = reqwest::Client::new()
-        .get(s.url("/ui/"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = support::ui_page(&s.url("/ui/"), &cookie).await;
     assert!(
         page.contains("Signed in as <strong id=\"user\">alice</strong>"),
         "{page}"
@@ -179,39 +171,12 @@ async fn token_mode_logs_in_the_endpoint_users() {
 /// its sha512 digest, the image page by tag and by digest.
 #[tokio::test]
 async fn a_sha512_image_pushed_with_several_tags_shows_in_the_ui() {
-    use sha2::Digest as _;
-    let sha512 = |b: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)));
     let s = TestServer::start_with(|c| c.auth.mode = registry::config::AuthMode::None).await;
     let c = s.anonymous();
     let config = br#"{"architecture":"arm64","os":"linux"}"#;
-    let d = sha512(config);
-    let r = c
-        .post(&format!(
-            "/v2/ui/sha/blobs/uploads/?digest-algorithm=sha512&digest={d}"
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(config.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": support::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": d, "size": config.len()},
-        "layers": [],
-    }))
-    .unwrap();
-    let digest = sha512(&manifest);
-    let r = c
-        .put(&format!("/v2/ui/sha/manifests/{digest}?tag=v1&tag=latest"))
-        .header("content-type", support::OCI_MANIFEST)
-        .body(manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let (digest, _) = c
+        .push_sha512_image("ui/sha", config, &[], &["v1", "latest"])
+        .await;
     let page = |path: String| {
         let url = s.url(&path);
         async move {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Client;
+use crate::support::{free_port, Client};
 
 pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 
@@ -16,14 +16,6 @@ pub struct DockerRegistry {
     pub host: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl DockerRegistry {

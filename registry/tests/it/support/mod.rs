@@ -415,6 +415,16 @@ pub async fn next_second() {
     tokio::time::sleep(rest + std::time::Duration::from_millis(5)).await;
 }
 
+/// A port free on 127.0.0.1 when asked (for a server started next that
+/// must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `dir/htpasswd` holding the test user (bcrypt at the lowest cost, fast).
 pub fn write_htpasswd(dir: &Path) -> PathBuf {
     let path = dir.join("htpasswd");
@@ -438,6 +448,55 @@ pub async fn error_code(r: reqwest::Response) -> String {
         .as_str()
         .expect("errors[0].code")
         .to_owned()
+}
+
+/// Where the filesystem backend keeps the blob `digest` (sha256) under
+/// the storage root `root`.
+pub fn blob_file(root: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    root.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ))
+}
+
+/// `r` serves the content `digest` (a manifest or a blob): 200, its
+/// `Docker-Content-Digest`, and exactly `bytes`.
+pub async fn assert_served(r: reqwest::Response, digest: &str, bytes: &[u8]) {
+    let url = r.url().clone();
+    assert_eq!(r.status(), 200, "{url}");
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest,
+        "{url}"
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes, "{url}");
+}
+
+/// The status of the request `r`, sent.
+pub async fn status(r: reqwest::RequestBuilder) -> u16 {
+    r.send().await.unwrap().status().as_u16()
+}
+
+/// The value of `series` (a metric's name with its labels, exactly) in a
+/// `/metrics` exposition `text`, or None when no line has it.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The sum of every series in `text` whose line starts with `prefix`
+/// (e.g. `name{` for all of a counter's label sets).
+pub fn sum_samples(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 /// Every file under the storage root, relative, sorted: to assert that
@@ -514,6 +573,20 @@ pub fn check_error_shape(body: &serde_json::Value) {
     }
 }
 
+/// The response is a `status` error whose JSON body's code is one from the
+/// spec's table ("The `code` field MUST be one of the following"); the
+/// code. `what` names the request in a failure.
+pub async fn expect_spec_error(r: reqwest::Response, status: u16, what: &str) -> String {
+    assert_eq!(r.status(), status, "{what}");
+    let body = error_body(r).await;
+    let code = body["errors"][0]["code"].as_str().unwrap().to_owned();
+    assert!(
+        SPEC_ERROR_CODES.contains(&code.as_str()),
+        "{what}: code {code} is not in the spec's table"
+    );
+    code
+}
+
 /// Asserts a 4xx status and a spec error body; returns the first code.
 pub async fn expect_error(r: reqwest::Response, status: u16) -> String {
     let got = r.status().as_u16();
@@ -577,10 +650,217 @@ impl Client {
         r.headers()["location"].to_str().unwrap().to_owned()
     }
 
+    /// The JSON body of `GET path` (whatever the status).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     /// GET with an Accept header listing every manifest type we serve.
     pub fn get_manifest(&self, name: &str, reference: &str) -> reqwest::RequestBuilder {
         self.get(&format!("/v2/{name}/manifests/{reference}"))
             .header("accept", ALL_MANIFEST_TYPES)
+    }
+}
+
+pub fn join_query(location: &str, query: &str) -> String {
+    if location.contains('?') {
+        format!("{location}&{query}")
+    } else {
+        format!("{location}?{query}")
+    }
+}
+
+/// How a blob goes up: the ways docker and other clients push.
+#[derive(Clone, Copy)]
+pub enum Upload {
+    /// POST, one PATCH with the whole body, PUT ?digest= (docker push).
+    Streamed,
+    /// POST, then PATCHes of at most this many bytes with Content-Range, PUT.
+    Chunked(usize),
+    /// POST, then PUT ?digest= with the whole body.
+    PostPut,
+}
+
+impl Client {
+    /// Pushes a blob the way Distribution 2.8 accepts (no single-POST upload):
+    /// `how` says which; asserts each step and the digest the PUT answers.
+    pub async fn push_blob_by(&self, repo: &str, data: &[u8], how: Upload) -> String {
+        let digest = sha256_digest(data);
+        let r = self
+            .post(&format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "POST upload: {}", r.text().await.unwrap());
+        let mut location = r.headers()["location"].to_str().unwrap().to_owned();
+        match how {
+            Upload::PostPut => {}
+            Upload::Streamed | Upload::Chunked(_) => {
+                let size = match how {
+                    Upload::Chunked(n) => n,
+                    _ => data.len().max(1),
+                };
+                let mut start = 0;
+                for chunk in data.chunks(size) {
+                    let end = start + chunk.len() - 1;
+                    let r = self
+                        .patch(&location)
+                        .header("content-type", "application/octet-stream")
+                        .header("content-range", format!("{start}-{end}"))
+                        .body(chunk.to_vec())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        r.status(),
+                        202,
+                        "PATCH {start}-{end}: {}",
+                        r.text().await.unwrap()
+                    );
+                    assert_eq!(r.headers()["range"].to_str().unwrap(), format!("0-{end}"));
+                    location = r.headers()["location"].to_str().unwrap().to_owned();
+                    start = end + 1;
+                }
+            }
+        }
+        let body = match how {
+            Upload::PostPut => data.to_vec(),
+            _ => Vec::new(),
+        };
+        let r = self
+            .put(&join_query(&location, &format!("digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "PUT upload: {}", r.text().await.unwrap());
+        assert_eq!(
+            r.headers()["docker-content-digest"].to_str().unwrap(),
+            digest
+        );
+        digest
+    }
+}
+
+/// `sha512:<hex>` of `data`.
+pub fn sha512_digest(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+/// An OCI image manifest's bytes: the config's digest and size and the
+/// `layers` `(digest, size)` (tar layers).
+pub fn image_manifest(
+    config_digest: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(digest, size)| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest, "size": size,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+impl Client {
+    /// Pushes a blob in one POST under its sha512 digest
+    /// (`?digest-algorithm=sha512`); asserts the 201 and the digest it
+    /// answers, and returns that digest.
+    pub async fn push_blob_sha512(&self, name: &str, data: &[u8]) -> String {
+        let d = sha512_digest(data);
+        let r = self
+            .post(&format!(
+                "/v2/{name}/blobs/uploads/?digest-algorithm=sha512&digest={d}"
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "sha512 push of a blob to {name}");
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+        d
+    }
+
+    /// A sha512 image: `config` and `layers` pushed under sha512 digests,
+    /// the manifest PUT by its sha512 digest with a `?tag=` for each of
+    /// `tags` (distribution-spec main). (manifest digest, layer digests).
+    pub async fn push_sha512_image(
+        &self,
+        name: &str,
+        config: &[u8],
+        layers: &[&[u8]],
+        tags: &[&str],
+    ) -> (String, Vec<String>) {
+        let config_digest = self.push_blob_sha512(name, config).await;
+        let mut layer_digests = Vec::new();
+        for l in layers {
+            layer_digests.push(self.push_blob_sha512(name, l).await);
+        }
+        let sizes: Vec<_> = layer_digests
+            .iter()
+            .zip(layers)
+            .map(|(d, l)| (d.as_str(), l.len()))
+            .collect();
+        let manifest = image_manifest(&config_digest, config.len(), &sizes);
+        let digest = sha512_digest(&manifest);
+        let query: Vec<_> = tags.iter().map(|t| format!("tag={t}")).collect();
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        let r = self
+            .put(&format!("/v2/{name}/manifests/{digest}{q}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "sha512 image {name} tagged {tags:?}");
+        (digest, layer_digests)
+    }
+}
+
+impl Client {
+    /// Pushes an artifact (empty config, one layer of `layer_type` holding
+    /// `payload`, `artifact_type`) whose subject is the manifest
+    /// `subject` `(digest, size)`, by its digest; returns that digest.
+    pub async fn push_referrer(
+        &self,
+        name: &str,
+        subject: (&str, usize),
+        artifact_type: &str,
+        layer_type: &str,
+        payload: &[u8],
+    ) -> String {
+        let empty = self.push_blob(name, b"{}").await;
+        let layer = self.push_blob(name, payload).await;
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": layer_type, "digest": layer, "size": payload.len()}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0, "size": subject.1},
+        }))
+        .unwrap();
+        let digest = sha256_digest(&bytes);
+        self.push_manifest(name, &digest, OCI_MANIFEST, &bytes)
+            .await
     }
 }
 
@@ -838,16 +1118,21 @@ pub async fn ui_session(base: &str, user: &str, password: &str) -> (String, Stri
         "registry_session={}",
         set_cookie(&r, "registry_session").unwrap()
     );
-    let page = reqwest::Client::new()
-        .get(format!("{base}/ui/"))
-        .header("cookie", &session)
+    let page = ui_page(&format!("{base}/ui/"), &session).await;
+    (session, hidden(&page, "csrf"))
+}
+
+/// The UI page at `url`, fetched with the session `cookie`.
+pub async fn ui_page(url: &str, cookie: &str) -> String {
+    reqwest::Client::new()
+        .get(url)
+        .header("cookie", cookie)
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    (session, hidden(&page, "csrf"))
+        .unwrap()
 }
 
 pub fn form_body(fields: &[(&str, &str)]) -> String {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use registry::config::{Config, StorageBackend};
 
+use super::free_port;
+
 pub struct Moto {
     child: Child,
     pub endpoint: String,
@@ -39,14 +41,6 @@ fn moto_server() -> PathBuf {
     } else {
         PathBuf::from("moto_server")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Moto {

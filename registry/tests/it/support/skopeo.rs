@@ -106,3 +106,70 @@ impl Skopeo {
         out
     }
 }
+
+/// The test user's `user:password`, for skopeo's `--creds` flags.
+pub fn creds() -> String {
+    format!("{}:{}", super::USER, super::PASSWORD)
+}
+
+/// The args of `copy <flags> --<side>-creds <the test user>
+/// --<side>-tls-verify=false <from> <to>`, `side` being `dest` for a push
+/// into a plain-HTTP registry and `src` for a pull out of one.
+fn copy_args(side: &str, flags: &[&str], from: &str, to: &str) -> Vec<String> {
+    let mut args = vec!["copy".to_owned()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend([
+        format!("--{side}-creds"),
+        creds(),
+        format!("--{side}-tls-verify=false"),
+        from.to_owned(),
+        to.to_owned(),
+    ]);
+    args
+}
+
+/// `copy <flags> --dest-creds <the test user> --dest-tls-verify=false
+/// <from> <to>`: the args of a push into a plain-HTTP registry.
+pub fn push_args(flags: &[&str], from: &str, to: &str) -> Vec<String> {
+    copy_args("dest", flags, from, to)
+}
+
+impl Skopeo {
+    /// Runs `args` (owned strings) and asserts success.
+    pub async fn ok_owned(&self, args: &[String]) -> Output {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ok(&args).await
+    }
+
+    /// Runs `args` (owned strings) and asserts failure.
+    pub async fn fails_owned(&self, args: &[String]) -> Output {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.fails(&args).await
+    }
+
+    /// Pushes `from` to `to` as the test user over plain HTTP (see
+    /// `push_args`); asserts success.
+    pub async fn push(&self, flags: &[&str], from: &str, to: &str) -> Output {
+        self.ok_owned(&push_args(flags, from, to)).await
+    }
+
+    /// Pulls `from` (over plain HTTP, as the test user) to `to`; asserts
+    /// success.
+    pub async fn pull(&self, flags: &[&str], from: &str, to: &str) -> Output {
+        self.ok_owned(&copy_args("src", flags, from, to)).await
+    }
+
+    /// `<sub> <flags> --creds <the test user> --tls-verify=false <remote>`
+    /// (inspect, list-tags, delete); asserts success.
+    pub async fn with_creds(&self, sub: &str, flags: &[&str], remote: &str) -> Output {
+        let mut args = vec![sub.to_owned()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.extend([
+            "--creds".to_owned(),
+            creds(),
+            "--tls-verify=false".to_owned(),
+            remote.to_owned(),
+        ]);
+        self.ok_owned(&args).await
+    }
+}
