@@ -588,35 +588,22 @@ impl Storage {
 
         let target = layout::blob_data(digest);
         if self.blob_size(digest).await?.is_none() {
-            match chain.last() {
-                None => {
-                    self.store.put(&target, PutPayload::default()).await?;
+            if let Err(e) = self.place(name, id, &chain, &target).await {
+                // A repository delete (or the purger) removed the session
+                // after it was found: the client's upload is gone, as if
+                // the PUT had come a moment later (404
+                // `BLOB_UPLOAD_UNKNOWN`; it pushes again), not a 503 (on S3
+                // the copy out of a removed chunk answers 404 NoSuchKey).
+                let chunk_gone = matches!(
+                    &e,
+                    UploadError::Storage(StorageError::Backend(
+                        object_store::Error::NotFound { .. }
+                    ))
+                );
+                if chunk_gone || matches!(self.upload_exists(name, id).await, Ok(false)) {
+                    return Err(UploadError::Unknown);
                 }
-                // One file holds the whole blob: renamed into place.
-                Some(last)
-                    if last.file_start() == 0
-                        && self.rename_limit.is_none_or(|limit| last.end <= limit)
-                        && self.own_chunk(name, id, last).await? =>
-                {
-                    match &self.chunk_files {
-                        Some(files) => files
-                            .publish(&last.chunk, last.end, target.as_ref())
-                            .await
-                            .map_err(io_failed)?,
-                        None => {
-                            self.store
-                                .rename(&Path::from(last.chunk.as_str()), &target)
-                                .await?
-                        }
-                    }
-                }
-                // Several chunks, or one the backend can't rename (copy) in
-                // one request: streamed into the blob, and the chunks are
-                // removed with the session.
-                Some(_) => {
-                    let pieces = self.chain_stream(&chain);
-                    self.stream_into(&target, pieces, None).await?;
-                }
+                return Err(e);
             }
         }
         // A miss for this blob may be cached; the link below forgets the
@@ -625,6 +612,48 @@ impl Storage {
         self.link_blob(name, digest).await?;
         self.remove_session(name, id).await?;
         Ok(size)
+    }
+
+    /// Moves an upload's content into place at `target`: the whole file
+    /// renamed when one chunk holds it, else the chunks streamed in order.
+    async fn place(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        chain: &[PartRecord],
+        target: &Path,
+    ) -> Result<(), UploadError> {
+        match chain.last() {
+            None => {
+                self.store.put(target, PutPayload::default()).await?;
+            }
+            // One file holds the whole blob: renamed into place.
+            Some(last)
+                if last.file_start() == 0
+                    && self.rename_limit.is_none_or(|limit| last.end <= limit)
+                    && self.own_chunk(name, id, last).await? =>
+            {
+                match &self.chunk_files {
+                    Some(files) => files
+                        .publish(&last.chunk, last.end, target.as_ref())
+                        .await
+                        .map_err(io_failed)?,
+                    None => {
+                        self.store
+                            .rename(&Path::from(last.chunk.as_str()), target)
+                            .await?
+                    }
+                }
+            }
+            // Several chunks, or one the backend can't rename (copy) in
+            // one request: streamed into the blob, and the chunks are
+            // removed with the session.
+            Some(_) => {
+                let pieces = self.chain_stream(chain);
+                self.stream_into(target, pieces, None).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes everything an upload session stored: on the local disk the

@@ -43,6 +43,14 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        // `REGISTRY_TEST_LOG=warn` (any filter): the servers' logs on the
+        // test's output, e.g. the cause behind a 5xx's request id.
+        if let Ok(filter) = std::env::var("REGISTRY_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let htpasswd = write_htpasswd(dir.path());
         let mut config = Config::default();
