@@ -1,6 +1,7 @@
 //! The server's background work besides serving the API: the metrics
-//! listener, online garbage collection and upload purging. All of it stops
-//! when the server's shutdown signal is set.
+//! listener, online garbage collection, upload purging and the scheduled
+//! retention runs (each a `periodic::every` loop). All of it stops when the
+//! server's `CancellationToken` is cancelled, each job at a safe point.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Settings that change without a restart: the ACL and the policies. The
-//! server keeps each in a `Live` cell; a watcher re-reads the config file
+//! server keeps each in a `Live` cell (`config::live`); a watcher re-reads the config file
 //! (the one `Config::load` read) when its content changes, validates it as
 //! at start, and swaps both in at once. A file that fails keeps the rules
 //! in force and logs why, as the htpasswd reloader does.

@@ -1,5 +1,5 @@
-//! Who is asking, and may they. A middleware in front of every `/v2` route
-//! parses the route, derives the access it needs (`access`), authenticates
+//! Who is asking, and may they. `check`, which the API's middleware runs
+//! in front of every `/v2` route (`api::require_auth`), parses the route, derives the access it needs (`access`), authenticates
 //! the request (htpasswd Basic, or a bearer token), checks the access
 //! against the ACL or the token's claims, and otherwise answers itself:
 //! 401 with the challenge, 403 `DENIED`, 429. Handlers never see a request
