@@ -1,4 +1,5 @@
-//! The one place events are made: from a `/v2` request and its successful
+//! Where the events of `/v2` traffic are made (other entrances send theirs
+//! through `service::events`): from a request and its successful
 //! response, after the handler ran and before the response leaves (so the
 //! event is stored before the client hears of success). What registry:2
 //! emits: manifest push (PUT 201), pull (GET 200), delete (DELETE 202);
